@@ -1,0 +1,102 @@
+"""Agent configuration: TOML, with every key optional and unknown keys refused."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ppec.errors import BadInput
+from ppec.units import MIB, parse_size
+
+DEFAULT_PATH = Path("/etc/ppec/agent.toml")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host: str = field(default_factory=socket.gethostname)
+    socket: str = "/run/ppec/agent.sock"
+    socket_group: str = ""
+    state_dir: str = "/var/lib/ppec"
+    storage_dir: str = "/var/lib/ppec/disks"
+    libvirt_uri: str = "qemu:///system"
+    domain_type: str = "auto"
+    reserved_cpus: str = ""
+    reserved_memory: str = "1G"
+    emulator: str = ""
+    lock_timeout: float = 300.0
+    allowed_uids: tuple[int, ...] = ()
+
+    @property
+    def reserved_memory_mib(self) -> int:
+        return parse_size(self.reserved_memory, what="reserved_memory") // MIB \
+            if self.reserved_memory not in ("", "0") else 0
+
+    @property
+    def ledger_path(self) -> Path:
+        return Path(self.state_dir) / "ledger.db"
+
+    @property
+    def lock_path(self) -> Path:
+        return Path(self.state_dir) / "host.lock"
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """``"0-1,4"`` -> {0, 1, 4}, the Linux cpulist syntax."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise BadInput(f"invalid CPU list {text!r}") from None
+        if first < 0 or last < first:
+            raise BadInput(f"invalid CPU range {part!r} in {text!r}")
+        cpus.update(range(first, last + 1))
+    return frozenset(cpus)
+
+
+def load(path: Path | None) -> AgentConfig:
+    """Read ``path`` (or the default path if it exists); missing default means defaults."""
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return AgentConfig()
+        path = DEFAULT_PATH
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"agent config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"agent config {path}: {e}") from None
+    return from_mapping(data, source=str(path))
+
+
+def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
+    known = {f.name: f for f in fields(AgentConfig)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BadInput(f"{source}: unknown key(s) {', '.join(unknown)}; "
+                       f"known keys are {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "allowed_uids":
+            if not isinstance(value, list) or not all(isinstance(u, int) for u in value):
+                raise BadInput(f"{source}: allowed_uids must be a list of integers")
+            values[key] = tuple(value)
+        elif key == "lock_timeout":
+            if not isinstance(value, int | float) or value <= 0:
+                raise BadInput(f"{source}: lock_timeout must be a positive number")
+            values[key] = float(value)
+        elif not isinstance(value, str):
+            raise BadInput(f"{source}: {key} must be a string")
+        else:
+            values[key] = value
+    config = AgentConfig(**values)
+    if config.domain_type not in ("auto", "kvm", "qemu", "test"):
+        raise BadInput(f"{source}: domain_type must be auto, kvm or qemu, "
+                       f"not {config.domain_type!r}")
+    parse_cpu_list(config.reserved_cpus)
+    config.reserved_memory_mib  # noqa: B018 -- validates the size early
+    return config

@@ -1,0 +1,40 @@
+"""Wire the agent together: config, libvirt, ledger, recovery, then serve."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from ppec.agent import config as agent_config
+from ppec.agent.hypervisor import Hypervisor
+from ppec.agent.ledger import Ledger
+from ppec.agent.server import AgentServer
+from ppec.agent.service import AgentService, ensure_dirs
+from ppec.errors import PpecError
+
+log = logging.getLogger("ppec.agent")
+
+
+def serve(config_path: str | None, log_level: str = "INFO") -> int:
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s ppec-agent[%(process)d] %(levelname)s %(message)s")
+    try:
+        config = agent_config.load(Path(config_path) if config_path else None)
+        ensure_dirs(config)
+        service = AgentService(config, Hypervisor(config.libvirt_uri),
+                               Ledger(config.ledger_path))
+        server = AgentServer(config, service)
+        server.bind()   # first: refuses to start when another agent already serves here
+        # Recovery runs under the host lock: a second agent started by mistake must not
+        # undo what the first is in the middle of doing.
+        with server.host_lock:
+            for line in service.recover():
+                log.info("recovery: %s", line)
+            log.info("domain type %s on %s", service.domain_type, config.libvirt_uri)
+    except PpecError as e:
+        log.error("%s", e)
+        return 1
+    server.install_signal_handlers()
+    server.serve_forever()
+    return 0

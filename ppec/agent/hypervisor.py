@@ -1,0 +1,223 @@
+"""The one boundary between ppec and libvirt.
+
+Everything that touches the libvirt API lives here: libvirt's default error printer is
+silenced and every ``libvirtError`` becomes a ``HypervisorError`` with libvirt's own message
+and code in ``details``, so the rest of the agent never sees a libvirt type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import libvirt
+
+from ppec.agent import domxml
+from ppec.errors import HypervisorError, NotFound
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",   # running, waiting on I/O: same to an operator
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting-down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut-off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+def _quiet(_ctx: Any, _err: Any) -> None:
+    """libvirt prints every error to stderr by default; we report them ourselves."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    state: str
+    vcpus: int
+    memory_mib: int
+    disks: tuple[str, ...]
+    owner: domxml.Ownership | None
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ("shut-off", "crashed", "nostate")
+
+
+@dataclass(frozen=True)
+class Node:
+    cpus: int
+    memory_mib: int
+    model: str
+    arch: str
+    hypervisor: str
+    libvirt_version: str
+    domain_types: tuple[str, ...]
+
+
+def _version(n: int) -> str:
+    return f"{n // 1_000_000}.{n // 1000 % 1000}.{n % 1000}"
+
+
+class Hypervisor:
+    """A libvirt connection that reconnects when libvirtd restarts."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                log.warning("libvirt connection to %s lost; reconnecting", self.uri)
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as e:
+                raise HypervisorError(f"cannot connect to libvirt at {self.uri}: "
+                                      f"{e.get_error_message()}", code="LIBVIRT_UNAVAILABLE",
+                                      details={"libvirt_code": e.get_error_code()}) from None
+            return self._conn
+
+    def _call(self, what: str, fn: Callable[[libvirt.virConnect], T]) -> T:
+        conn = self._connection()
+        try:
+            return fn(conn)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFound(f"{what}: no such domain", code="NOT_FOUND") from None
+            raise HypervisorError(f"{what}: {e.get_error_message()}",
+                                  details={"libvirt_code": e.get_error_code(),
+                                           "libvirt_message": e.get_error_message()}) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    # -- host -----------------------------------------------------------------------------
+
+    def node(self) -> Node:
+        def get(conn: libvirt.virConnect) -> Node:
+            model, memory_mib, cpus, *_ = conn.getInfo()
+            caps = ET.fromstring(conn.getCapabilities())
+            arch = caps.findtext("host/cpu/arch", "x86_64")
+            types = tuple(dict.fromkeys(
+                d.get("type", "") for g in caps.findall("guest")
+                if g.find("arch") is not None and g.find("arch").get("name") == arch  # type: ignore[union-attr]
+                for d in g.findall("arch/domain")))
+            return Node(cpus=cpus, memory_mib=memory_mib, model=model, arch=arch,
+                        hypervisor=conn.getType(),
+                        libvirt_version=_version(conn.getLibVersion()), domain_types=types)
+        return self._call("node info", get)
+
+    def pick_domain_type(self, wanted: str) -> str:
+        """``auto``: kvm when the host offers it and /dev/kvm is usable, else qemu (TCG)."""
+        types = self.node().domain_types
+        if wanted != "auto":
+            if wanted not in types:
+                raise HypervisorError(f"domain type {wanted!r} is not offered by {self.uri} "
+                                      f"(offered: {', '.join(types) or 'none'})")
+            return wanted
+        if "kvm" in types and os.access("/dev/kvm", os.R_OK | os.W_OK):
+            return "kvm"
+        for candidate in ("qemu", *types):
+            if candidate in types:
+                return candidate
+        raise HypervisorError(f"{self.uri} offers no domain type for this architecture")
+
+    # -- domains --------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(dom: libvirt.virDomain) -> Domain:
+        state, _max_kib, mem_kib, _ncpu, _cpu_time = dom.info()
+        root = ET.fromstring(dom.XMLDesc(0))
+        return Domain(name=dom.name(), uuid=dom.UUIDString(), state=_STATES.get(state, "unknown"),
+                      vcpus=domxml.vcpu_count(root),
+                      memory_mib=int(root.findtext("memory", "0")) // 1024,
+                      disks=tuple(domxml.disk_paths(root)), owner=domxml.ownership(root))
+
+    def domains(self) -> list[Domain]:
+        def get(conn: libvirt.virConnect) -> list[Domain]:
+            found = []
+            for dom in conn.listAllDomains(0):
+                try:
+                    found.append(self._describe(dom))
+                except libvirt.libvirtError as e:
+                    # Undefined between listing and describing: it no longer exists.
+                    if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+            return found
+        return self._call("list domains", get)
+
+    def find(self, name: str) -> Domain | None:
+        try:
+            return self._call(f"look up {name}",
+                              lambda c: self._describe(c.lookupByName(name)))
+        except NotFound:
+            return None
+
+    def define(self, xml: str) -> None:
+        self._call("define domain", lambda c: c.defineXML(xml))
+
+    def start(self, name: str) -> None:
+        self._call(f"start {name}", lambda c: c.lookupByName(name).create())
+
+    def shutdown(self, name: str) -> None:
+        self._call(f"shut down {name}", lambda c: c.lookupByName(name).shutdown())
+
+    def destroy(self, name: str) -> None:
+        def stop(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            if dom.isActive():
+                dom.destroy()
+        self._call(f"destroy {name}", stop)
+
+    def undefine(self, name: str) -> None:
+        flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+        def undefine(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as e:
+                # The test driver and old libvirt lack some flags; plain undefine then.
+                if e.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT,
+                                              libvirt.VIR_ERR_INVALID_ARG):
+                    raise
+                dom.undefine()
+        self._call(f"undefine {name}", undefine)
+
+    def wait_inactive(self, name: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dom = self.find(name)
+            if dom is None or not dom.active:
+                return True
+            time.sleep(0.2)
+        return False

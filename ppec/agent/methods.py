@@ -1,0 +1,93 @@
+"""The agent's method table: the one place that says what the agent answers.
+
+Pure data, no libvirt: the CLI imports it for the timeout tiers, the server for dispatch
+and parameter checking. Each entry names the handler on ``AgentService`` that serves it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ppec.errors import BadInput
+from ppec.units import check_vm_name
+
+# Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
+# (lock_timeout) plus the work itself.
+TIMEOUTS = {"fast": 15.0, "normal": 90.0, "slow": 600.0}
+
+
+@dataclass(frozen=True)
+class Param:
+    type: type
+    required: bool = True
+    default: Any = None
+    check: Callable[[Any], Any] | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    handler: str
+    params: Mapping[str, Param] = field(default_factory=dict)
+    tier: str = "fast"
+    mutating: bool = False      # runs under the host lock
+    approval: bool = False      # needs a maker-checker approval (enforced from the approvals work)
+
+
+_NAME = Param(str, check=check_vm_name)
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("ping", "ping"),
+    Method("host.info", "host_info"),
+    Method("vm.list", "vm_list", tier="normal"),
+    Method("vm.get", "vm_get", {"name": _NAME}),
+    Method("vm.create", "vm_create", {
+        "name": _NAME,
+        "vcpus": Param(int, minimum=1, maximum=1024),
+        "memory_mib": Param(int, minimum=16, maximum=16 << 20),
+        "disk_bytes": Param(int, minimum=1 << 20, maximum=1 << 50),
+        "image": Param(str, required=False, default=""),
+    }, tier="slow", mutating=True),
+    Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True),
+    Method("vm.start", "vm_start", {"name": _NAME}, tier="normal", mutating=True),
+    Method("vm.stop", "vm_stop", {
+        "name": _NAME,
+        "force": Param(bool, required=False, default=False),
+        "timeout": Param(int, required=False, default=60, minimum=1, maximum=3600),
+    }, tier="slow", mutating=True),
+)}
+
+
+def check_params(method: Method, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``params`` against the method's schema; unknown fields are refused."""
+    unknown = sorted(set(params) - set(method.params))
+    if unknown:
+        raise BadInput(f"{method.name}: unknown parameter(s) {', '.join(unknown)}",
+                       code="BAD_PARAMS", details={"unknown": unknown})
+    clean: dict[str, Any] = {}
+    for name, spec in method.params.items():
+        if name not in params:
+            if spec.required:
+                raise BadInput(f"{method.name}: missing parameter {name!r}", code="BAD_PARAMS")
+            clean[name] = spec.default
+            continue
+        value = params[name]
+        # bool is a subclass of int in Python; a JSON true must not pass as a count.
+        if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+            raise BadInput(f"{method.name}: parameter {name!r} must be "
+                           f"{spec.type.__name__}, not {type(value).__name__}",
+                           code="BAD_PARAMS")
+        if spec.minimum is not None and value < spec.minimum:
+            raise BadInput(f"{method.name}: {name} must be at least {spec.minimum}",
+                           code="BAD_PARAMS")
+        if spec.maximum is not None and value > spec.maximum:
+            raise BadInput(f"{method.name}: {name} must be at most {spec.maximum}",
+                           code="BAD_PARAMS")
+        if spec.check is not None:
+            spec.check(value)
+        clean[name] = value
+    return clean

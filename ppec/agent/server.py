@@ -1,0 +1,205 @@
+"""The agent daemon: JSON lines over a Unix socket, one thread per connection.
+
+The socket is created 0660 (root, plus ``socket_group`` if configured) and every peer is
+checked with SO_PEERCRED, so file permissions are not the only guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, BinaryIO
+
+from filelock import FileLock, Timeout
+
+from ppec import protocol
+from ppec.agent.config import AgentConfig
+from ppec.agent.methods import METHODS, check_params
+from ppec.agent.service import AgentService
+from ppec.errors import PpecError, ProtocolError
+
+log = logging.getLogger(__name__)
+_ENVELOPE = {"v", "id", "method", "params", "approval"}
+
+
+class AgentServer:
+    def __init__(self, config: AgentConfig, service: AgentService) -> None:
+        self.config = config
+        self.service = service
+        self.path = Path(config.socket)
+        # filelock's default is thread-local: each request thread gets its own claim on the
+        # same flock, so threads of this process exclude each other as other processes do.
+        self.host_lock = FileLock(str(config.lock_path), timeout=config.lock_timeout)
+        self.allowed_uids = {0, os.getuid(), *config.allowed_uids}
+        self._sock: socket.socket | None = None
+        self._stopping = threading.Event()
+
+    # -- socket -----------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_symlink():
+            if _answers(self.path):
+                raise PpecError(f"another agent is already serving on {self.path}",
+                                code="ALREADY_RUNNING")
+            self.path.unlink()   # stale socket left by a killed agent
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o117)    # born 0660: never a moment when it is world-writable
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        if self.config.socket_group:
+            os.chown(self.path, -1, grp.getgrnam(self.config.socket_group).gr_gid)
+        os.chmod(self.path, 0o660)
+        sock.listen(64)
+        self._sock = sock
+
+    def serve_forever(self) -> None:
+        assert self._sock is not None, "bind() first"
+        log.info("serving %s on %s", self.config.host, self.path)
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    break
+                raise
+            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
+
+    def stop(self, *_: Any) -> None:
+        self._stopping.set()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping", signum)
+            # accept() is blocking in the main thread; closing the socket from a helper
+            # thread wakes it.
+            threading.Thread(target=self.stop, daemon=True).start()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    # -- one connection ---------------------------------------------------------------------
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        with conn:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                    struct.calcsize("3i"))
+            pid, uid, _gid = struct.unpack("3i", creds)
+            stream = conn.makefile("rwb", buffering=0)
+            if uid not in self.allowed_uids:
+                log.warning("refused peer pid=%d uid=%d", pid, uid)
+                _send(stream, protocol.reply_error(None, "FORBIDDEN",
+                                                   f"uid {uid} may not use this agent"))
+                return
+            while not self._stopping.is_set():
+                line = _read_line(stream)
+                if line is None:
+                    return
+                if isinstance(line, ProtocolError):
+                    reply = protocol.reply_error(None, line.code, line.message)
+                else:
+                    reply = self.handle_line(line)
+                if not _send(stream, reply):
+                    return
+
+    def handle_line(self, line: bytes) -> dict[str, Any]:
+        msg_id: Any = None
+        try:
+            msg = protocol.decode(line)
+            msg_id = msg.get("id")
+            if not isinstance(msg_id, int | str) or isinstance(msg_id, bool):
+                msg_id = None
+                raise ProtocolError("'id' must be an integer or a string", code="BAD_REQUEST")
+            unknown = sorted(set(msg) - _ENVELOPE)
+            if unknown:
+                raise ProtocolError(f"unknown field(s) {', '.join(unknown)}",
+                                    code="BAD_REQUEST")
+            if msg.get("v") != protocol.VERSION:
+                raise ProtocolError(f"protocol version {msg.get('v')!r} is not supported "
+                                    f"(this agent speaks v{protocol.VERSION})",
+                                    code="BAD_VERSION")
+            name = msg.get("method")
+            method = METHODS.get(name) if isinstance(name, str) else None
+            if method is None:
+                raise ProtocolError(f"unknown method {name!r}", code="UNKNOWN_METHOD",
+                                    details={"methods": sorted(METHODS)})
+            params = msg.get("params", {})
+            if not isinstance(params, dict):
+                raise ProtocolError("'params' must be an object", code="BAD_REQUEST")
+            clean = check_params(method, params)
+            handler = getattr(self.service, method.handler)
+            if method.mutating:
+                try:
+                    with self.host_lock:
+                        result = handler(**clean)
+                except Timeout:
+                    raise PpecError(f"host lock {self.config.lock_path} still held after "
+                                    f"{self.config.lock_timeout:.0f}s", code="BUSY") from None
+            else:
+                result = handler(**clean)
+            return protocol.reply_ok(msg_id, result)
+        except PpecError as e:
+            return protocol.reply_error(msg_id, e.code, e.message, e.details)
+        except Exception as e:  # a bug must cost one request, never the daemon
+            log.exception("internal error serving %r", line[:200])
+            return protocol.reply_error(msg_id, "INTERNAL", f"internal error: {e}")
+
+
+def _read_line(stream: BinaryIO) -> bytes | ProtocolError | None:
+    """One line, or an error for an oversized one (after skipping the rest of it)."""
+    try:
+        line = stream.readline(protocol.MAX_LINE + 1)
+    except OSError:
+        return None
+    if not line:
+        return None
+    if len(line) > protocol.MAX_LINE or not line.endswith(b"\n"):
+        if not line.endswith(b"\n"):
+            if len(line) <= protocol.MAX_LINE:
+                return line  # last line without newline at EOF: still a request
+            while True:      # drain the rest of the oversized line
+                chunk = stream.readline(1 << 16)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+        return ProtocolError(f"line longer than {protocol.MAX_LINE} bytes",
+                             code="LINE_TOO_LONG")
+    return line
+
+
+def _send(stream: BinaryIO, reply: dict[str, Any]) -> bool:
+    try:
+        stream.write(protocol.encode(reply))
+    except PpecError as e:  # a reply too large to send: say so instead
+        stream.write(json.dumps(protocol.reply_error(reply.get("id"), e.code,
+                                                     e.message)).encode() + b"\n")
+    except OSError:
+        return False
+    return True
+
+
+def _answers(path: Path) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -1,0 +1,71 @@
+"""Volumes in the host's storage dir, made and removed with qemu-img."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from ppec.errors import BadInput, StorageError
+from ppec.units import format_size
+
+
+def _qemu_img(*args: str) -> str:
+    try:
+        done = subprocess.run(["qemu-img", *args], capture_output=True, text=True,
+                              timeout=120, check=False)
+    except FileNotFoundError:
+        raise StorageError("qemu-img is not installed on this host") from None
+    if done.returncode != 0:
+        raise StorageError(f"qemu-img {args[0]} failed: "
+                           f"{done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def image_info(path: str) -> tuple[str, int]:
+    """(format, virtual size) of a base image."""
+    p = Path(path)
+    if not p.is_absolute():
+        raise BadInput(f"image path {path!r} must be absolute (a path on the host)")
+    if not p.is_file():
+        raise BadInput(f"image {path} does not exist on this host", code="NOT_FOUND")
+    info = json.loads(_qemu_img("info", "--output=json", "-U", path))
+    return str(info["format"]), int(info["virtual-size"])
+
+
+def check_space(storage_dir: Path, size: int) -> None:
+    free = shutil.disk_usage(storage_dir).free
+    if free < size:
+        raise StorageError(f"not enough space in {storage_dir}: {format_size(free)} free, "
+                           f"the disk needs {format_size(size)}", code="NO_SPACE",
+                           details={"free_bytes": free, "needed_bytes": size})
+
+
+def create_volume(path: Path, size: int, image: str = "") -> None:
+    """A qcow2 of ``size`` bytes, optionally a copy-on-write overlay of ``image``."""
+    if path.exists():
+        raise StorageError(f"volume {path} already exists; refusing to overwrite it",
+                           code="VOLUME_EXISTS")
+    args = ["create", "-q", "-f", "qcow2"]
+    if image:
+        fmt, virtual = image_info(image)
+        if size < virtual:
+            raise BadInput(f"disk size {format_size(size)} is smaller than image {image} "
+                           f"({format_size(virtual)})")
+        args += ["-b", image, "-F", fmt]
+    check_space(path.parent, size)
+    _qemu_img(*args, str(path), str(size))
+    os.chmod(path, 0o600)
+
+
+def remove_volume(path: Path, storage_dir: Path) -> bool:
+    """Remove a volume ppec made; never anything outside the storage dir."""
+    if path.resolve().parent != storage_dir.resolve():
+        raise StorageError(f"refusing to remove {path}: not in the storage dir {storage_dir}")
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

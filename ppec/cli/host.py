@@ -1,0 +1,110 @@
+"""``ppec host``: the inventory of bare-metal hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ppec import hosts
+from ppec.cli import output
+from ppec.cli.common import context
+from ppec.cli.output import Fmt, OutputOpt
+from ppec.store import Host
+
+app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain.",
+                  no_args_is_help=True)
+
+COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("port", "PORT"), ("region", "REGION"),
+           ("rack", "RACK"), ("vrf", "VRF"), ("drained", "DRAINED")]
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="Inventory name, e.g. bm-01.")],
+    address: Annotated[str, typer.Option(
+        help="Hostname or IP of the host's sshd, or `local` for this machine's agent.")],
+    port: Annotated[int, typer.Option(help="sshd port.")] = 22,
+    user: Annotated[str, typer.Option(help="SSH user (its key runs only the forced "
+                                           "command `ppec-agent proxy`).")] = "root",
+    identity: Annotated[str, typer.Option(help="Private key file; default: ssh-agent and "
+                                               "~/.ssh keys.")] = "",
+    socket: Annotated[str, typer.Option(help="Agent socket, for a `local` host.")]
+        = "/run/ppec/agent.sock",
+    region: Annotated[str, typer.Option()] = "",
+    rack: Annotated[str, typer.Option()] = "",
+    power_domain: Annotated[str, typer.Option()] = "",
+    vrf: Annotated[str, typer.Option()] = "",
+    cost: Annotated[float, typer.Option(help="Cost per hour.")] = 0.0,
+    tag: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
+    accept_new_host_key: Annotated[bool, typer.Option(
+        help="Record the host's SSH key if none is known yet (never replaces a known "
+             "key).")] = False,
+    check: Annotated[bool, typer.Option(help="Ping the agent before adding.")] = True,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """Add a host to the inventory, after checking its SSH host key and agent."""
+    output.use(fmt)
+    host = Host(name=name, address=address, port=port, username=user, identity=identity,
+                socket=socket, region=region, rack=rack, power_domain=power_domain, vrf=vrf,
+                cost=cost, tags=tuple(tag or ()))
+    with context() as ctx:
+        doc = hosts.add(ctx, host, accept_new_host_key=accept_new_host_key, check=check)
+    output.emit_record(fmt, doc, message=f"added host {name} ({address})")
+
+
+@app.command("list")
+def list_(fmt: OutputOpt = Fmt.table) -> None:
+    """List hosts in the inventory."""
+    output.use(fmt)
+    with context() as ctx:
+        rows = [h.as_dict() for h in ctx.store.hosts()]
+    output.emit_list(fmt, {"hosts": rows}, "hosts", COLUMNS)
+
+
+@app.command("show")
+def show(name: str, fmt: OutputOpt = Fmt.table) -> None:
+    """Show a host: inventory record and what its agent reports now."""
+    output.use(fmt)
+    with context() as ctx:
+        doc = hosts.show(ctx, name)
+    fields = [(k, k) for k in ("name", "address", "port", "region", "rack", "power_domain",
+                               "vrf", "drained", "reachable", "vms_in_store")]
+    if fmt is Fmt.table and doc.get("live"):
+        doc = {**doc, **{f"live.{k}": v for k, v in doc["live"].items()}}
+        fields += [(f"live.{k}", k) for k in ("domain_type", "cpus", "memory_mib",
+                                               "committed_memory_mib", "vm_count",
+                                               "libvirt_version", "agent_version")]
+    elif fmt is Fmt.table and doc.get("error"):
+        doc = {**doc, "error": doc["error"]["message"]}
+        fields.append(("error", "error"))
+    output.emit_record(fmt, doc, fields)
+
+
+@app.command("remove")
+def remove(name: str, fmt: OutputOpt = Fmt.table) -> None:
+    """Remove a host from the inventory (refused while the store has VMs on it)."""
+    output.use(fmt)
+    with context() as ctx:
+        ctx.store.remove_host(name)
+    output.emit_record(fmt, {"name": name, "removed": True}, message=f"removed host {name}")
+
+
+def _drain(name: str, drained: bool, fmt: Fmt) -> None:
+    output.use(fmt)
+    with context() as ctx:
+        host = ctx.store.set_drained(name, drained)
+    output.emit_record(fmt, host.as_dict(),
+                       message=f"host {name} {'drained' if drained else 'undrained'}")
+
+
+@app.command("drain")
+def drain(name: str, fmt: OutputOpt = Fmt.table) -> None:
+    """Stop placing new VMs on a host (running VMs stay)."""
+    _drain(name, True, fmt)
+
+
+@app.command("undrain")
+def undrain(name: str, fmt: OutputOpt = Fmt.table) -> None:
+    """Place new VMs on a host again."""
+    _drain(name, False, fmt)

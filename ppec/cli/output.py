@@ -1,0 +1,118 @@
+"""Rendering: tables for people, JSON and CSV for scripts; errors in one place.
+
+With ``-o json`` stdout carries exactly one JSON document and errors go to stderr as one
+JSON line, so a runbook can parse both without guessing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Sequence
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from ppec.errors import PpecError
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+OutputOpt = Annotated[Fmt, typer.Option(
+    "-o", "--output", help="table for people; json (one document on stdout) for scripts; "
+                           "csv for lists.", case_sensitive=False)]
+
+# The command's chosen format, so the one error handler renders errors to match.
+current: dict[str, Any] = {"fmt": Fmt.table, "debug": False, "db": None}
+
+
+def use(fmt: Fmt) -> Fmt:
+    current["fmt"] = fmt
+    return fmt
+
+
+def _console() -> Any:
+    from rich.console import Console  # rich is heavy; only tables pay for it
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
+    return Console(width=width, no_color=bool(os.environ.get("NO_COLOR")), highlight=False,
+                   soft_wrap=False)
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
+               title: str | None = None) -> None:
+    from rich.table import Table
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for _, header in columns:
+        table.add_column(header)
+    for row in rows:
+        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+    _console().print(table)
+
+
+def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    writer = csv.writer(sys.stdout)
+    writer.writerow([key for key, _ in columns])
+    for row in rows:
+        writer.writerow([_cell(row.get(key)) for key, _ in columns])
+
+
+def emit_list(fmt: Fmt, doc: dict[str, Any], key: str,
+              columns: Sequence[tuple[str, str]]) -> None:
+    """A list document: ``doc[key]`` is the rows; any ``errors`` are per-host failures."""
+    if fmt is Fmt.json:
+        emit_json(doc)
+        return
+    if fmt is Fmt.csv:
+        emit_csv(doc[key], columns)
+    else:
+        emit_table(doc[key], columns)
+    for err in doc.get("errors", []):
+        sys.stderr.write(f"ppec: {err['host']}: {err['message']}\n")
+
+
+def emit_record(fmt: Fmt, doc: dict[str, Any], fields: Sequence[tuple[str, str]] | None = None,
+                message: str | None = None) -> None:
+    if fmt is Fmt.json:
+        emit_json(doc)
+        return
+    if fmt is Fmt.csv:
+        raise PpecError("-o csv is for lists; use -o json", code="BAD_INPUT")
+    if message:
+        _console().print(message)
+    if fields:
+        emit_table([{"k": label, "v": doc.get(key)} for key, label in fields],
+                   [("k", "field"), ("v", "value")])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
+
+
+def error(e: PpecError) -> None:
+    if current["fmt"] is Fmt.json:
+        sys.stderr.write(json.dumps({"error": {"code": e.code, "message": str(e),
+                                               "host": e.host, "details": e.details}},
+                                    default=str) + "\n")
+    else:
+        sys.stderr.write(f"ppec: error: {e}\n")
+
+
+def host_errors(failed: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"host": r.host, "code": r.error.code, "message": str(r.error)} for r in failed]

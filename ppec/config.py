@@ -1,0 +1,96 @@
+"""Operator-side configuration and the XDG paths ppec keeps its files in.
+
+Missing files mean the embedded defaults (``ppec/default-config.toml``), never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from ppec.errors import BadInput
+from ppec.units import MIB, parse_size
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def config_dir() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "ppec"
+
+
+def data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "ppec"
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("PPEC_CONFIG") or config_dir() / "config.toml")
+
+
+def known_hosts_path() -> Path:
+    return config_dir() / "known_hosts"
+
+
+def default_db() -> str:
+    return os.environ.get("PPEC_DB") or str(data_dir() / "ppec.db")
+
+
+@dataclass(frozen=True)
+class Flavor:
+    name: str
+    cpus: int
+    memory_mib: int
+    disk_bytes: int
+
+
+@dataclass(frozen=True)
+class Config:
+    flavors: dict[str, Flavor] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    ssh_command: str = "ppec-agent proxy"
+    source: str = "defaults"
+
+    def flavor(self, name: str) -> Flavor:
+        try:
+            return self.flavors[name]
+        except KeyError:
+            raise BadInput(f"unknown flavor {name!r}; known flavors: "
+                           f"{', '.join(sorted(self.flavors))}", code="NOT_FOUND") from None
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(
+            out.get(key), dict) else value
+    return out
+
+
+def load(path: Path | None = None) -> Config:
+    data = tomllib.loads(files("ppec").joinpath("default-config.toml").read_text())
+    path = path or config_path()
+    source = "defaults"
+    if path.exists():
+        try:
+            data = _merge(data, tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as e:
+            raise BadInput(f"config {path}: {e}") from None
+        source = str(path)
+    flavors = {}
+    for name, f in data.get("flavors", {}).items():
+        try:
+            flavors[name] = Flavor(name, int(f["cpus"]),
+                                   parse_size(str(f["memory"]), what="memory") // MIB,
+                                   parse_size(str(f["disk"]), what="disk"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise BadInput(f"config {source}: flavor {name!r} needs cpus, memory and disk "
+                           f"({e})") from None
+    ssh = data.get("ssh", {})
+    return Config(flavors=flavors, connect_timeout=float(ssh.get("connect_timeout", 10)),
+                  ssh_command=str(ssh.get("command", "ppec-agent proxy")), source=source)

@@ -1,0 +1,38 @@
+"""What a command works with: the store, the config, and one agent client per host."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from ppec import config as ppec_config
+from ppec.fleet.client import AgentClient, Reach
+from ppec.store import Host, Store
+
+
+@dataclass
+class Context:
+    store: Store
+    config: ppec_config.Config
+    reach: Reach
+    _clients: dict[str, AgentClient] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, db: str | None = None) -> Context:
+        cfg = ppec_config.load()
+        return cls(store=Store(db or ppec_config.default_db()), config=cfg,
+                   reach=Reach(known_hosts=ppec_config.known_hosts_path(),
+                               connect_timeout=cfg.connect_timeout, command=cfg.ssh_command))
+
+    def client(self, host: Host) -> AgentClient:
+        with self._lock:
+            if host.name not in self._clients:
+                self._clients[host.name] = AgentClient(host, self.reach)
+            return self._clients[host.name]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        self.store.close()

@@ -1,0 +1,1 @@
+"""Reaching host agents: transports (Unix socket, SSH), the protocol client, fan-out."""

@@ -1,0 +1,110 @@
+"""Talk protocol v1 to one host's agent over whichever stream reaches it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ppec import protocol
+from ppec.agent.methods import METHODS, TIMEOUTS
+from ppec.errors import PpecError, ProtocolError, TransportError, from_wire
+from ppec.fleet.transport import LineReader, LocalStream, Stream
+from ppec.store import Host
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How to reach hosts: where the known_hosts file is, SSH timeouts and command."""
+
+    known_hosts: Path
+    connect_timeout: float = 10.0
+    command: str = "ppec-agent proxy"
+
+
+class AgentClient:
+    """One connection per host per command, opened on first use."""
+
+    def __init__(self, host: Host, reach: Reach, *, accept_new_host_key: bool = False) -> None:
+        self.host = host
+        self.reach = reach
+        self.accept_new_host_key = accept_new_host_key
+        self._stream: Stream | None = None
+        self._reader: LineReader | None = None
+        self._ids = itertools.count(1)
+
+    def _open(self) -> LineReader:
+        if self._reader is None:
+            stream: Stream
+            if self.host.is_local:
+                stream = LocalStream(self.host.socket, self.reach.connect_timeout)
+            else:
+                from ppec.fleet.ssh import SSHStream  # paramiko only when SSH is used
+                stream = SSHStream(address=self.host.address, port=self.host.port,
+                                   username=self.host.username, identity=self.host.identity,
+                                   known_hosts=self.reach.known_hosts,
+                                   command=self.reach.command,
+                                   timeout=self.reach.connect_timeout,
+                                   accept_new_host_key=self.accept_new_host_key)
+            self._stream = stream
+            self._reader = LineReader(stream, self.host.name)
+        return self._reader
+
+    def call(self, method: str, **params: Any) -> Any:
+        try:
+            return self._call(method, params)
+        except PpecError as e:
+            e.host = e.host or self.host.name
+            if isinstance(e, TransportError):
+                self.close()  # the stream is in an unknown state; never reuse it
+            raise
+
+    def _call(self, method: str, params: dict[str, Any]) -> Any:
+        timeout = TIMEOUTS[METHODS[method].tier] if method in METHODS else TIMEOUTS["fast"]
+        reader = self._open()
+        msg_id = next(self._ids)
+        assert self._stream is not None
+        self._stream.send(protocol.encode(protocol.request(msg_id, method, params)), timeout)
+        reply = protocol.decode(reader.readline(timeout))
+        if reply.get("id") not in (msg_id, None) or reply.get("v") != protocol.VERSION:
+            raise ProtocolError(f"unexpected reply {str(reply)[:200]}")
+        if reply.get("ok") is True:
+            return reply.get("result")
+        error = reply.get("error")
+        raise from_wire(error if isinstance(error, dict) else {}, host=None)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+        self._stream = self._reader = None
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    ok: bool
+    value: Any = None
+    error: PpecError | None = None
+
+
+def fan_out(hosts: Iterable[Host], fn: Callable[[Host], T],
+            max_workers: int = 32) -> list[HostResult]:
+    """Run ``fn`` per host in parallel; one host's failure never hides another's answer."""
+    hosts = list(hosts)
+    if not hosts:
+        return []
+
+    def one(host: Host) -> HostResult:
+        try:
+            return HostResult(host.name, True, fn(host))
+        except PpecError as e:
+            e.host = e.host or host.name
+            return HostResult(host.name, False, error=e)
+
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(hosts))) as pool:
+        return list(pool.map(one, hosts))

@@ -1,0 +1,111 @@
+"""SSH to a host's sshd, whose forced command relays to the agent (paramiko).
+
+Host keys are checked against ppec's own known_hosts file: an unknown key is refused with
+its fingerprint (``ppec host add --accept-new-host-key`` records it, once); a changed key
+is always refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+from pathlib import Path
+
+import paramiko
+
+from ppec.errors import AuthError, HostKeyError, TransportError
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class _Policy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys, or record them when the operator said so for this host."""
+
+    def __init__(self, known_hosts: Path, accept_new: bool) -> None:
+        self.known_hosts = known_hosts
+        self.accept_new = accept_new
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
+                         key: paramiko.PKey) -> None:
+        if not self.accept_new:
+            raise HostKeyError(
+                f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); "
+                f"check the fingerprint on the host, then add it with "
+                f"`ppec host add ... --accept-new-host-key`",
+                details={"fingerprint": fingerprint(key), "known_hosts": str(self.known_hosts)})
+        keys = paramiko.HostKeys()
+        if self.known_hosts.exists():
+            keys.load(str(self.known_hosts))
+        keys.add(hostname, key.get_name(), key)
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        keys.save(str(self.known_hosts))
+
+
+class SSHStream:
+    def __init__(self, *, address: str, port: int, username: str, identity: str,
+                 known_hosts: Path, command: str, timeout: float,
+                 accept_new_host_key: bool = False) -> None:
+        self.where = f"{username}@{address}:{port}"
+        self.client = paramiko.SSHClient()
+        if known_hosts.exists():
+            self.client.load_host_keys(str(known_hosts))
+        self.client.set_missing_host_key_policy(_Policy(known_hosts, accept_new_host_key))
+        try:
+            self.client.connect(
+                address, port=port, username=username, key_filename=identity or None,
+                allow_agent=True, look_for_keys=not identity, timeout=timeout,
+                banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout)
+            transport = self.client.get_transport()
+            assert transport is not None
+            self.channel = transport.open_session(timeout=timeout)
+            self.channel.exec_command(command)
+        except paramiko.BadHostKeyException as e:
+            self.client.close()
+            raise HostKeyError(
+                f"host key for {known_hosts_name(address, port)} CHANGED: known_hosts has "
+                f"{fingerprint(e.expected_key)}, the host offered {fingerprint(e.key)}; "
+                f"refusing to connect. If the host was really re-installed, remove its line "
+                f"from {known_hosts} and add it again", code="HOST_KEY_CHANGED",
+                details={"expected": fingerprint(e.expected_key),
+                         "offered": fingerprint(e.key)}) from None
+        except HostKeyError:
+            self.client.close()
+            raise
+        except paramiko.AuthenticationException as e:
+            self.client.close()
+            raise AuthError(f"SSH key refused by {self.where}: {e}") from None
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            self.client.close()
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or \
+                type(e).__name__
+            raise TransportError(f"cannot reach {self.where}: {reason}") from None
+
+    def send(self, data: bytes, timeout: float) -> None:
+        self.channel.settimeout(timeout)
+        try:
+            self.channel.sendall(data)
+        except (OSError, paramiko.SSHException) as e:
+            raise TransportError(f"{self.where}: send failed: {e}",
+                                 code="AGENT_UNREACHABLE") from None
+
+    def recv(self, timeout: float) -> bytes:
+        self.channel.settimeout(timeout)
+        try:
+            return bytes(self.channel.recv(65536))
+        except socket.timeout:
+            raise TransportError(f"{self.where}: no reply within {timeout:.0f}s",
+                                 code="TIMEOUT") from None
+        except (OSError, paramiko.SSHException) as e:
+            raise TransportError(f"{self.where}: receive failed: {e}",
+                                 code="AGENT_UNREACHABLE") from None
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,80 @@
+"""Host inventory: add, list, show, remove, drain; agent status."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ppec.context import Context
+from ppec.errors import BadInput, PpecError
+from ppec.fleet.client import AgentClient, HostResult, fan_out
+from ppec.store import Host
+from ppec.units import check_host_name
+
+
+def add(ctx: Context, host: Host, *, accept_new_host_key: bool = False,
+        check: bool = True) -> dict[str, Any]:
+    """Record a host; unless ``check`` is off, first prove its agent answers as that host."""
+    check_host_name(host.name)
+    if not host.address:
+        raise BadInput("--address is required (a hostname, an IP, or `local`)")
+    if not 1 <= host.port <= 65535:
+        raise BadInput(f"invalid port {host.port}")
+    if host.is_local and host.identity:
+        raise BadInput("--identity makes no sense for a local host (it uses the Unix socket)")
+    info: dict[str, Any] = {}
+    if check:
+        client = AgentClient(host, ctx.reach, accept_new_host_key=accept_new_host_key)
+        try:
+            info = client.call("ping")
+        finally:
+            client.close()
+    ctx.store.add_host(host)
+    return {**host.as_dict(), "agent": info}
+
+
+def show(ctx: Context, name: str) -> dict[str, Any]:
+    host = ctx.store.host(name)
+    result: dict[str, Any] = {**host.as_dict(), "vms_in_store": len(ctx.store.vms(name))}
+    try:
+        result["live"] = ctx.client(host).call("host.info")
+        result["reachable"] = True
+    except PpecError as e:
+        result["live"] = None
+        result["reachable"] = False
+        result["error"] = {"code": e.code, "message": str(e)}
+    return result
+
+
+@dataclass(frozen=True)
+class Status:
+    host: str
+    ok: bool
+    version: str
+    latency_ms: float
+    error: str
+    code: str
+
+
+def status(ctx: Context, names: list[str]) -> list[Status]:
+    hosts = [ctx.store.host(n) for n in names] if names else ctx.store.hosts()
+
+    def ping(host: Host) -> tuple[str, float]:
+        start = time.perf_counter()
+        reply = ctx.client(host).call("ping")
+        return str(reply.get("version", "")), (time.perf_counter() - start) * 1000
+
+    out = []
+    for r in fan_out(hosts, ping):
+        if r.ok:
+            version, ms = r.value
+            out.append(Status(r.host, True, version, round(ms, 1), "", ""))
+        else:
+            assert r.error is not None
+            out.append(Status(r.host, False, "", 0.0, r.error.message, r.error.code))
+    return out
+
+
+def failed(results: list[HostResult]) -> list[HostResult]:
+    return [r for r in results if not r.ok]

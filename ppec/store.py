@@ -1,0 +1,232 @@
+"""The operator store: hosts and VMs (SQLite; schema versioned).
+
+The store is a cache of what the fleet holds plus fleet-wide facts. Uniqueness that
+matters is a constraint here, not a check in Python: two concurrent ``ppec vm create``
+of one name cannot both pass, because the second INSERT fails.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ppec.errors import AlreadyExists, BadInput, NotFound
+
+MIGRATIONS: list[str] = [
+    # 1: hosts and VMs
+    """
+    CREATE TABLE hosts (
+        name          TEXT PRIMARY KEY,
+        address       TEXT NOT NULL,
+        port          INTEGER NOT NULL DEFAULT 22,
+        username      TEXT NOT NULL DEFAULT 'root',
+        identity      TEXT NOT NULL DEFAULT '',
+        socket        TEXT NOT NULL DEFAULT '/run/ppec/agent.sock',
+        region        TEXT NOT NULL DEFAULT '',
+        rack          TEXT NOT NULL DEFAULT '',
+        power_domain  TEXT NOT NULL DEFAULT '',
+        vrf           TEXT NOT NULL DEFAULT '',
+        cost          REAL NOT NULL DEFAULT 0,
+        tags          TEXT NOT NULL DEFAULT '[]',
+        drained       INTEGER NOT NULL DEFAULT 0,
+        added_at      TEXT NOT NULL
+    );
+    CREATE TABLE vms (
+        name        TEXT PRIMARY KEY,
+        host        TEXT NOT NULL REFERENCES hosts(name),
+        state       TEXT NOT NULL,
+        vcpus       INTEGER NOT NULL,
+        memory_mib  INTEGER NOT NULL,
+        disk_bytes  INTEGER NOT NULL,
+        image       TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX vms_host ON vms(host);
+    """,
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    port: int = 22
+    username: str = "root"
+    identity: str = ""
+    socket: str = "/run/ppec/agent.sock"
+    region: str = ""
+    rack: str = ""
+    power_domain: str = ""
+    vrf: str = ""
+    cost: float = 0.0
+    tags: tuple[str, ...] = ()
+    drained: bool = False
+    added_at: str = field(default_factory=_now)
+
+    @property
+    def is_local(self) -> bool:
+        return self.address == "local"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class VmRow:
+    name: str
+    host: str
+    state: str
+    vcpus: int
+    memory_mib: int
+    disk_bytes: int
+    image: str
+    created_at: str
+    updated_at: str
+
+
+_HOST_COLS = ("name, address, port, username, identity, socket, region, rack, power_domain,"
+              " vrf, cost, tags, drained, added_at")
+_VM_COLS = "name, host, state, vcpus, memory_mib, disk_bytes, image, created_at, updated_at"
+
+
+def _host(row: tuple[Any, ...]) -> Host:
+    values = list(row)
+    values[11] = tuple(json.loads(values[11]))
+    values[12] = bool(values[12])
+    return Host(*values)
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so concurrent ppec processes queue
+        # instead of failing on a lock upgrade.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise BadInput(f"store {self.path} has schema {version}, newer than this ppec "
+                               f"(knows {len(MIGRATIONS)}); upgrade ppec")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- hosts ------------------------------------------------------------------------------
+
+    def add_host(self, host: Host) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(f"INSERT INTO hosts ({_HOST_COLS}) VALUES ({','.join('?' * 14)})",
+                           (host.name, host.address, host.port, host.username, host.identity,
+                            host.socket, host.region, host.rack, host.power_domain, host.vrf,
+                            host.cost, json.dumps(list(host.tags)), int(host.drained),
+                            host.added_at))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"host {host.name} is already in the inventory") from None
+
+    def host(self, name: str) -> Host:
+        row = self._db.execute(f"SELECT {_HOST_COLS} FROM hosts WHERE name=?",
+                               (name,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown host {name!r} (see `ppec host list`)")
+        return _host(row)
+
+    def hosts(self) -> list[Host]:
+        rows = self._db.execute(f"SELECT {_HOST_COLS} FROM hosts ORDER BY name").fetchall()
+        return [_host(r) for r in rows]
+
+    def remove_host(self, name: str) -> None:
+        with self._tx() as db:
+            self.host(name)
+            count = db.execute("SELECT count(*) FROM vms WHERE host=?", (name,)).fetchone()[0]
+            if count:
+                raise BadInput(f"host {name} still has {count} VM(s) in the store; delete or "
+                               f"move them first", code="HOST_IN_USE")
+            db.execute("DELETE FROM hosts WHERE name=?", (name,))
+
+    def set_drained(self, name: str, drained: bool) -> Host:
+        with self._tx() as db:
+            self.host(name)
+            db.execute("UPDATE hosts SET drained=? WHERE name=?", (int(drained), name))
+        return self.host(name)
+
+    # -- VMs --------------------------------------------------------------------------------
+
+    def reserve_vm(self, name: str, host: str, vcpus: int, memory_mib: int, disk_bytes: int,
+                   image: str) -> None:
+        """Claim the name fleet-wide before any host is asked to build it."""
+        now = _now()
+        try:
+            with self._tx() as db:
+                db.execute(f"INSERT INTO vms ({_VM_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                           (name, host, "creating", vcpus, memory_mib, disk_bytes, image,
+                            now, now))
+        except sqlite3.IntegrityError:
+            existing = self.vm_or_none(name)
+            where = f" on host {existing.host} ({existing.state})" if existing else ""
+            raise AlreadyExists(f"a VM named {name} already exists{where}") from None
+
+    def set_vm(self, name: str, **fields: Any) -> None:
+        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes"}
+        assert set(fields) <= allowed, fields
+        assignments = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE vms SET {assignments}, updated_at=? WHERE name=?",
+                       (*fields.values(), _now(), name))
+
+    def forget_vm(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM vms WHERE name=?", (name,))
+
+    def vm_or_none(self, name: str) -> VmRow | None:
+        row = self._db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
+        return VmRow(*row) if row else None
+
+    def vm(self, name: str) -> VmRow:
+        row = self.vm_or_none(name)
+        if row is None:
+            raise NotFound(f"unknown VM {name!r} (see `ppec vm list`)")
+        return row
+
+    def vms(self, host: str | None = None) -> list[VmRow]:
+        sql, args = f"SELECT {_VM_COLS} FROM vms", ()
+        if host is not None:
+            sql, args = sql + " WHERE host=?", (host,)
+        return [VmRow(*r) for r in self._db.execute(sql + " ORDER BY name", args).fetchall()]
