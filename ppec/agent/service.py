@@ -50,16 +50,20 @@ class AgentService:
         for rec in self.ledger.all():
             dom = self.hv.find(rec.name)
             if rec.state == "creating":
-                if dom is not None and dom.owner is not None and dom.active:
+                if dom is not None and self._ours(dom) and dom.active:
                     self.ledger.set_state(rec.name, "present")
                     done.append(f"{rec.name}: create had finished; kept")
                 else:
-                    self._undo_create(rec, defined=dom is not None and dom.owner is not None)
+                    self._undo_create(rec, defined=self._ours(dom))
                     done.append(f"{rec.name}: interrupted create undone")
             elif rec.state == "deleting":
                 self._finish_delete(rec, dom)
                 done.append(f"{rec.name}: interrupted delete finished")
         return done
+
+    def _ours(self, dom: Domain | None) -> bool:
+        """Built by this host's agent: ppec metadata naming this host."""
+        return dom is not None and dom.owner is not None and dom.owner.host == self.config.host
 
     # -- read-only --------------------------------------------------------------------------
 
@@ -112,14 +116,14 @@ class AgentService:
         domains = {d.name: d for d in self.hv.domains()}
         records = {r.name: r for r in self.ledger.all()}
         names = sorted(n for n in set(domains) | set(records)
-                       if n in records or domains[n].owner is not None)
+                       if n in records or self._ours(domains[n]))
         return {"vms": [self._view(domains.get(n), records.get(n)) for n in names],
                 "foreign": sorted(n for n, d in domains.items()
-                                  if d.owner is None and n not in records)}
+                                  if not self._ours(d) and n not in records)}
 
     def vm_get(self, name: str) -> dict[str, Any]:
         dom, rec = self.hv.find(name), self.ledger.get(name)
-        if rec is None and (dom is None or dom.owner is None):
+        if rec is None and not self._ours(dom):
             raise NotFound(f"no VM named {name} on {self.config.host}")
         return self._view(dom, rec)
 
@@ -187,13 +191,10 @@ class AgentService:
     def _owned(self, name: str) -> tuple[Domain | None, VmRecord]:
         dom, rec = self.hv.find(name), self.ledger.get(name)
         if rec is None:
-            if dom is not None and dom.owner is None:
-                raise Conflict(f"domain {name} on {self.config.host} was not created by ppec; "
-                               f"refusing to touch it", code="NOT_OWNED")
             if dom is None:
                 raise NotFound(f"no VM named {name} on {self.config.host}")
-            raise Conflict(f"VM {name} carries ppec metadata but is not in the ledger of "
-                           f"{self.config.host}; refusing to touch it", code="NOT_OWNED")
+            raise Conflict(f"domain {name} on {self.config.host} was not created by this "
+                           f"host's ppec agent; refusing to touch it", code="NOT_OWNED")
         return dom, rec
 
     def vm_delete(self, name: str) -> dict[str, Any]:
@@ -239,7 +240,12 @@ class AgentService:
 
 
 def ensure_dirs(config: AgentConfig) -> None:
-    # The storage dir must be traversable by the unprivileged QEMU user (libvirt-qemu);
-    # the state dir holds the ledger and is root's alone.
-    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
-    os.makedirs(config.storage_dir, mode=0o711, exist_ok=True)
+    """Create the state and storage dirs with the modes QEMU needs.
+
+    QEMU runs as an unprivileged user (libvirt-qemu); libvirt hands it each disk file, but
+    every directory above the file must be searchable (x) by it. So the dirs are 0711:
+    searchable, not listable; the ledger file itself is 0600.
+    """
+    for path in (config.state_dir, config.storage_dir):
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o711)
