@@ -1,0 +1,32 @@
+import pytest
+
+from ppec.agent.methods import METHODS, TIMEOUTS, check_params
+from ppec.errors import BadInput
+
+CREATE = METHODS["vm.create"]
+GOOD = {"name": "a", "vcpus": 1, "memory_mib": 64, "disk_bytes": 1 << 30}
+
+
+def test_defaults_filled() -> None:
+    assert check_params(CREATE, GOOD)["image"] == ""
+
+
+@pytest.mark.parametrize(("params", "words"), [
+    ({**GOOD, "extra": 1}, "unknown parameter"),
+    ({k: v for k, v in GOOD.items() if k != "vcpus"}, "missing parameter 'vcpus'"),
+    ({**GOOD, "vcpus": True}, "must be int"),
+    ({**GOOD, "vcpus": "2"}, "must be int"),
+    ({**GOOD, "vcpus": 0}, "at least 1"),
+    ({**GOOD, "memory_mib": 1 << 40}, "at most"),
+    ({**GOOD, "name": "../x"}, "invalid VM name"),
+])
+def test_refusals(params: dict[str, object], words: str) -> None:
+    with pytest.raises(BadInput) as e:
+        check_params(CREATE, params)
+    assert words in str(e.value)
+
+
+def test_every_method_has_a_known_tier_and_mutators_are_marked() -> None:
+    assert all(m.tier in TIMEOUTS for m in METHODS.values())
+    assert {n for n, m in METHODS.items() if m.mutating} == {
+        "vm.create", "vm.delete", "vm.start", "vm.stop"}

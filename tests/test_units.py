@@ -1,0 +1,46 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ppec.errors import BadInput
+from ppec.units import check_host_name, check_vm_name, format_size, parse_size
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("512M", 512 << 20), ("8G", 8 << 30), ("1T", 1 << 40), ("1g", 1 << 30),
+    ("4GiB", 4 << 30), ("1024", 1024), (" 2K ", 2048),
+])
+def test_parse_size(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["12Q", "1.5G", "", "G", "-1G", "0", "0M", "8 G B", "1e3"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(BadInput) as e:
+        parse_size(text, what="memory")
+    assert "memory" in str(e.value)
+
+
+@given(st.integers(min_value=1, max_value=1 << 52))
+def test_format_parse_round_trip_for_exact_sizes(n: int) -> None:
+    text = format_size(n)
+    if not text.endswith(("B", ".0K")) and "." not in text:
+        assert parse_size(text) == n
+
+
+@pytest.mark.parametrize("name", ["a", "web-01", "x" * 63, "0db"])
+def test_vm_names_accepted(name: str) -> None:
+    assert check_vm_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "Bad_Name", "-a", "a-", "x" * 64, "a b", "../etc",
+                                  "a.b", "ü"])
+def test_vm_names_refused(name: str) -> None:
+    with pytest.raises(BadInput):
+        check_vm_name(name)
+
+
+def test_host_names() -> None:
+    assert check_host_name("bm-01.rack_2") == "bm-01.rack_2"
+    with pytest.raises(BadInput):
+        check_host_name("BM 01")
