@@ -30,6 +30,8 @@ def choose(ctx: Context, req: placement.Request, host: str | None) -> dict[str, 
     """Rank the hosts that can take ``req`` from their agents' live answers."""
     if host:
         candidates = [ctx.store.host(host)]
+        # One named host: its failure is the answer (exit 1), not a placement verdict.
+        ctx.client(candidates[0]).call("ping")
     else:
         candidates = ctx.store.hosts()
         if not candidates:

@@ -28,6 +28,9 @@ def run(socket_path: str) -> int:
         sock.connect(socket_path)
     except FileNotFoundError:
         return _fail("AGENT_UNREACHABLE", f"agent not running: no socket at {socket_path}")
+    except ConnectionRefusedError:
+        return _fail("AGENT_UNREACHABLE",
+                     f"agent not running: nothing listens on {socket_path} (stale socket)")
     except OSError as e:
         return _fail("AGENT_UNREACHABLE", f"agent not reachable at {socket_path}: "
                                           f"{e.strerror or e}")

@@ -50,6 +50,10 @@ class LocalStream:
             self.sock.close()
             raise TransportError(f"agent not running: no socket at {path}",
                                  code="AGENT_UNREACHABLE") from None
+        except ConnectionRefusedError:
+            self.sock.close()
+            raise TransportError(f"agent not running: nothing listens on {path} "
+                                 f"(stale socket)", code="AGENT_UNREACHABLE") from None
         except OSError as e:
             self.sock.close()
             raise TransportError(f"agent not reachable at {path}: {e.strerror or e}",
