@@ -90,10 +90,13 @@ def free_port(address: str) -> int:
 
 
 def socket_answers(path: Path) -> bool:
+    """A ping answered: the agent has finished start-up (recovery) and is serving."""
     s = socket.socket(socket.AF_UNIX)
+    s.settimeout(30)
     try:
         s.connect(str(path))
-        return True
+        s.sendall(b'{"v":1,"id":0,"method":"ping","params":{}}\n')
+        return b'"ok":true' in s.makefile("rb").readline()
     except OSError:
         return False
     finally:

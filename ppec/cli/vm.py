@@ -125,4 +125,4 @@ def delete(name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
     output.use(fmt)
     with context() as ctx:
         doc = vms.delete(ctx, name, host)
-    output.emit_record(fmt, doc, message=f"deleted {name} from {doc['host']}")
+    output.emit_record(fmt, doc, message=doc.get("note") or f"deleted {name} from {doc['host']}")
