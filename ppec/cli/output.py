@@ -115,4 +115,4 @@ def error(e: PpecError) -> None:
 
 
 def host_errors(failed: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"host": r.host, "code": r.error.code, "message": str(r.error)} for r in failed]
+    return [{"host": r.host, "code": r.error.code, "message": r.error.message} for r in failed]
