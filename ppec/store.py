@@ -226,7 +226,7 @@ class Store:
         return row
 
     def vms(self, host: str | None = None) -> list[VmRow]:
-        sql, args = f"SELECT {_VM_COLS} FROM vms", ()
+        sql, args = f"SELECT {_VM_COLS} FROM vms", ()  # type: tuple[str, tuple[str, ...]]
         if host is not None:
             sql, args = sql + " WHERE host=?", (host,)
         return [VmRow(*r) for r in self._db.execute(sql + " ORDER BY name", args).fetchall()]

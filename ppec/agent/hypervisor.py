@@ -7,6 +7,7 @@ and code in ``details``, so the rest of the agent never sees a libvirt type.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -112,10 +113,8 @@ class Hypervisor:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
-                try:
+                with contextlib.suppress(libvirt.libvirtError):
                     self._conn.close()
-                except libvirt.libvirtError:
-                    pass
                 self._conn = None
 
     # -- host -----------------------------------------------------------------------------
@@ -153,7 +152,7 @@ class Hypervisor:
 
     @staticmethod
     def _describe(dom: libvirt.virDomain) -> Domain:
-        state, _max_kib, mem_kib, _ncpu, _cpu_time = dom.info()
+        state, _max_kib, _mem_kib, _ncpu, _cpu_time = dom.info()
         root = ET.fromstring(dom.XMLDesc(0))
         return Domain(name=dom.name(), uuid=dom.UUIDString(), state=_STATES.get(state, "unknown"),
                       vcpus=domxml.vcpu_count(root),

@@ -75,16 +75,17 @@ def check_params(method: Method, params: Mapping[str, Any]) -> dict[str, Any]:
                 raise BadInput(f"{method.name}: missing parameter {name!r}", code="BAD_PARAMS")
             clean[name] = spec.default
             continue
-        value = params[name]
+        value: Any = params[name]
         # bool is a subclass of int in Python; a JSON true must not pass as a count.
         if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
             raise BadInput(f"{method.name}: parameter {name!r} must be "
                            f"{spec.type.__name__}, not {type(value).__name__}",
                            code="BAD_PARAMS")
-        if spec.minimum is not None and value < spec.minimum:
+        number = value if isinstance(value, int) else 0  # bounds apply to integers only
+        if spec.minimum is not None and number < spec.minimum:
             raise BadInput(f"{method.name}: {name} must be at least {spec.minimum}",
                            code="BAD_PARAMS")
-        if spec.maximum is not None and value > spec.maximum:
+        if spec.maximum is not None and number > spec.maximum:
             raise BadInput(f"{method.name}: {name} must be at most {spec.maximum}",
                            code="BAD_PARAMS")
         if spec.check is not None:

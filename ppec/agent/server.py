@@ -17,7 +17,7 @@ import struct
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any, BinaryIO
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -161,7 +161,7 @@ class AgentServer:
             return protocol.reply_error(msg_id, "INTERNAL", f"internal error: {e}")
 
 
-def _read_line(stream: BinaryIO) -> bytes | ProtocolError | None:
+def _read_line(stream: socket.SocketIO) -> bytes | ProtocolError | None:
     """One line, or an error for an oversized one (after skipping the rest of it)."""
     try:
         line = stream.readline(protocol.MAX_LINE + 1)
@@ -182,7 +182,7 @@ def _read_line(stream: BinaryIO) -> bytes | ProtocolError | None:
     return line
 
 
-def _send(stream: BinaryIO, reply: dict[str, Any]) -> bool:
+def _send(stream: socket.SocketIO, reply: dict[str, Any]) -> bool:
     try:
         stream.write(protocol.encode(reply))
     except PpecError as e:  # a reply too large to send: say so instead

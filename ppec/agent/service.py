@@ -6,6 +6,7 @@ checks and the changes they guard cannot interleave with another request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -99,17 +100,19 @@ class AgentService:
         }
 
     def _view(self, dom: Domain | None, rec: VmRecord | None) -> dict[str, Any]:
-        base = rec or (dom and VmRecord(dom.name, dom.uuid, "present", dom.vcpus,
-                                        dom.memory_mib, "", 0, "", "", ""))
-        assert base is not None
+        """One VM as operators see it: libvirt's live state, the ledger's ownership facts."""
+        if rec is None:
+            assert dom is not None
+            rec = VmRecord(dom.name, dom.uuid, "absent", dom.vcpus, dom.memory_mib,
+                           dom.disks[0] if dom.disks else "", 0, "", "", dom.owner.created
+                           if dom.owner else "")
         return {
-            "name": base.name, "host": self.config.host, "uuid": base.uuid,
+            "name": rec.name, "host": self.config.host, "uuid": rec.uuid,
             "state": dom.state if dom else "missing",
-            "vcpus": dom.vcpus if dom else base.vcpus,
-            "memory_mib": dom.memory_mib if dom else base.memory_mib,
-            "disk_path": base.disk_path, "disk_bytes": base.disk_bytes, "image": base.image,
-            "created_at": base.created_at,
-            "ledger": rec.state if rec else "absent",
+            "vcpus": dom.vcpus if dom else rec.vcpus,
+            "memory_mib": dom.memory_mib if dom else rec.memory_mib,
+            "disk_path": rec.disk_path, "disk_bytes": rec.disk_bytes, "image": rec.image,
+            "created_at": rec.created_at, "ledger": rec.state,
         }
 
     def vm_list(self) -> dict[str, Any]:
@@ -180,10 +183,8 @@ class AgentService:
         """Reverse a create step by step; each step tolerates the one before not having run."""
         if defined:
             for undo in (self.hv.destroy, self.hv.undefine):
-                try:
+                with contextlib.suppress(NotFound):
                     undo(rec.name)
-                except NotFound:
-                    pass
         if disk:
             storage.remove_volume(Path(rec.disk_path), self.storage_dir)
         self.ledger.remove(rec.name)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import typer
 
 
-class Shell(str, Enum):
+class Shell(StrEnum):
     bash = "bash"
     zsh = "zsh"
     fish = "fish"
@@ -28,4 +28,4 @@ def completion(shell: Shell = typer.Argument(..., help="bash, zsh or fish")) -> 
     zsh:  ppec completion zsh > "${fpath[1]}/_ppec"
     fish: ppec completion fish > ~/.config/fish/completions/ppec.fish
     """
-    typer.echo(script(shell.value), nl=False)
+    typer.echo(script(shell.value))

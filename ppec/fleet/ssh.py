@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import socket
 from pathlib import Path
 
 import paramiko
@@ -26,7 +25,7 @@ def known_hosts_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-class _Policy(paramiko.MissingHostKeyPolicy):
+class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # no stubs
     """Refuse unknown keys, or record them when the operator said so for this host."""
 
     def __init__(self, known_hosts: Path, accept_new: bool) -> None:
@@ -100,7 +99,7 @@ class SSHStream:
         self.channel.settimeout(timeout)
         try:
             return bytes(self.channel.recv(65536))
-        except socket.timeout:
+        except TimeoutError:
             raise TransportError(f"{self.where}: no reply within {timeout:.0f}s",
                                  code="TIMEOUT") from None
         except (OSError, paramiko.SSHException) as e:

@@ -1,0 +1,3 @@
+from ppec.cli.main import main
+
+main()

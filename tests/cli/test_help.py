@@ -1,0 +1,52 @@
+"""Start-up cost and shell completion."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppec.cli.completion import script
+from tests.realparts import PPEC
+
+COMPLETIONS = Path(__file__).parents[2] / "completions"
+HEAVY = ("paramiko", "libvirt", "psutil", "filelock", "cryptography")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["vm", "list", "--help"], ["vm", "--help"],
+                                  ["host", "add", "--help"], ["completion", "bash"]])
+def test_help_imports_neither_paramiko_nor_libvirt(argv: list[str]) -> None:
+    code = (f"import sys; sys.argv=['ppec', *{argv!r}]\n"
+            "from ppec.cli.main import main\n"
+            "try: main()\nexcept SystemExit as e: code = e.code\n"
+            f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+            "sys.stderr.write(f'EXIT={code} HEAVY={heavy}')")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert "EXIT=0 HEAVY=[]" in done.stderr, done.stderr[-500:]
+    imported = {line.split("|")[-1].strip().split(".")[0]
+                for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & set(HEAVY)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_shipped_completion_scripts_are_current(shell: str) -> None:
+    # Regenerate with: for s in bash zsh fish; do ppec completion $s > completions/ppec.$s; done
+    assert (COMPLETIONS / f"ppec.{shell}").read_text() == script(shell) + "\n"
+
+
+def test_bash_completion_round_trip() -> None:
+    """The shipped script's callback really completes sub-commands and options."""
+    env = {**os.environ, "_PPEC_COMPLETE": "complete_bash", "COMP_WORDS": "ppec vm cr",
+           "COMP_CWORD": "2"}
+    done = subprocess.run([PPEC], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.stdout.split() == ["create"]
+    env.update(COMP_WORDS="ppec vm create x --fl", COMP_CWORD="4")
+    done = subprocess.run([PPEC], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert "--flavor" in done.stdout.split()
+    assert "_PPEC_COMPLETE=complete_bash" in (COMPLETIONS / "ppec.bash").read_text()
