@@ -198,7 +198,9 @@ class Store:
                 db.execute(f"INSERT INTO vms ({_VM_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
                            (name, host, "creating", vcpus, memory_mib, disk_bytes, image,
                             now, now))
-        except sqlite3.IntegrityError:
+        except sqlite3.IntegrityError as e:
+            if "FOREIGN KEY" in str(e):
+                raise NotFound(f"unknown host {host!r} (see `ppec host list`)") from None
             existing = self.vm_or_none(name)
             where = f" on host {existing.host} ({existing.state})" if existing else ""
             raise AlreadyExists(f"a VM named {name} already exists{where}") from None
