@@ -38,7 +38,7 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="does not exist"):
         load(tmp_path / "nope.toml")
     (tmp_path / "bad.toml").write_text("host = ")
-    with pytest.raises(BadInput, match="bad.toml"):
+    with pytest.raises(BadInput, match=r"bad\.toml"):
         load(tmp_path / "bad.toml")
 
 
