@@ -29,14 +29,15 @@ def _view(host: Host, info: dict[str, Any]) -> placement.HostView:
 def choose(ctx: Context, req: placement.Request, host: str | None) -> dict[str, Any]:
     """Rank the hosts that can take ``req`` from their agents' live answers."""
     if host:
-        candidates = [ctx.store.host(host)]
         # One named host: its failure is the answer (exit 1), not a placement verdict.
-        ctx.client(candidates[0]).call("ping")
+        target = ctx.store.host(host)
+        results = [HostResult(target.name, True, ctx.client(target).call("host.info"))]
+        candidates = [target]
     else:
         candidates = ctx.store.hosts()
         if not candidates:
             raise NoCapacity("no hosts in the inventory; add one with `ppec host add`")
-    results = fan_out(candidates, lambda h: ctx.client(h).call("host.info"))
+        results = fan_out(candidates, lambda h: ctx.client(h).call("host.info"))
     by_name = {h.name: h for h in candidates}
     views, unreachable = [], []
     for r in results:

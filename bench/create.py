@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""`ppec vm create` wall time against `virsh define` + `virsh start` of the same XML.
+
+Runs on this machine's real libvirtd + QEMU through a local agent (as root). Each round
+times one ppec create, then takes that domain's XML, renames it, points it at a fresh
+qcow2 and times `virsh define` + `virsh start` of it. Prints medians and their ratio.
+
+    .venv/bin/python bench/create.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+VIRSH = ["virsh", "-c", "qemu:///system"]
+
+
+def run(*cmd: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def timed(*cmds: list[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    for cmd in cmds:
+        run(*cmd, env=env)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    Path("/var/tmp").mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="ppec-bench-", dir="/var/tmp"))
+    root.chmod(0o711)  # QEMU (libvirt-qemu) must reach the disks below
+    (root / "agent.toml").write_text(
+        f'host = "bench"\nsocket = "{root}/agent.sock"\nstate_dir = "{root}/state"\n'
+        f'storage_dir = "{root}/disks"\nlibvirt_uri = "qemu:///system"\n')
+    env = {**os.environ, "XDG_DATA_HOME": str(root / "data"),
+           "XDG_CONFIG_HOME": str(root / "config"), "NO_COLOR": "1"}
+    agent = subprocess.Popen([str(BIN / "ppec-agent"), "serve", "--config",
+                              str(root / "agent.toml")], stderr=subprocess.DEVNULL)
+    ppec = str(BIN / "ppec")
+    ppec_times, virsh_times, virsh_img_times = [], [], []
+    try:
+        for _ in range(100):
+            if (root / "agent.sock").exists():
+                break
+            time.sleep(0.1)
+        run(ppec, "host", "add", "bench", "--address", "local", "--socket",
+            str(root / "agent.sock"), env=env)
+        for i in range(args.rounds):
+            name, twin = f"bench-ppec-{i}", f"bench-virsh-{i}"
+            ppec_times.append(timed([ppec, "vm", "create", name, "--cpus", "1", "--memory",
+                                     "64M", "--disk", "16M", "--host", "bench"], env=env))
+            xml = run(*VIRSH, "dumpxml", "--inactive", name)
+            xml = xml.replace(f"<name>{name}</name>", f"<name>{twin}</name>")
+            xml = re.sub(r"<uuid>.*?</uuid>", "", xml)
+            disk = root / "disks" / f"{name}.qcow2"
+            twin_disk = root / f"{twin}.qcow2"
+            xml = xml.replace(str(disk), str(twin_disk))
+            (root / f"{twin}.xml").write_text(xml)
+            img = ["qemu-img", "create", "-q", "-f", "qcow2", str(twin_disk), "16M"]
+            define = [*VIRSH, "define", str(root / f"{twin}.xml")]
+            start = [*VIRSH, "start", twin]
+            if i % 2 == 0:
+                run(*img)
+                virsh_times.append(timed(define, start))
+            else:
+                virsh_img_times.append(timed(img, define, start))
+            run(*VIRSH, "destroy", twin)
+            run(*VIRSH, "undefine", twin)
+            twin_disk.unlink()
+            run(ppec, "vm", "delete", name, env=env)
+    finally:
+        agent.terminate()
+        agent.wait()
+        shutil.rmtree(root, ignore_errors=True)
+    p, v = statistics.median(ppec_times), statistics.median(virsh_times)
+    vi = statistics.median(virsh_img_times) if virsh_img_times else float("nan")
+    print(f"rounds: {args.rounds} (domain type from the agent's probe; 1 vCPU, 64 MiB, "
+          f"16 MiB qcow2)")
+    print(f"ppec vm create (CLI process + agent + qemu-img + define + start): "
+          f"median {p * 1000:.0f} ms")
+    print(f"virsh define + virsh start:                  median {v * 1000:.0f} ms")
+    print(f"qemu-img create + virsh define + virsh start: median {vi * 1000:.0f} ms")
+    print(f"ratio ppec / (virsh define + start):            {p / v:.2f}")
+    print(f"ratio ppec / (qemu-img + virsh define + start): {p / vi:.2f}")
+
+
+if __name__ == "__main__":
+    main()
