@@ -334,21 +334,36 @@ def _even(n: int, k: int) -> list[int]:
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
+def _distribute(combo: Sequence[_CellState], req: Request) -> list[int] | None:
+    """vCPUs per node for a split: each node at least one (a whole core under require),
+    none beyond what its CPUs and its memory (at this request's MiB per vCPU) allow."""
+    step = max(st.tpc for st in combo) if req.threads == "require" else 1
+    caps = []
+    for st in combo:
+        cap = min(_capacity(st, req), st.free_mib * req.vcpus // req.memory_mib)
+        caps.append(cap - cap % step)
+    if min(caps) < step or sum(caps) < req.vcpus:
+        return None
+    counts = [step] * len(combo)
+    left = req.vcpus - step * len(combo)
+    if left < 0:
+        return None
+    for i in sorted(range(len(combo)), key=lambda i: -caps[i]):
+        add = min(caps[i] - counts[i], left)
+        add -= add % step
+        counts[i] += add
+        left -= add
+    return None if left else counts
+
+
 def _fit_across(states: list[_CellState], req: Request, k: int) -> Plan | None:
     best: tuple[tuple[int, int], list[tuple[_CellState, _Pick, int]]] | None = None
     for combo in combinations(states, k):
         if req.numa_nodes:      # the operator asked for k nodes: split evenly
             counts = _even(req.vcpus, k)
-        else:                   # fewest nodes: fill the roomiest first
-            combo = tuple(sorted(combo, key=lambda s: (-_capacity(s, req), s.cell.id)))
-            counts, left = [], req.vcpus
-            for st in combo:
-                take = min(_capacity(st, req), left)
-                if req.threads == "require":
-                    take -= take % st.tpc
-                counts.append(take)
-                left -= take
-            if left or 0 in counts:
+        else:                   # fewest nodes: each gets a share, the roomiest the most
+            counts = _distribute(combo, req)
+            if counts is None:
                 continue
         mems = _split_memory(req.memory_mib, counts)
         picks = []
