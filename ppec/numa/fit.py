@@ -359,12 +359,11 @@ def _distribute(combo: Sequence[_CellState], req: Request) -> list[int] | None:
 def _fit_across(states: list[_CellState], req: Request, k: int) -> Plan | None:
     best: tuple[tuple[int, int], list[tuple[_CellState, _Pick, int]]] | None = None
     for combo in combinations(states, k):
-        if req.numa_nodes:      # the operator asked for k nodes: split evenly
-            counts = _even(req.vcpus, k)
-        else:                   # fewest nodes: each gets a share, the roomiest the most
-            counts = _distribute(combo, req)
-            if counts is None:
-                continue
+        # The operator asked for k nodes: split evenly. Otherwise (fewest nodes) each node
+        # gets a share, the roomiest the most.
+        counts = _even(req.vcpus, k) if req.numa_nodes else _distribute(combo, req)
+        if counts is None:
+            continue
         mems = _split_memory(req.memory_mib, counts)
         picks = []
         for st, n, mib in zip(combo, counts, mems, strict=True):

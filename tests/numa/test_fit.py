@@ -57,7 +57,7 @@ def test_numa_nodes_1_refuses_to_split_with_reasons() -> None:
 
 
 def test_reason_names_every_node() -> None:
-    plans, allocs = place("two-socket-smt", [Request(vcpus=26, memory_mib=1024),
+    _, allocs = place("two-socket-smt", [Request(vcpus=26, memory_mib=1024),
                                              Request(vcpus=28, memory_mib=1024)])
     r = fit(load("two-socket-smt"), allocs,
             Request(vcpus=8, memory_mib=1024, numa_nodes=1))
