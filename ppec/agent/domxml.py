@@ -6,7 +6,10 @@ Never string concatenation: names and paths go through ElementTree's escaping.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ppec.numa import Plan
 
 NS = "https://ppec.dev/xmlns/vm/1"
 ET.register_namespace("ppec", NS)
@@ -24,6 +27,18 @@ class DomainSpec:
     host: str
     created: str
     emulator: str = ""
+    plan: Plan | None = None
+    numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
+
+
+@dataclass(frozen=True)
+class NumaPolicy:
+    """What the VM asked for, kept in its metadata so the live XML alone can be re-read."""
+
+    policy: str = "shared"
+    threads: str = "prefer"
+    emulator: str = "share"
+    nodes: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,17 @@ class Ownership:
 
     host: str
     created: str
+    numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
+
+
+@dataclass(frozen=True)
+class LivePins:
+    """CPU and memory placement read back from a domain's live XML."""
+
+    vcpu_pins: tuple[int, ...]
+    emulator_cpus: frozenset[int]
+    cells: tuple[tuple[int, int], ...]     # (host cell, MiB) per guest cell
+    float_cpus: frozenset[int]
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -41,11 +67,80 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return el
 
 
+def cpulist(cpus: Iterable[int]) -> str:
+    """{0, 1, 2, 5} -> ``0-2,5``: the syntax libvirt and the kernel use."""
+    ids = sorted(set(cpus))
+    runs: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        runs.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(runs)
+
+
+def parse_cpulist(text: str) -> frozenset[int]:
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part.startswith("^"):
+            out.discard(int(part[1:]))
+            continue
+        lo, sep, hi = part.partition("-")
+        out.update(range(int(lo), int(hi) + 1) if sep else (int(lo),))
+    return frozenset(out)
+
+
 def metadata_element(spec: DomainSpec) -> ET.Element:
     vm = ET.Element(f"{{{NS}}}vm")
     _sub(vm, f"{{{NS}}}host", spec.host)
     _sub(vm, f"{{{NS}}}created", spec.created)
+    n = spec.numa
+    _sub(vm, f"{{{NS}}}numa", policy=n.policy, threads=n.threads, emulator=n.emulator,
+         nodes=n.nodes)
     return vm
+
+
+def vcpu_element(spec: DomainSpec) -> ET.Element:
+    el = ET.Element("vcpu", placement="static")
+    el.text = str(spec.vcpus)
+    if spec.plan is not None and spec.plan.float_cpus:
+        el.set("cpuset", cpulist(spec.plan.float_cpus))
+    return el
+
+
+def cputune_element(plan: Plan) -> ET.Element:
+    tune = ET.Element("cputune")
+    for vcpu, cpu in enumerate(plan.vcpu_pins):
+        _sub(tune, "vcpupin", vcpu=str(vcpu), cpuset=str(cpu))
+    _sub(tune, "emulatorpin", cpuset=cpulist(plan.emulator_cpus))
+    return tune
+
+
+def numatune_element(plan: Plan) -> ET.Element:
+    tune = ET.Element("numatune")
+    _sub(tune, "memory", mode="strict",
+         nodeset=cpulist(c.host_cell for c in plan.cells))
+    for cell in plan.cells:
+        _sub(tune, "memnode", cellid=str(cell.id), mode="strict", nodeset=str(cell.host_cell))
+    return tune
+
+
+def cpu_element(plan: Plan, vcpus: int) -> ET.Element:
+    """Guest topology that matches the host threads it runs on, one guest cell per host cell."""
+    threads = plan.threads_per_core
+    sizes = {len(c.vcpus) for c in plan.cells}
+    even = len(sizes) == 1 and sizes.pop() % threads == 0
+    sockets = len(plan.cells) if even else 1
+    cpu = ET.Element("cpu")
+    _sub(cpu, "topology", sockets=str(sockets), dies="1",
+         cores=str(vcpus // threads // sockets), threads=str(threads))
+    numa = _sub(cpu, "numa")
+    for cell in plan.cells:
+        _sub(numa, "cell", id=str(cell.id), cpus=cpulist(cell.vcpus),
+             memory=str(cell.memory_mib), unit="MiB")
+    return cpu
 
 
 def os_element(spec: DomainSpec) -> ET.Element:
@@ -77,10 +172,15 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(dom, "uuid", spec.uuid)
     _sub(dom, "metadata").append(metadata_element(spec))
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
-    _sub(dom, "vcpu", str(spec.vcpus), placement="static")
+    dom.append(vcpu_element(spec))
+    if spec.plan is not None and spec.plan.policy == "dedicated":
+        dom.append(cputune_element(spec.plan))
+        dom.append(numatune_element(spec.plan))
     dom.append(os_element(spec))
     # ACPI lets a guest take a graceful shutdown and disk hot-plug requests.
     _sub(_sub(dom, "features"), "acpi")
+    if spec.plan is not None and spec.plan.policy == "dedicated":
+        dom.append(cpu_element(spec.plan, spec.vcpus))
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
@@ -98,8 +198,33 @@ def ownership(root: ET.Element) -> Ownership | None:
     vm = root.find(f"metadata/{{{NS}}}vm")
     if vm is None:
         return None
+    numa = vm.find(f"{{{NS}}}numa")
+    policy = NumaPolicy() if numa is None else NumaPolicy(
+        policy=numa.get("policy", "shared"), threads=numa.get("threads", "prefer"),
+        emulator=numa.get("emulator", "share"), nodes=numa.get("nodes", "auto"))
     return Ownership(host=vm.findtext(f"{{{NS}}}host", ""),
-                     created=vm.findtext(f"{{{NS}}}created", ""))
+                     created=vm.findtext(f"{{{NS}}}created", ""), numa=policy)
+
+
+def live_pins(root: ET.Element) -> LivePins:
+    pins = sorted((int(p.get("vcpu", "0")), parse_cpulist(p.get("cpuset", "")))
+                  for p in root.findall("cputune/vcpupin"))
+    emu = root.find("cputune/emulatorpin")
+    memnodes = {int(m.get("cellid", "0")): int(m.get("nodeset", "0"))
+                for m in root.findall("numatune/memnode")}
+    cells = []
+    for cell in root.findall("cpu/numa/cell"):
+        mib = int(cell.get("memory", "0"))
+        unit = cell.get("unit", "KiB")
+        mib = mib // 1024 if unit in ("KiB", "k", "K") else mib
+        cells.append((memnodes.get(int(cell.get("id", "0")), -1), mib))
+    vcpu = root.find("vcpu")
+    return LivePins(
+        # A pin to several CPUs is not ppec's doing; keep its lowest for the record.
+        vcpu_pins=tuple(min(cpus) for _, cpus in pins if cpus),
+        emulator_cpus=parse_cpulist(emu.get("cpuset", "")) if emu is not None else frozenset(),
+        cells=tuple(cells),
+        float_cpus=parse_cpulist(vcpu.get("cpuset", "")) if vcpu is not None else frozenset())
 
 
 def disk_paths(root: ET.Element) -> list[str]:

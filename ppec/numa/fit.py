@@ -19,7 +19,7 @@ Rules (docs/numa.md has the reasoning):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Literal
 
@@ -67,7 +67,8 @@ class Plan:
     cells: tuple[GuestCell, ...]        # empty for shared
     held: frozenset[int]                # every CPU this VM holds exclusively
     float_cpus: frozenset[int]          # shared only: where its vCPUs may run
-    threads_per_core: int               # for the guest's <cpu><topology>
+    threads_per_core: int               # guest threads per core: >1 only when the vCPUs
+                                        # sit on whole sibling sets, in order
 
     def allocation(self, vm: str, vcpus: int, memory_mib: int) -> Allocation:
         if self.policy == "shared":
@@ -266,6 +267,7 @@ def _fit_shared(topo: Topology, req: Request, pool: frozenset[int], shared_vcpus
 
 
 def _plan(picks: Sequence[tuple[_CellState, _Pick, int]], tpc: int) -> Plan:
+    """Number the guest's vCPUs cell by cell, in the order each cell's CPUs were picked."""
     cells: list[GuestCell] = []
     pins: list[int] = []
     emulator: list[int] = []
@@ -279,7 +281,29 @@ def _plan(picks: Sequence[tuple[_CellState, _Pick, int]], tpc: int) -> Plan:
         emulator.extend(pick.emulator)
         held |= pick.held
     return Plan("dedicated", tuple(pins), frozenset(emulator or pins), tuple(cells),
-                frozenset(held), frozenset(), tpc)
+                frozenset(held), frozenset(), _guest_threads(picks) if tpc > 1 else 1)
+
+
+def _guest_threads(picks: Sequence[tuple[_CellState, _Pick, int]]) -> int:
+    """Threads per guest core that tell the guest the truth about its vCPUs' siblings.
+
+    The guest numbers threads of one core consecutively, so vCPUs 2k and 2k+1 must be
+    sibling threads on the host for ``threads=2`` to be true; otherwise the guest is told 1.
+    """
+    sizes = set()
+    for st, pick, _ in picks:
+        pins = list(pick.pins)
+        for core in st.cores:
+            mine = [p for p in pins if p in core.threads]
+            if not mine:
+                continue
+            if len(mine) != len(core.threads):
+                return 1
+            first = pins.index(mine[0])
+            if pins[first:first + len(mine)] != mine:
+                return 1
+            sizes.add(len(mine))
+    return sizes.pop() if len(sizes) == 1 else 1
 
 
 def _split_memory(total: int, counts: Sequence[int]) -> list[int]:
@@ -334,13 +358,19 @@ def _even(n: int, k: int) -> list[int]:
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
+def _part(req: Request, index: int) -> Request:
+    """The request as one node of a split sees it: the isolated emulator CPU, if any, is
+    taken once, on the first node."""
+    return req if index == 0 or req.emulator == "share" else replace(req, emulator="share")
+
+
 def _distribute(combo: Sequence[_CellState], req: Request) -> list[int] | None:
     """vCPUs per node for a split: each node at least one (a whole core under require),
     none beyond what its CPUs and its memory (at this request's MiB per vCPU) allow."""
     step = max(st.tpc for st in combo) if req.threads == "require" else 1
     caps = []
-    for st in combo:
-        cap = min(_capacity(st, req), st.free_mib * req.vcpus // req.memory_mib)
+    for i, st in enumerate(combo):
+        cap = min(_capacity(st, _part(req, i)), st.free_mib * req.vcpus // req.memory_mib)
         caps.append(cap - cap % step)
     if min(caps) < step or sum(caps) < req.vcpus:
         return None
@@ -366,8 +396,8 @@ def _fit_across(states: list[_CellState], req: Request, k: int) -> Plan | None:
             continue
         mems = _split_memory(req.memory_mib, counts)
         picks = []
-        for st, n, mib in zip(combo, counts, mems, strict=True):
-            pick = _pick(st, n, req) if st.free_mib >= mib else None
+        for i, (st, n, mib) in enumerate(zip(combo, counts, mems, strict=True)):
+            pick = _pick(st, n, _part(req, i)) if st.free_mib >= mib else None
             if pick is None or isinstance(pick, str):
                 break
             picks.append((st, pick, mib))

@@ -1,6 +1,7 @@
 """Generated domain XML: golden file, and accepted by real libvirt drivers."""
 
 import os
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -8,9 +9,12 @@ import libvirt
 import pytest
 
 from ppec.agent import domxml
+from ppec.numa import Plan, Request, fit, from_capabilities
+from tests.numa.conftest import load
 from tests.realparts import TEST_NODE_URI, unique
 
 GOLDEN = Path(__file__).parent / "golden" / "domain-basic.xml"
+GOLDEN_NUMA = Path(__file__).parent / "golden" / "domain-dedicated-2cells.xml"
 SPEC = domxml.DomainSpec(name="web-01", uuid="6f1c2b1e-5d3a-4c0e-9a55-1c2d3e4f5a6b",
                          domain_type="kvm", arch="x86_64", vcpus=2, memory_mib=2048,
                          disk_path="/var/lib/ppec/disks/web-01.qcow2", host="bm-01",
@@ -22,6 +26,41 @@ def test_golden() -> None:
     if os.environ.get("PPEC_UPDATE_GOLDEN"):
         GOLDEN.write_text(xml + "\n")
     assert xml + "\n" == GOLDEN.read_text()
+
+
+def _dedicated_spec() -> domxml.DomainSpec:
+    """12 vCPUs over two cells of the four-node fixture, emulator isolated."""
+    topo = load("four-node")
+    plan = fit(topo, [], Request(vcpus=12, memory_mib=12288, emulator="isolate"))
+    assert isinstance(plan, Plan)
+    return domxml.DomainSpec(**{**SPEC.__dict__, "vcpus": 12, "memory_mib": 12288,
+                                "plan": plan, "numa": domxml.NumaPolicy(
+                                    "dedicated", "prefer", "isolate", "auto")})
+
+
+def test_golden_dedicated() -> None:
+    xml = domxml.build_domain(_dedicated_spec())
+    if os.environ.get("PPEC_UPDATE_GOLDEN"):
+        GOLDEN_NUMA.write_text(xml + "\n")
+    assert xml + "\n" == GOLDEN_NUMA.read_text()
+
+
+def test_live_pins_read_back_what_was_written() -> None:
+    spec = _dedicated_spec()
+    assert spec.plan is not None
+    root = ET.fromstring(domxml.build_domain(spec))
+    live = domxml.live_pins(root)
+    assert live.vcpu_pins == spec.plan.vcpu_pins
+    assert live.emulator_cpus == spec.plan.emulator_cpus
+    assert live.cells == tuple((c.host_cell, c.memory_mib) for c in spec.plan.cells)
+    owner = domxml.ownership(root)
+    assert owner is not None and owner.numa == spec.numa
+
+
+def test_cpulist_round_trip() -> None:
+    assert domxml.cpulist({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    assert domxml.parse_cpulist("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+    assert domxml.parse_cpulist("0-3,^1") == {0, 2, 3}
 
 
 def test_names_and_paths_are_escaped_not_concatenated() -> None:
@@ -36,17 +75,19 @@ def test_ownership_round_trips() -> None:
     assert domxml.ownership(ET.fromstring("<domain><name>x</name></domain>")) is None
 
 
-def _define_and_read_back(uri: str, domain_type: str) -> None:
+def _define_and_read_back(uri: str, domain_type: str, base: domxml.DomainSpec = SPEC) -> None:
     conn = libvirt.open(uri)
     name = unique("golden")
-    spec = domxml.DomainSpec(**{**SPEC.__dict__, "name": name, "domain_type": domain_type,
-                                "uuid": str(__import__("uuid").uuid4())})
+    spec = domxml.DomainSpec(**{**base.__dict__, "name": name, "domain_type": domain_type,
+                                "uuid": str(uuid.uuid4())})
     dom = conn.defineXML(domxml.build_domain(spec))
     try:
         root = ET.fromstring(dom.XMLDesc(0))
-        assert domxml.ownership(root) == domxml.Ownership("bm-01", spec.created)
-        assert domxml.vcpu_count(root) == 2
+        assert domxml.ownership(root) == domxml.Ownership("bm-01", spec.created, spec.numa)
+        assert domxml.vcpu_count(root) == spec.vcpus
         assert domxml.disk_paths(root) == [spec.disk_path]
+        if spec.plan is not None:
+            assert domxml.live_pins(root).vcpu_pins == spec.plan.vcpu_pins
     finally:
         dom.undefine()
         conn.close()
@@ -58,6 +99,19 @@ def test_test_driver_accepts_it() -> None:
 
 def test_qemu_driver_accepts_it(qemu_ready: None) -> None:
     _define_and_read_back("qemu:///system", "qemu")
+
+
+def test_drivers_accept_dedicated_domains(qemu_ready: None) -> None:
+    _define_and_read_back(TEST_NODE_URI, "test", _dedicated_spec())
+    # On this machine's own topology, so QEMU's driver validates real CPUs and nodes.
+    caps = libvirt.open("qemu:///system").getCapabilities()
+    topo = from_capabilities(caps)
+    plan = fit(topo, [], Request(vcpus=len(topo.cpu_ids), memory_mib=64))
+    assert isinstance(plan, Plan)
+    spec = domxml.DomainSpec(**{**SPEC.__dict__, "vcpus": len(topo.cpu_ids),
+                                "memory_mib": 64, "plan": plan,
+                                "numa": domxml.NumaPolicy("dedicated")})
+    _define_and_read_back("qemu:///system", "qemu", spec)
 
 
 @pytest.mark.parametrize("field", ["name", "disk_path", "host"])
