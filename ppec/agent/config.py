@@ -27,6 +27,7 @@ class AgentConfig:
     reserved_memory: str = "1G"
     emulator: str = ""
     lock_timeout: float = 300.0
+    cpu_overcommit: float = 4.0
     allowed_uids: tuple[int, ...] = ()
 
     @property
@@ -85,9 +86,9 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, list) or not all(isinstance(u, int) for u in value):
                 raise BadInput(f"{source}: allowed_uids must be a list of integers")
             values[key] = tuple(value)
-        elif key == "lock_timeout":
-            if not isinstance(value, int | float) or value <= 0:
-                raise BadInput(f"{source}: lock_timeout must be a positive number")
+        elif key in ("lock_timeout", "cpu_overcommit"):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise BadInput(f"{source}: {key} must be a positive number")
             values[key] = float(value)
         elif not isinstance(value, str):
             raise BadInput(f"{source}: {key} must be a string")

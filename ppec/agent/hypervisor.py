@@ -133,6 +133,27 @@ class Hypervisor:
                         libvirt_version=_version(conn.getLibVersion()), domain_types=types)
         return self._call("node info", get)
 
+    def capabilities(self) -> str:
+        return str(self._call("capabilities", lambda c: c.getCapabilities()))
+
+    def xml(self, name: str) -> str:
+        return str(self._call(f"dump XML of {name}", lambda c: c.lookupByName(name).XMLDesc(0)))
+
+    def pin_float(self, name: str, cpus: frozenset[int], host_cpus: int) -> None:
+        """Let every vCPU and the emulator of ``name`` run on ``cpus`` (live and config)."""
+        cpumap = tuple(i in cpus for i in range(host_cpus))
+
+        def pin(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            for vcpu in range(dom.vcpusFlags(libvirt.VIR_DOMAIN_VCPU_MAXIMUM
+                                             | libvirt.VIR_DOMAIN_AFFECT_CONFIG)):
+                dom.pinVcpuFlags(vcpu, cpumap, flags)
+            dom.pinEmulator(cpumap, flags)
+        self._call(f"re-pin {name}", pin)
+
     def pick_domain_type(self, wanted: str) -> str:
         """``auto``: kvm when the host offers it and /dev/kvm is usable, else qemu (TCG)."""
         types = self.node().domain_types

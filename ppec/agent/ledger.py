@@ -2,36 +2,59 @@
 
 A VM row moves ``creating`` -> ``present`` -> ``deleting`` -> gone. The row is written
 before the first side effect of each step, so after a crash the agent knows what to undo
-or finish (see ``AgentService.recover``).
+or finish (see ``AgentService.recover``). The host CPUs a dedicated VM holds are rows of
+``vm_cpus`` whose primary key is the CPU: two VMs holding one CPU is a constraint
+violation, not only a bug the fit must avoid.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ppec.errors import AlreadyExists
+from ppec.numa import Allocation
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS vms (
-    name        TEXT PRIMARY KEY,
-    uuid        TEXT NOT NULL UNIQUE,
-    state       TEXT NOT NULL CHECK (state IN ('creating', 'present', 'deleting')),
-    vcpus       INTEGER NOT NULL,
-    memory_mib  INTEGER NOT NULL,
-    disk_path   TEXT NOT NULL UNIQUE,
-    disk_bytes  INTEGER NOT NULL,
-    image       TEXT NOT NULL DEFAULT '',
-    power       TEXT NOT NULL DEFAULT 'running',
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-"""
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS vms (
+        name        TEXT PRIMARY KEY,
+        uuid        TEXT NOT NULL UNIQUE,
+        state       TEXT NOT NULL CHECK (state IN ('creating', 'present', 'deleting')),
+        vcpus       INTEGER NOT NULL,
+        memory_mib  INTEGER NOT NULL,
+        disk_path   TEXT NOT NULL UNIQUE,
+        disk_bytes  INTEGER NOT NULL,
+        image       TEXT NOT NULL DEFAULT '',
+        power       TEXT NOT NULL DEFAULT 'running',
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    )
+    """,
+    """
+    ALTER TABLE vms ADD COLUMN policy TEXT NOT NULL DEFAULT 'shared';
+    ALTER TABLE vms ADD COLUMN threads TEXT NOT NULL DEFAULT 'prefer';
+    ALTER TABLE vms ADD COLUMN emulator TEXT NOT NULL DEFAULT 'share';
+    ALTER TABLE vms ADD COLUMN numa_nodes INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE vm_cpus (
+        cpu  INTEGER PRIMARY KEY,
+        vm   TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE
+    );
+    CREATE TABLE vm_memory (
+        vm    TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+        cell  INTEGER NOT NULL,
+        mib   INTEGER NOT NULL,
+        PRIMARY KEY (vm, cell)
+    )
+    """,
+]
+_COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
+         " created_at, policy, threads, emulator, numa_nodes")
 
 
 def now() -> str:
@@ -50,6 +73,10 @@ class VmRecord:
     image: str
     power: str
     created_at: str
+    policy: str = "shared"
+    threads: str = "prefer"
+    emulator: str = "share"
+    numa_nodes: int = 0          # 0: auto
 
 
 class Ledger:
@@ -62,54 +89,99 @@ class Ledger:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(f"ledger {path} has schema {row[0]}, newer than this agent")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        with self._tx() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"ledger {path} has schema {version}, newer than this agent")
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def begin_create(self, rec: VmRecord) -> None:
+    def begin_create(self, rec: VmRecord, cpus: Iterable[int] = (),
+                     memory: Iterable[tuple[int, int]] = ()) -> None:
+        """The VM's row and everything it will hold, in one transaction."""
         try:
-            with self._lock:
-                self._db.execute(
-                    "INSERT INTO vms (name, uuid, state, vcpus, memory_mib, disk_path,"
-                    " disk_bytes, image, power, created_at, updated_at)"
-                    " VALUES (?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (rec.name, rec.uuid, rec.vcpus, rec.memory_mib, rec.disk_path,
-                     rec.disk_bytes, rec.image, rec.power, rec.created_at, now()))
+            with self._tx() as db:
+                db.execute(
+                    f"INSERT INTO vms ({_COLS}, updated_at) VALUES ({','.join('?' * 15)})",
+                    (rec.name, rec.uuid, "creating", rec.vcpus, rec.memory_mib, rec.disk_path,
+                     rec.disk_bytes, rec.image, rec.power, rec.created_at, rec.policy,
+                     rec.threads, rec.emulator, rec.numa_nodes, now()))
+                self._hold(db, rec.name, cpus, memory)
         except sqlite3.IntegrityError as e:
-            raise AlreadyExists(f"the ledger already holds a VM named {rec.name} or its disk "
-                                f"{rec.disk_path} ({e})") from None
+            raise AlreadyExists(f"the ledger already holds a VM named {rec.name}, its disk "
+                                f"{rec.disk_path} or one of its CPUs ({e})") from None
+
+    @staticmethod
+    def _hold(db: sqlite3.Connection, name: str, cpus: Iterable[int],
+              memory: Iterable[tuple[int, int]]) -> None:
+        db.executemany("INSERT INTO vm_cpus (cpu, vm) VALUES (?, ?)",
+                       [(c, name) for c in sorted(cpus)])
+        db.executemany("INSERT INTO vm_memory (vm, cell, mib) VALUES (?, ?, ?)",
+                       [(name, cell, mib) for cell, mib in memory])
+
+    def replace_holdings(self, name: str, cpus: Iterable[int],
+                         memory: Iterable[tuple[int, int]]) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM vm_cpus WHERE vm=?", (name,))
+            db.execute("DELETE FROM vm_memory WHERE vm=?", (name,))
+            self._hold(db, name, cpus, memory)
 
     def set_state(self, name: str, state: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE vms SET state=?, updated_at=? WHERE name=?",
-                             (state, now(), name))
+        with self._tx() as db:
+            db.execute("UPDATE vms SET state=?, updated_at=? WHERE name=?",
+                       (state, now(), name))
 
     def set_power(self, name: str, power: str) -> None:
-        with self._lock:
-            self._db.execute("UPDATE vms SET power=?, updated_at=? WHERE name=?",
-                             (power, now(), name))
+        with self._tx() as db:
+            db.execute("UPDATE vms SET power=?, updated_at=? WHERE name=?",
+                       (power, now(), name))
 
     def remove(self, name: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM vms WHERE name=?", (name,))
+        """The row and, by cascade, every CPU and MiB it held."""
+        with self._tx() as db:
+            db.execute("DELETE FROM vms WHERE name=?", (name,))
 
     def get(self, name: str) -> VmRecord | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image,"
-                " power, created_at FROM vms WHERE name=?", (name,)).fetchone()
+            row = self._db.execute(f"SELECT {_COLS} FROM vms WHERE name=?",
+                                   (name,)).fetchone()
         return VmRecord(*row) if row else None
 
     def all(self) -> list[VmRecord]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image,"
-                " power, created_at FROM vms ORDER BY name").fetchall()
+            rows = self._db.execute(f"SELECT {_COLS} FROM vms ORDER BY name").fetchall()
         return [VmRecord(*r) for r in rows]
+
+    def allocations(self) -> list[Allocation]:
+        """What every VM in the ledger holds, as the NUMA fit takes it."""
+        with self._lock:
+            vms = self._db.execute("SELECT name, policy, vcpus, memory_mib FROM vms").fetchall()
+            cpus = self._db.execute("SELECT vm, cpu FROM vm_cpus").fetchall()
+            mem = self._db.execute("SELECT vm, cell, mib FROM vm_memory").fetchall()
+        held: dict[str, set[int]] = {}
+        for vm, cpu in cpus:
+            held.setdefault(vm, set()).add(cpu)
+        bound: dict[str, list[tuple[int, int]]] = {}
+        for vm, cell, mib in mem:
+            bound.setdefault(vm, []).append((cell, mib))
+        return [Allocation(name, policy, vcpus, frozenset(held.get(name, ())),
+                           tuple(sorted(bound.get(name, [(-1, memory)]))))
+                for name, policy, vcpus, memory in vms]

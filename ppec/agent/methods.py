@@ -40,17 +40,34 @@ class Method:
 
 _NAME = Param(str, check=check_vm_name)
 
+
+def _one_of(*allowed: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise BadInput(f"{value!r} is not one of {', '.join(allowed)}", code="BAD_PARAMS")
+        return value
+    return check
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ping", "ping"),
     Method("host.info", "host_info"),
+    Method("host.numa", "host_numa"),
     Method("vm.list", "vm_list", tier="normal"),
     Method("vm.get", "vm_get", {"name": _NAME}),
+    Method("vm.xml", "vm_xml", {"name": _NAME}),
     Method("vm.create", "vm_create", {
         "name": _NAME,
         "vcpus": Param(int, minimum=1, maximum=1024),
         "memory_mib": Param(int, minimum=16, maximum=16 << 20),
         "disk_bytes": Param(int, minimum=1 << 20, maximum=1 << 50),
         "image": Param(str, required=False, default=""),
+        "numa": Param(str, required=False, default="shared",
+                      check=_one_of("shared", "dedicated")),
+        "numa_nodes": Param(int, required=False, default=0, minimum=0, maximum=64),
+        "threads": Param(str, required=False, default="prefer",
+                         check=_one_of("prefer", "isolate", "require")),
+        "emulator": Param(str, required=False, default="share",
+                          check=_one_of("share", "isolate")),
     }, tier="slow", mutating=True),
     Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True),
     Method("vm.start", "vm_start", {"name": _NAME}, tier="normal", mutating=True),

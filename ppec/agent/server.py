@@ -67,23 +67,28 @@ class AgentServer:
     def serve_forever(self) -> None:
         assert self._sock is not None, "bind() first"
         log.info("serving %s on %s", self.config.host, self.path)
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    break
-                raise
-            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    conn, _ = self._sock.accept()
+                except OSError:
+                    if self._stopping.is_set():
+                        break
+                    raise
+                threading.Thread(target=self._serve_connection, args=(conn,),
+                                 daemon=True).start()
+        finally:
+            # Here, in the serving thread, so the socket is gone before the process exits.
+            self._sock.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     def stop(self, *_: Any) -> None:
+        """Wake the accept loop; it removes the socket on its way out."""
         self._stopping.set()
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            self._sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -13,12 +13,15 @@ import platform
 import shutil
 import time
 import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 import ppec
+from ppec import numa
 from ppec.agent import domxml, storage
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.hypervisor import Domain, Hypervisor
@@ -36,12 +39,31 @@ class AgentService:
         self.storage_dir = Path(config.storage_dir)
         self.started = time.time()
         self._domain_type: str | None = None
+        self._topology: numa.Topology | None = None
 
     @property
     def domain_type(self) -> str:
         if self._domain_type is None:
             self._domain_type = self.hv.pick_domain_type(self.config.domain_type)
         return self._domain_type
+
+    def topology(self) -> numa.Topology:
+        """The host's NUMA cells from libvirt, less what is reserved for the host itself.
+
+        Reserved memory comes off the first cell, where the host OS and its page cache live.
+        A host whose libvirt reports no cells is one cell of all its CPUs.
+        """
+        if self._topology is None:
+            topo = numa.from_capabilities(self.hv.capabilities())
+            if not topo.cells:
+                node = self.hv.node()
+                topo = numa.single_node(node.cpus, node.memory_mib)
+            cells = list(topo.cells)
+            cells[0] = replace(cells[0], memory_mib=max(
+                cells[0].memory_mib - self.config.reserved_memory_mib, 0))
+            self._topology = numa.Topology(tuple(cells),
+                                           parse_cpu_list(self.config.reserved_cpus))
+        return self._topology
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -60,7 +82,47 @@ class AgentService:
             elif rec.state == "deleting":
                 self._finish_delete(rec, dom)
                 done.append(f"{rec.name}: interrupted delete finished")
-        return done
+        return done + self.rebuild_holdings()
+
+    def rebuild_holdings(self) -> list[str]:
+        """Re-read every VM's CPUs and memory from its live XML; the live XML wins.
+
+        A mismatch with the ledger means someone changed the domain behind the agent's back
+        (or a crash came between libvirt and the ledger): it is logged, for drift reports.
+        """
+        notes = []
+        ledger = {a.vm: a for a in self.ledger.allocations()}
+        for rec in self.ledger.all():
+            dom = self.hv.find(rec.name)
+            if rec.state != "present" or not self._ours(dom):
+                continue
+            cpus, memory = self._live_holdings(rec, self.hv.xml(rec.name))
+            held = ledger.get(rec.name)
+            if held is not None and (held.cpus, held.memory) == (cpus, memory):
+                continue
+            notes.append(f"{rec.name}: ledger held CPUs "
+                         f"{domxml.cpulist(held.cpus) if held else '-'}, live XML has "
+                         f"{domxml.cpulist(cpus) or '-'}; the live XML wins")
+            log.warning("drift: %s", notes[-1])
+            try:
+                self.ledger.replace_holdings(rec.name, cpus, memory)
+            except AlreadyExists as e:
+                log.error("drift: %s: %s", rec.name, e)
+                notes.append(f"{rec.name}: live CPUs collide with another VM's: {e}")
+        return notes
+
+    def _live_holdings(self, rec: VmRecord, xml: str
+                       ) -> tuple[frozenset[int], tuple[tuple[int, int], ...]]:
+        root = ET.fromstring(xml)
+        owner = domxml.ownership(root)
+        if owner is None or owner.numa.policy != "dedicated":
+            return frozenset(), ((-1, rec.memory_mib),)
+        live = domxml.live_pins(root)
+        held = set(live.vcpu_pins) | set(live.emulator_cpus)
+        if owner.numa.threads == "isolate":
+            siblings = {c.id: c.siblings for cell in self.topology().cells for c in cell.cpus}
+            held |= {s for cpu in list(held) for s in siblings.get(cpu, {cpu})}
+        return frozenset(held), tuple(sorted(live.cells))
 
     def _ours(self, dom: Domain | None) -> bool:
         """Built by this host's agent: ppec metadata naming this host."""
@@ -91,6 +153,8 @@ class AgentService:
             "reserved_memory_mib": self.config.reserved_memory_mib,
             "committed_memory_mib": sum(v.memory_mib for v in vms),
             "committed_vcpus": sum(v.vcpus for v in vms),
+            "dedicated_cpus": sum(len(a.cpus) for a in self.ledger.allocations()),
+            "numa_nodes": len(self.topology().cells),
             "os_memory_available_mib": mem.available >> 20,
             "cpu_percent": psutil.cpu_percent(interval=None),
             "storage_dir": str(self.storage_dir),
@@ -98,6 +162,36 @@ class AgentService:
             "storage_total_bytes": disk.total,
             "vm_count": len(vms),
         }
+
+    def host_numa(self) -> dict[str, Any]:
+        topo = self.topology()
+        allocs = self.ledger.allocations()
+        held = {cpu: a.vm for a in allocs for cpu in a.cpus}
+        nodes = []
+        for cell in topo.cells:
+            ids = {c.id for c in cell.cpus}
+            reserved = ids & topo.reserved
+            dedicated = {c for c in ids if c in held}
+            free = ids - reserved - dedicated
+            bound = sum(mib for a in allocs for c, mib in a.memory if c == cell.id)
+            nodes.append({
+                "node": cell.id, "cpus": len(ids), "reserved": len(reserved),
+                "dedicated": len(dedicated), "free": len(free),
+                "free_cpus": domxml.cpulist(free), "memory_mib": cell.memory_mib,
+                "bound_mib": bound, "free_mib": cell.memory_mib - bound,
+                "vms": sorted({held[c] for c in dedicated} | {
+                    a.vm for a in allocs if any(c == cell.id for c, _ in a.memory)}),
+            })
+        shared = [a for a in allocs if a.policy == "shared"]
+        pool = topo.cpu_ids - topo.reserved - set(held)
+        return {"host": self.config.host, "nodes": nodes,
+                "shared": {"vms": sorted(a.vm for a in shared),
+                           "vcpus": sum(a.vcpus for a in shared), "cpus": len(pool),
+                           "overcommit": self.config.cpu_overcommit}}
+
+    def vm_xml(self, name: str) -> dict[str, Any]:
+        self.vm_get(name)   # the same ownership rule as every other read
+        return {"name": name, "xml": self.hv.xml(name)}
 
     def _view(self, dom: Domain | None, rec: VmRecord | None) -> dict[str, Any]:
         """One VM as operators see it: libvirt's live state, the ledger's ownership facts."""
@@ -133,15 +227,18 @@ class AgentService:
     # -- state changes (host lock held) ----------------------------------------------------
 
     def vm_create(self, name: str, vcpus: int, memory_mib: int, disk_bytes: int,
-                  image: str) -> dict[str, Any]:
+                  image: str, numa: str = "shared", numa_nodes: int = 0,
+                  threads: str = "prefer", emulator: str = "share") -> dict[str, Any]:
         if self.hv.find(name) is not None or self.ledger.get(name) is not None:
             raise AlreadyExists(f"a domain named {name} already exists on {self.config.host}")
-        self._check_capacity(vcpus, memory_mib)
+        plan = self._fit(vcpus, memory_mib, numa, numa_nodes, threads, emulator)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         rec = VmRecord(name=name, uuid=str(uuid.uuid4()), state="creating", vcpus=vcpus,
                        memory_mib=memory_mib, disk_path=str(self.storage_dir / f"{name}.qcow2"),
-                       disk_bytes=disk_bytes, image=image, power="running", created_at=now())
-        self.ledger.begin_create(rec)
+                       disk_bytes=disk_bytes, image=image, power="running", created_at=now(),
+                       policy=numa, threads=threads, emulator=emulator, numa_nodes=numa_nodes)
+        holding = plan.allocation(name, vcpus, memory_mib)
+        self.ledger.begin_create(rec, holding.cpus, holding.memory)
         step = "create disk"
         made_disk = defined = False
         try:
@@ -152,7 +249,9 @@ class AgentService:
             self.hv.define(domxml.build_domain(domxml.DomainSpec(
                 name=name, uuid=rec.uuid, domain_type=self.domain_type, arch=node.arch,
                 vcpus=vcpus, memory_mib=memory_mib, disk_path=rec.disk_path,
-                host=self.config.host, created=rec.created_at, emulator=self.config.emulator)))
+                host=self.config.host, created=rec.created_at, emulator=self.config.emulator,
+                plan=plan, numa=domxml.NumaPolicy(numa, threads, emulator,
+                                                  str(numa_nodes or "auto")))))
             defined = True
             step = "start domain"
             self.hv.start(name)
@@ -163,21 +262,38 @@ class AgentService:
             e.details["step"] = step
             raise
         self.ledger.set_state(name, "present")
+        if numa == "dedicated":
+            self._repin_shared()
         return self.vm_get(name)
 
-    def _check_capacity(self, vcpus: int, memory_mib: int) -> None:
-        node = self.hv.node()
-        usable_cpus = node.cpus - len(parse_cpu_list(self.config.reserved_cpus))
-        if vcpus > usable_cpus:
-            raise NoCapacity(f"{self.config.host}: {vcpus} vCPUs requested, the host has "
-                             f"{usable_cpus} usable CPUs",
-                             details={"usable_cpus": usable_cpus, "vcpus": vcpus})
-        budget = node.memory_mib - self.config.reserved_memory_mib
-        committed = sum(r.memory_mib for r in self.ledger.all())
-        if committed + memory_mib > budget:
-            raise NoCapacity(f"{self.config.host}: {memory_mib} MiB requested, "
-                             f"{max(budget - committed, 0)} MiB free of {budget} MiB",
-                             details={"free_mib": budget - committed, "needed_mib": memory_mib})
+    def _fit(self, vcpus: int, memory_mib: int, policy: str, numa_nodes: int, threads: str,
+             emulator: str) -> numa.Plan:
+        request = numa.Request(vcpus=vcpus, memory_mib=memory_mib,
+                               policy=policy,  # type: ignore[arg-type]  # checked by methods
+                               numa_nodes=numa_nodes or None,
+                               threads=threads,  # type: ignore[arg-type]
+                               emulator=emulator)  # type: ignore[arg-type]
+        plan = numa.fit(self.topology(), self.ledger.allocations(), request,
+                        overcommit=self.config.cpu_overcommit)
+        if isinstance(plan, numa.NoFit):
+            raise NoCapacity(f"{self.config.host}: {plan}",
+                             details={"reasons": list(plan.reasons)})
+        return plan
+
+    def _repin_shared(self) -> None:
+        """Shared VMs float over the CPUs no dedicated VM holds; keep them off new pins."""
+        topo = self.topology()
+        allocs = self.ledger.allocations()
+        pool = frozenset(topo.cpu_ids - topo.reserved - {c for a in allocs for c in a.cpus})
+        host_cpus = max(topo.cpu_ids) + 1
+        for a in allocs:
+            if a.policy != "shared" or not self._ours(self.hv.find(a.vm)):
+                continue
+            try:
+                self.hv.pin_float(a.vm, pool, host_cpus)
+            except PpecError as e:   # the VM keeps running; its pins are reported as drift
+                log.warning("could not re-pin shared VM %s to %s: %s", a.vm,
+                            domxml.cpulist(pool), e)
 
     def _undo_create(self, rec: VmRecord, *, defined: bool, disk: bool = True) -> None:
         """Reverse a create step by step; each step tolerates the one before not having run."""
@@ -211,6 +327,8 @@ class AgentService:
             self.hv.undefine(rec.name)
         storage.remove_volume(Path(rec.disk_path), self.storage_dir)
         self.ledger.remove(rec.name)
+        if rec.policy == "dedicated":
+            self._repin_shared()
 
     def vm_start(self, name: str) -> dict[str, Any]:
         dom, _ = self._owned(name)
