@@ -47,6 +47,11 @@ def show(ctx: Context, name: str) -> dict[str, Any]:
     return result
 
 
+def numa(ctx: Context, name: str) -> dict[str, Any]:
+    host = ctx.store.host(name)
+    return {**ctx.client(host).call("host.numa"), "host": host.name}
+
+
 @dataclass(frozen=True)
 class Status:
     host: str

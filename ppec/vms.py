@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ppec import placement
@@ -52,10 +52,30 @@ def choose(ctx: Context, req: placement.Request, host: str | None) -> dict[str, 
             "rejected": [asdict(r) for r in sorted(rejected, key=lambda r: r.host)]}
 
 
+@dataclass(frozen=True)
+class NumaOptions:
+    """How the VM sits on its host's NUMA nodes (see ppec.numa)."""
+
+    policy: str = "shared"
+    nodes: int = 0          # 0: one node when it fits, else the fewest
+    threads: str = "prefer"
+    emulator: str = "share"
+
+    def params(self) -> dict[str, Any]:
+        return {"numa": self.policy, "numa_nodes": self.nodes, "threads": self.threads,
+                "emulator": self.emulator}
+
+
 def create(ctx: Context, name: str, *, vcpus: int, memory_mib: int, disk_bytes: int,
            image: str = "", host: str | None = None, region: str = "",
-           dry_run: bool = False) -> dict[str, Any]:
+           dry_run: bool = False, numa: NumaOptions = NumaOptions()) -> dict[str, Any]:
     check_vm_name(name)
+    if numa.policy == "shared" and (numa.nodes or numa.threads != "prefer"
+                                    or numa.emulator != "share"):
+        raise BadInput("--numa-nodes, --threads and --emulator place pinned vCPUs: "
+                       "they need --numa dedicated")
+    if numa.nodes > vcpus:
+        raise BadInput(f"--numa-nodes {numa.nodes} is more than the {vcpus} vCPUs")
     if host and region:
         raise BadInput("--host and --region contradict each other: give one")
     req = placement.Request(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes,
@@ -77,8 +97,9 @@ def create(ctx: Context, name: str, *, vcpus: int, memory_mib: int, disk_bytes: 
             target = ctx.store.host(host_name)
             ctx.store.set_vm(name, host=host_name)
             try:
-                result = _create_on(ctx.client(target), name, vcpus, memory_mib, disk_bytes,
-                                    image)
+                result = _create_on(ctx.client(target), name, {
+                    "vcpus": vcpus, "memory_mib": memory_mib, "disk_bytes": disk_bytes,
+                    "image": image, **numa.params()})
             except NoCapacity as e:
                 refusals.append(str(e))
                 continue
@@ -93,11 +114,9 @@ def create(ctx: Context, name: str, *, vcpus: int, memory_mib: int, disk_bytes: 
                      details={"refusals": refusals})
 
 
-def _create_on(client: AgentClient, name: str, vcpus: int, memory_mib: int,
-               disk_bytes: int, image: str) -> dict[str, Any]:
+def _create_on(client: AgentClient, name: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
-        return dict(client.call("vm.create", name=name, vcpus=vcpus, memory_mib=memory_mib,
-                                disk_bytes=disk_bytes, image=image))
+        return dict(client.call("vm.create", name=name, **params))
     except TransportError as e:
         # The connection broke after the request left: the agent may have built the VM.
         # Ask again on a fresh connection rather than guess.
@@ -130,6 +149,11 @@ def list_all(ctx: Context, host: str | None = None) -> tuple[list[dict[str, Any]
 def show(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
     target = _locate(ctx, name, host)
     return {**ctx.client(target).call("vm.get", name=name), "host": target.name}
+
+
+def xml(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
+    target = _locate(ctx, name, host)
+    return {**ctx.client(target).call("vm.xml", name=name), "host": target.name}
 
 
 def start(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:

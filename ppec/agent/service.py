@@ -149,7 +149,9 @@ class AgentService:
             "domain_type": self.domain_type,
             "cpus": node.cpus,
             "reserved_cpus": sorted(parse_cpu_list(self.config.reserved_cpus)),
-            "memory_mib": node.memory_mib,
+            # The NUMA cells' memory where libvirt reports cells (what the fit uses).
+            "memory_mib": sum(c.memory_mib for c in self.topology().cells)
+            + self.config.reserved_memory_mib,
             "reserved_memory_mib": self.config.reserved_memory_mib,
             "committed_memory_mib": sum(v.memory_mib for v in vms),
             "committed_vcpus": sum(v.vcpus for v in vms),
@@ -276,7 +278,7 @@ class AgentService:
         plan = numa.fit(self.topology(), self.ledger.allocations(), request,
                         overcommit=self.config.cpu_overcommit)
         if isinstance(plan, numa.NoFit):
-            raise NoCapacity(f"{self.config.host}: {plan}",
+            raise NoCapacity(str(plan),
                              details={"reasons": list(plan.reasons)})
         return plan
 

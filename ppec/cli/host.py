@@ -11,6 +11,7 @@ from ppec.cli import output
 from ppec.cli.common import context
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.store import Host
+from ppec.units import MIB, format_size
 
 app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain.",
                   no_args_is_help=True)
@@ -62,10 +63,32 @@ def list_(fmt: OutputOpt = Fmt.table) -> None:
     output.emit_list(fmt, {"hosts": rows}, "hosts", COLUMNS)
 
 
+NUMA_COLUMNS = [("node", "NODE"), ("cpus", "CPUS"), ("reserved", "RESERVED"),
+                ("dedicated", "DEDICATED"), ("free", "FREE"), ("free_cpus", "FREE CPUS"),
+                ("memory", "MEMORY"), ("free_memory", "FREE MEMORY"), ("vms", "VMS")]
+
+
 @app.command("show")
-def show(name: str, fmt: OutputOpt = Fmt.table) -> None:
+def show(name: str,
+         numa: Annotated[bool, typer.Option(
+             "--numa", help="Per NUMA node: CPUs total, reserved, dedicated, free; memory; "
+                            "the VMs on it.")] = False,
+         fmt: OutputOpt = Fmt.table) -> None:
     """Show a host: inventory record and what its agent reports now."""
     output.use(fmt)
+    if numa:
+        with context() as ctx:
+            doc = hosts.numa(ctx, name)
+        rows = [{**n, "memory": format_size(n["memory_mib"] * MIB),
+                 "free_memory": format_size(max(n["free_mib"], 0) * MIB) if n["free_mib"]
+                 else "0"} for n in doc["nodes"]]
+        output.emit_list(fmt, {**doc, "nodes": doc["nodes"] if fmt is Fmt.json else rows},
+                         "nodes", NUMA_COLUMNS)
+        if fmt is Fmt.table:
+            sh = doc["shared"]
+            typer.echo(f"shared: {sh['vcpus']} vCPUs of {len(sh['vms'])} VMs on {sh['cpus']} "
+                       f"CPUs (overcommit {sh['overcommit']:g})")
+        return
     with context() as ctx:
         doc = hosts.show(ctx, name)
     fields = [(k, k) for k in ("name", "address", "port", "region", "rack", "power_domain",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,22 @@ COLUMNS = [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "CP
 FIELDS = [("name", "name"), ("host", "host"), ("state", "state"), ("vcpus", "vcpus"),
           ("memory", "memory"), ("disk", "disk"), ("disk_path", "disk path"),
           ("image", "image"), ("uuid", "uuid"), ("created_at", "created")]
+class NumaPolicy(StrEnum):
+    shared = "shared"
+    dedicated = "dedicated"
+
+
+class Threads(StrEnum):
+    prefer = "prefer"
+    isolate = "isolate"
+    require = "require"
+
+
+class Emulator(StrEnum):
+    share = "share"
+    isolate = "isolate"
+
+
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host holding the VM (default: the one the store records).")]
 
@@ -44,6 +61,20 @@ def create(
     host: Annotated[str | None, typer.Option(help="Build on this host.")] = None,
     region: Annotated[str, typer.Option(help="Only hosts in this region.")] = "",
     dry_run: Annotated[bool, typer.Option(help="Choose the host, build nothing.")] = False,
+    numa: Annotated[NumaPolicy, typer.Option(
+        help="dedicated: vCPUs pinned to host CPUs of their own, memory bound to their NUMA "
+             "node(s); shared: vCPUs float over the CPUs no dedicated VM holds.")]
+        = NumaPolicy.shared,
+    numa_nodes: Annotated[int, typer.Option(
+        help="Spread over exactly N NUMA nodes (dedicated); default: one node when it fits, "
+             "else the fewest.", min=0, max=64)] = 0,
+    threads: Annotated[Threads, typer.Option(
+        help="SMT siblings (dedicated): prefer packs vCPUs on sibling threads; isolate gives "
+             "each vCPU a whole core; require uses whole sibling sets only.")]
+        = Threads.prefer,
+    emulator: Annotated[Emulator, typer.Option(
+        help="QEMU's own threads (dedicated): share the VM's CPUs, or isolate on one more "
+             "CPU.")] = Emulator.share,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """Create and start a VM: choose a host (least loaded that fits), build it there."""
@@ -59,7 +90,8 @@ def create(
             else base.memory_mib,  # type: ignore[union-attr]
             disk_bytes=parse_size(disk, what="disk size") if disk
             else base.disk_bytes,  # type: ignore[union-attr]
-            image=image, host=host, region=region, dry_run=dry_run)
+            image=image, host=host, region=region, dry_run=dry_run,
+            numa=vms.NumaOptions(numa.value, numa_nodes, threads.value, emulator.value))
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")
@@ -85,10 +117,19 @@ def list_(
 
 
 @app.command("show")
-def show(name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
+def show(name: str, host: HostOpt = None,
+         xml: Annotated[bool, typer.Option("--xml", help="Print the live domain XML.")]
+         = False, fmt: OutputOpt = Fmt.table) -> None:
     """Show one VM as its host's agent sees it now."""
     output.use(fmt)
     with context() as ctx:
+        if xml:
+            doc = vms.xml(ctx, name, host)
+            if fmt is Fmt.json:
+                output.emit_json(doc)
+            else:
+                typer.echo(doc["xml"])
+            return
         doc = vms.show(ctx, name, host)
     output.emit_record(fmt, _human(doc) if fmt is Fmt.table else doc, FIELDS)
 
