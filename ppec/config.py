@@ -55,6 +55,23 @@ class Config:
     connect_timeout: float = 10.0
     ssh_command: str = "ppec-agent proxy"
     source: str = "defaults"
+    raw: dict[str, Any] = field(default_factory=dict)   # the merged TOML, for `config show`
+
+    def placement_policy(self) -> Any:
+        """``ppec.placement.Policy`` from [placement] (imported here only when needed)."""
+        from ppec.placement import Policy, Weights
+        p = self.raw.get("placement", {})
+        w = p.get("weights", {})
+        try:
+            weights = Weights(**{k: float(v) for k, v in w.items()})
+            strategy = str(p.get("strategy", "pack"))
+            if strategy not in ("pack", "spread"):
+                raise ValueError(f"strategy must be pack or spread, not {strategy!r}")
+            return Policy(strategy=strategy,  # type: ignore[arg-type]
+                          weights=weights, stale_after=float(p.get("stale_after", 600)),
+                          max_candidates=int(p.get("max_candidates", 3)))
+        except (TypeError, ValueError) as e:
+            raise BadInput(f"config {self.source}: [placement]: {e}") from None
 
     def flavor(self, name: str) -> Flavor:
         try:
@@ -93,4 +110,5 @@ def load(path: Path | None = None) -> Config:
                            f"({e})") from None
     ssh = data.get("ssh", {})
     return Config(flavors=flavors, connect_timeout=float(ssh.get("connect_timeout", 10)),
-                  ssh_command=str(ssh.get("command", "ppec-agent proxy")), source=source)
+                  ssh_command=str(ssh.get("command", "ppec-agent proxy")), source=source,
+                  raw=data)

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ppec.errors import AlreadyExists, BadInput, NotFound
+from ppec.errors import AlreadyExists, BadInput, NotFound, PpecError
+
+
+class HaConflict(PpecError):
+    """Another member of the HA group took that spread key first (a race, or a stale view)."""
+
+    code = "HA_CONFLICT"
+
 
 MIGRATIONS: list[str] = [
     # 1: hosts and VMs
@@ -50,6 +57,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX vms_host ON vms(host);
     """,
+    # 2: placement: power model, HA groups (one member per spread key, by constraint),
+    #    the latest snapshot of each host
+    """
+    ALTER TABLE hosts ADD COLUMN power_idle_w REAL NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN power_max_w REAL NOT NULL DEFAULT 0;
+    CREATE TABLE ha_groups (
+        name    TEXT PRIMARY KEY,
+        spread  TEXT NOT NULL CHECK (spread IN ('host', 'rack', 'power_domain'))
+    );
+    ALTER TABLE vms ADD COLUMN ha_group TEXT REFERENCES ha_groups(name);
+    ALTER TABLE vms ADD COLUMN ha_key TEXT;
+    CREATE UNIQUE INDEX vms_ha_spread ON vms(ha_group, ha_key) WHERE ha_group IS NOT NULL;
+    CREATE TABLE snapshots (
+        host      TEXT PRIMARY KEY REFERENCES hosts(name) ON DELETE CASCADE,
+        taken_at  REAL NOT NULL,
+        data      TEXT NOT NULL
+    )
+    """,
 ]
 
 
@@ -73,6 +98,8 @@ class Host:
     tags: tuple[str, ...] = ()
     drained: bool = False
     added_at: str = field(default_factory=_now)
+    power_idle_w: float = 0.0
+    power_max_w: float = 0.0
 
     @property
     def is_local(self) -> bool:
@@ -96,7 +123,7 @@ class VmRow:
 
 
 _HOST_COLS = ("name, address, port, username, identity, socket, region, rack, power_domain,"
-              " vrf, cost, tags, drained, added_at")
+              " vrf, cost, tags, drained, added_at, power_idle_w, power_max_w")
 _VM_COLS = "name, host, state, vcpus, memory_mib, disk_bytes, image, created_at, updated_at"
 
 
@@ -153,11 +180,11 @@ class Store:
     def add_host(self, host: Host) -> None:
         try:
             with self._tx() as db:
-                db.execute(f"INSERT INTO hosts ({_HOST_COLS}) VALUES ({','.join('?' * 14)})",
+                db.execute(f"INSERT INTO hosts ({_HOST_COLS}) VALUES ({','.join('?' * 16)})",
                            (host.name, host.address, host.port, host.username, host.identity,
                             host.socket, host.region, host.rack, host.power_domain, host.vrf,
                             host.cost, json.dumps(list(host.tags)), int(host.drained),
-                            host.added_at))
+                            host.added_at, host.power_idle_w, host.power_max_w))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"host {host.name} is already in the inventory") from None
 
@@ -190,23 +217,76 @@ class Store:
     # -- VMs --------------------------------------------------------------------------------
 
     def reserve_vm(self, name: str, host: str, vcpus: int, memory_mib: int, disk_bytes: int,
-                   image: str) -> None:
-        """Claim the name fleet-wide before any host is asked to build it."""
+                   image: str, ha_group: str = "", ha_key: str = "") -> None:
+        """Claim the name fleet-wide before any host is asked to build it.
+
+        With an HA group, also claim the spread key (host, rack or power domain): a second
+        member on the same key fails on the ``vms_ha_spread`` constraint, however many
+        ``ppec`` processes race.
+        """
         now = _now()
         try:
             with self._tx() as db:
-                db.execute(f"INSERT INTO vms ({_VM_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                db.execute(f"INSERT INTO vms ({_VM_COLS}, ha_group, ha_key) "
+                           f"VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                            (name, host, "creating", vcpus, memory_mib, disk_bytes, image,
-                            now, now))
+                            now, now, ha_group or None, ha_key if ha_group else None))
         except sqlite3.IntegrityError as e:
             if "FOREIGN KEY" in str(e):
-                raise NotFound(f"unknown host {host!r} (see `ppec host list`)") from None
+                raise NotFound(f"unknown host {host!r} or HA group {ha_group!r}") from None
+            if "ha_group" in str(e) or "vms_ha_spread" in str(e):
+                raise HaConflict(f"HA group {ha_group} already has a member on {ha_key}",
+                                 details={"ha_group": ha_group, "key": ha_key}) from None
             existing = self.vm_or_none(name)
             where = f" on host {existing.host} ({existing.state})" if existing else ""
             raise AlreadyExists(f"a VM named {name} already exists{where}") from None
 
+    # -- HA groups and snapshots -----------------------------------------------------------
+
+    def ha_group(self, name: str, spread: str) -> str:
+        """The group's spread level, recording it on first use; a different level for an
+        existing group is refused (members placed under one rule cannot follow another)."""
+        with self._tx() as db:
+            row = db.execute("SELECT spread FROM ha_groups WHERE name=?", (name,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO ha_groups (name, spread) VALUES (?, ?)", (name, spread))
+                return spread
+        if row[0] != spread:
+            raise BadInput(f"HA group {name} spreads by {row[0]}; --spread {spread} "
+                           f"contradicts it", code="HA_SPREAD")
+        return str(row[0])
+
+    def ha_groups(self) -> list[tuple[str, str]]:
+        rows = self._db.execute("SELECT name, spread FROM ha_groups ORDER BY name").fetchall()
+        return [(str(a), str(b)) for a, b in rows]
+
+    def ha_members(self, group: str) -> list[tuple[str, str, str]]:
+        """(vm, host, spread key) of each member, creating ones included."""
+        rows = self._db.execute("SELECT name, host, ha_key FROM vms WHERE ha_group=? "
+                                "ORDER BY name", (group,)).fetchall()
+        return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+    def save_snapshot(self, host: str, taken_at: float, data: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO snapshots (host, taken_at, data) VALUES (?, ?, ?) "
+                       "ON CONFLICT(host) DO UPDATE SET taken_at=excluded.taken_at, "
+                       "data=excluded.data", (host, taken_at, json.dumps(data)))
+
+    def snapshots(self) -> dict[str, tuple[float, dict[str, Any]]]:
+        rows = self._db.execute("SELECT host, taken_at, data FROM snapshots").fetchall()
+        return {h: (float(t), json.loads(d)) for h, t, d in rows}
+
+    def move_vm(self, name: str, host: str, ha_key: str) -> None:
+        """Point a claim at another host (and spread key) before building there."""
+        try:
+            with self._tx() as db:
+                db.execute("UPDATE vms SET host=?, ha_key=CASE WHEN ha_group IS NULL THEN NULL "
+                           "ELSE ? END, updated_at=? WHERE name=?", (host, ha_key, _now(), name))
+        except sqlite3.IntegrityError:
+            raise HaConflict(f"the HA group already has a member on {ha_key}") from None
+
     def set_vm(self, name: str, **fields: Any) -> None:
-        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes"}
+        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes", "ha_key"}
         assert set(fields) <= allowed, fields
         assignments = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:

@@ -3,115 +3,105 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
-from ppec import placement
+from ppec import scheduler
 from ppec.context import Context
 from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound, PpecError, TransportError
 from ppec.fleet.client import AgentClient, HostResult, fan_out
-from ppec.store import Host
+from ppec.scheduler import Ask
+from ppec.store import HaConflict, Host
 from ppec.units import check_vm_name
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 3   # hosts tried when an agent refuses late (its live view differs)
+MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)
+MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts only
 
 
-def _view(host: Host, info: dict[str, Any]) -> placement.HostView:
-    return placement.HostView(
-        name=host.name, region=host.region, drained=host.drained,
-        cpus=int(info["cpus"]) - len(info.get("reserved_cpus", [])),
-        memory_mib=int(info["memory_mib"]) - int(info.get("reserved_memory_mib", 0)),
-        committed_mib=int(info.get("committed_memory_mib", 0)),
-        storage_free_bytes=int(info.get("storage_free_bytes", 0)))
-
-
-def choose(ctx: Context, req: placement.Request, host: str | None) -> dict[str, Any]:
-    """Rank the hosts that can take ``req`` from their agents' live answers."""
-    if host:
-        # One named host: its failure is the answer (exit 1), not a placement verdict.
-        target = ctx.store.host(host)
-        results = [HostResult(target.name, True, ctx.client(target).call("host.info"))]
-        candidates = [target]
-    else:
-        candidates = ctx.store.hosts()
-        if not candidates:
-            raise NoCapacity("no hosts in the inventory; add one with `ppec host add`")
-        results = fan_out(candidates, lambda h: ctx.client(h).call("host.info"))
-    by_name = {h.name: h for h in candidates}
-    views, unreachable = [], []
-    for r in results:
-        if r.ok:
-            views.append(_view(by_name[r.host], r.value))
-        else:
-            assert r.error is not None
-            unreachable.append(placement.Rejection(r.host, "unreachable", str(r.error)))
-    decision = placement.place(views, req)
-    rejected = [*unreachable, *decision.rejected]
-    return {"ranked": list(decision.ranked),
-            "rejected": [asdict(r) for r in sorted(rejected, key=lambda r: r.host)]}
-
-
-@dataclass(frozen=True)
-class NumaOptions:
-    """How the VM sits on its host's NUMA nodes (see ppec.numa)."""
-
-    policy: str = "shared"
-    nodes: int = 0          # 0: one node when it fits, else the fewest
-    threads: str = "prefer"
-    emulator: str = "share"
-
-    def params(self) -> dict[str, Any]:
-        return {"numa": self.policy, "numa_nodes": self.nodes, "threads": self.threads,
-                "emulator": self.emulator}
-
-
-def create(ctx: Context, name: str, *, vcpus: int, memory_mib: int, disk_bytes: int,
-           image: str = "", host: str | None = None, region: str = "",
-           dry_run: bool = False, numa: NumaOptions = NumaOptions()) -> dict[str, Any]:
+def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | None = None,
+           dry_run: bool = False) -> dict[str, Any]:
+    """Place, claim, build: the name and the HA spread key are claimed in the store first
+    (constraints), then the host's agent builds under its lock and re-checks the fit.
+    An agent that refuses late, or an HA member that lands first, moves the VM to the next
+    candidate; nothing is left behind when all fail."""
     check_vm_name(name)
-    if numa.policy == "shared" and (numa.nodes or numa.threads != "prefer"
-                                    or numa.emulator != "share"):
-        raise BadInput("--numa-nodes, --threads and --emulator place pinned vCPUs: "
-                       "they need --numa dedicated")
-    if numa.nodes > vcpus:
-        raise BadInput(f"--numa-nodes {numa.nodes} is more than the {vcpus} vCPUs")
-    if host and region:
+    if host and ask.region:
         raise BadInput("--host and --region contradict each other: give one")
-    req = placement.Request(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes,
-                            region=region)
-    # Checked again by the store's constraint at reservation; this only fails fast.
+    inventory = ctx.store.hosts()
+    ask.check(inventory)
+    # Checked again by the store's constraint when claiming; this only fails fast.
     if not dry_run and (existing := ctx.store.vm_or_none(name)) is not None:
         raise AlreadyExists(f"a VM named {name} already exists on host {existing.host}")
-    plan = choose(ctx, req, host)
-    if not plan["ranked"]:
-        reasons = "; ".join(r["reason"] for r in plan["rejected"])
-        raise NoCapacity(f"no host can take {name}: {reasons}", details=plan)
+    if host:
+        target = ctx.store.host(host)
+        ctx.client(target).call("ping")   # a named host that is down: exit 1, not 3
+        candidates = [target]
+    else:
+        candidates = inventory
+        if not candidates:
+            raise NoCapacity("no hosts in the inventory; add one with `ppec host add`")
+    if ask.ha_group and not dry_run:
+        ctx.store.ha_group(ask.ha_group, ask.spread)
+    fleet = scheduler.fleet_from_store(ctx, candidates, refresh=True)
+    decision = scheduler.decide(ctx, fleet, ask)
     if dry_run:
-        return {"name": name, "dry_run": True, "host": plan["ranked"][0], **plan}
-
-    ctx.store.reserve_vm(name, plan["ranked"][0], vcpus, memory_mib, disk_bytes, image)
+        if not decision.ranked:
+            raise scheduler.no_capacity(name, decision, [])
+        return {"name": name, "dry_run": True, "host": decision.host,
+                "ranked": [c.host for c in decision.ranked],
+                "rejected": [asdict(r) for r in decision.rejected]}
     refusals: list[str] = []
+    tried: set[str] = set()
+    claimed = False
     try:
-        for host_name in plan["ranked"][:MAX_ATTEMPTS]:
-            target = ctx.store.host(host_name)
-            ctx.store.set_vm(name, host=host_name)
-            try:
-                result = _create_on(ctx.client(target), name, {
-                    "vcpus": vcpus, "memory_mib": memory_mib, "disk_bytes": disk_bytes,
-                    "image": image, **numa.params()})
-            except NoCapacity as e:
-                refusals.append(str(e))
-                continue
-            ctx.store.set_vm(name, state=result["state"])
-            return {**result, "host": host_name, "attempts": len(refusals) + 1}
+        for _ in range(MAX_ROUNDS):
+            cands = [c for c in decision.ranked if c.host not in tried]
+            if not cands:
+                break
+            for cand in cands:
+                tried.add(cand.host)
+                snap = fleet.index.hosts[fleet.index.pos[cand.host]]
+                key = snap.spread_key(ask.spread) if ask.ha_group else ""
+                try:
+                    if claimed:
+                        ctx.store.move_vm(name, cand.host, key)
+                    else:
+                        ctx.store.reserve_vm(name, cand.host, ask.vcpus, ask.memory_mib,
+                                             ask.disk_bytes, image, ask.ha_group, key)
+                        claimed = True
+                except HaConflict as e:
+                    # Another create of this group landed there meanwhile: re-place with
+                    # the group as it is now.
+                    refusals.append(f"{cand.host}: {e.message}")
+                    break
+                try:
+                    result = _create_on(ctx.client(ctx.store.host(cand.host)), name, {
+                        "vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
+                        "disk_bytes": ask.disk_bytes, "image": image, **ask.agent_params()})
+                except NoCapacity as e:
+                    refusals.append(f"{cand.host}: {e.message}")
+                    if len(refusals) >= MAX_ATTEMPTS:
+                        break
+                    continue
+                ctx.store.set_vm(name, state=result["state"])
+                return {**result, "host": cand.host, "attempts": len(tried)}
+            if len(refusals) >= MAX_ATTEMPTS:
+                break
+            if ask.ha_group:
+                # The group as it is now, less our own claim.
+                fleet.members[ask.ha_group] = [m for m in ctx.store.ha_members(ask.ha_group)
+                                               if m[0] != name]
+            decision = scheduler.decide(ctx, fleet, ask)
     except BaseException:
-        if (row := ctx.store.vm_or_none(name)) is not None and row.state == "creating":
+        # Only our own claim: a name another create holds is never ours to drop.
+        if claimed and (row := ctx.store.vm_or_none(name)) is not None \
+                and row.state == "creating":
             ctx.store.forget_vm(name)
         raise
-    ctx.store.forget_vm(name)
-    raise NoCapacity(f"no host could take {name}: " + "; ".join(refusals),
-                     details={"refusals": refusals})
+    if claimed:
+        ctx.store.forget_vm(name)
+    raise scheduler.no_capacity(name, decision, refusals)
 
 
 def _create_on(client: AgentClient, name: str, params: dict[str, Any]) -> dict[str, Any]:

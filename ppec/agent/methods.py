@@ -52,6 +52,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ping", "ping"),
     Method("host.info", "host_info"),
     Method("host.numa", "host_numa"),
+    Method("host.snapshot", "host_snapshot"),
     Method("vm.list", "vm_list", tier="normal"),
     Method("vm.get", "vm_get", {"name": _NAME}),
     Method("vm.xml", "vm_xml", {"name": _NAME}),

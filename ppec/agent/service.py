@@ -191,6 +191,15 @@ class AgentService:
                            "vcpus": sum(a.vcpus for a in shared), "cpus": len(pool),
                            "overcommit": self.config.cpu_overcommit}}
 
+    def host_snapshot(self) -> dict[str, Any]:
+        """Everything placement needs to decide without asking again: stats, the NUMA
+        topology and what each VM holds."""
+        from ppec.numa.serial import allocation_to_dict, topology_to_dict
+        return {**self.host_info(), "taken_at": time.time(),
+                "topology": topology_to_dict(self.topology()),
+                "allocations": [allocation_to_dict(a) for a in self.ledger.allocations()],
+                "cpu_overcommit": self.config.cpu_overcommit}
+
     def vm_xml(self, name: str) -> dict[str, Any]:
         self.vm_get(name)   # the same ownership rule as every other read
         return {"name": name, "xml": self.hv.xml(name)}

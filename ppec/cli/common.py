@@ -9,7 +9,8 @@ import typer
 
 from ppec.cli import output
 from ppec.context import Context
-from ppec.errors import EXIT_FAILED, EXIT_PARTIAL
+from ppec.errors import EXIT_FAILED, EXIT_PARTIAL, BadInput
+from ppec.units import MIB, parse_size
 
 
 @contextmanager
@@ -25,3 +26,17 @@ def partial_exit(failed: int, total: int) -> None:
     """Exit 5 when some hosts failed, 1 when every host did."""
     if failed:
         raise typer.Exit(EXIT_FAILED if failed == total else EXIT_PARTIAL)
+
+
+def resources(ctx: Context, flavor: str | None, cpus: int | None, memory: str | None,
+              disk: str | None, *, disk_required: bool = True) -> tuple[int, int, int]:
+    """(vCPUs, MiB, disk bytes) from a flavor and/or explicit sizes; explicit ones win."""
+    if flavor is None and (cpus is None or memory is None or (disk is None and disk_required)):
+        raise BadInput("give --flavor, or all of --cpus, --memory" +
+                       (" and --disk" if disk_required else ""))
+    base = ctx.config.flavor(flavor) if flavor else None
+    return (cpus if cpus is not None else base.cpus,  # type: ignore[union-attr]
+            parse_size(memory, what="memory") // MIB if memory
+            else base.memory_mib,  # type: ignore[union-attr]
+            parse_size(disk, what="disk size") if disk
+            else (base.disk_bytes if base else 0))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
 from ppec import vms
+from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import context, partial_exit
+from ppec.cli.common import context, partial_exit, resources
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import BadInput
-from ppec.units import MIB, format_size, parse_size
+from ppec.scheduler import Ask
+from ppec.units import MIB, format_size
 
 app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
                   no_args_is_help=True)
@@ -22,22 +22,6 @@ COLUMNS = [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "CP
 FIELDS = [("name", "name"), ("host", "host"), ("state", "state"), ("vcpus", "vcpus"),
           ("memory", "memory"), ("disk", "disk"), ("disk_path", "disk path"),
           ("image", "image"), ("uuid", "uuid"), ("created_at", "created")]
-class NumaPolicy(StrEnum):
-    shared = "shared"
-    dedicated = "dedicated"
-
-
-class Threads(StrEnum):
-    prefer = "prefer"
-    isolate = "isolate"
-    require = "require"
-
-
-class Emulator(StrEnum):
-    share = "share"
-    isolate = "isolate"
-
-
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host holding the VM (default: the one the store records).")]
 
@@ -50,48 +34,35 @@ def _human(vm: dict[str, Any]) -> dict[str, Any]:
 @app.command("create")
 def create(
     name: Annotated[str, typer.Argument(help="VM name: lower-case letters, digits, '-'.")],
-    cpus: Annotated[int | None, typer.Option(help="vCPUs.", min=1, max=1024)] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory, e.g. 512M, 4G.")] = None,
-    disk: Annotated[str | None, typer.Option(help="Root disk size, e.g. 20G.")] = None,
-    flavor: Annotated[str | None, typer.Option(
-        help="A named shape from the config (tiny, small, medium, large, xlarge); "
-             "--cpus/--memory/--disk override its parts.")] = None,
+    cpus: opt.Cpus = None,
+    memory: opt.Memory = None,
+    disk: opt.Disk = None,
+    flavor: opt.Flavor = None,
     image: Annotated[str, typer.Option(
         help="Base image path on the host; the root disk is a copy-on-write overlay.")] = "",
     host: Annotated[str | None, typer.Option(help="Build on this host.")] = None,
-    region: Annotated[str, typer.Option(help="Only hosts in this region.")] = "",
+    region: opt.Region = "",
+    vrf: opt.Vrf = "",
+    tag: opt.Tag = None,
+    ha_group: opt.HaGroup = "",
+    spread: opt.SpreadOpt = opt.Spread.host,
+    numa: opt.Numa = opt.NumaPolicy.shared,
+    numa_nodes: opt.NumaNodes = 0,
+    threads: opt.ThreadsOpt = opt.Threads.prefer,
+    emulator: opt.EmulatorOpt = opt.Emulator.share,
     dry_run: Annotated[bool, typer.Option(help="Choose the host, build nothing.")] = False,
-    numa: Annotated[NumaPolicy, typer.Option(
-        help="dedicated: vCPUs pinned to host CPUs of their own, memory bound to their NUMA "
-             "node(s); shared: vCPUs float over the CPUs no dedicated VM holds.")]
-        = NumaPolicy.shared,
-    numa_nodes: Annotated[int, typer.Option(
-        help="Spread over exactly N NUMA nodes (dedicated); default: one node when it fits, "
-             "else the fewest.", min=0, max=64)] = 0,
-    threads: Annotated[Threads, typer.Option(
-        help="SMT siblings (dedicated): prefer packs vCPUs on sibling threads; isolate gives "
-             "each vCPU a whole core; require uses whole sibling sets only.")]
-        = Threads.prefer,
-    emulator: Annotated[Emulator, typer.Option(
-        help="QEMU's own threads (dedicated): share the VM's CPUs, or isolate on one more "
-             "CPU.")] = Emulator.share,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
-    """Create and start a VM: choose a host (least loaded that fits), build it there."""
+    """Create and start a VM: place it (filters, weights: see `ppec place --explain`),
+    then build it on the best host; the host re-checks under its lock."""
     output.use(fmt)
     with context() as ctx:
-        if flavor is None and (cpus is None or memory is None or disk is None):
-            raise BadInput("give --flavor, or all of --cpus, --memory and --disk")
-        base = ctx.config.flavor(flavor) if flavor else None
-        doc = vms.create(
-            ctx, name,
-            vcpus=cpus if cpus is not None else base.cpus,  # type: ignore[union-attr]
-            memory_mib=parse_size(memory, what="memory") // MIB if memory
-            else base.memory_mib,  # type: ignore[union-attr]
-            disk_bytes=parse_size(disk, what="disk size") if disk
-            else base.disk_bytes,  # type: ignore[union-attr]
-            image=image, host=host, region=region, dry_run=dry_run,
-            numa=vms.NumaOptions(numa.value, numa_nodes, threads.value, emulator.value))
+        vcpus, memory_mib, disk_bytes = resources(ctx, flavor, cpus, memory, disk)
+        ask = Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes,
+                  numa=numa.value, numa_nodes=numa_nodes, threads=threads.value,
+                  emulator=emulator.value, region=region, vrf=vrf, tags=tuple(tag or ()),
+                  ha_group=ha_group, spread=spread.value)
+        doc = vms.create(ctx, name, ask, image=image, host=host, dry_run=dry_run)
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")

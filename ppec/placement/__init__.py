@@ -1,77 +1,119 @@
 """Choosing a host for a VM. Pure: snapshots and a request in, a ranking and reasons out.
 
-For now one rule set: hosts that are drained, outside the requested region, or too small
-are rejected, each with the numbers that rejected it; the rest are ranked least-loaded
-first (lowest share of memory committed). The full filter/weigher library replaces this.
+    >>> from ppec.placement import FleetIndex, HostSnapshot, Request, place
+    >>> decision = place(FleetIndex(snapshots), Request(vcpus=4, memory_mib=8192), now=t)
+    >>> decision.host, [r.reason for r in decision.rejected]
 
-    >>> from ppec.placement import HostView, Request, place
+Filters (``filters.FILTERS``, in order): state (drained, unreachable, stale snapshot),
+region, VRF, tags, resources (memory, disk, CPUs; shared overcommit), HA anti-affinity (hard,
+at host, rack or power-domain level), a free IP in the host's VRF, NUMA fit (ppec.numa).
+Weighers (``index.FleetIndex.weigh``), each scored in [0, 1] and multiplied by
+``Policy.weights``: cost, power (waking an idle host costs its idle draw), pack or spread,
+NUMA holes left, soft anti-affinity. The best hosts are checked exactly, in rank order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+
+import numpy as np
+
+from ppec.placement.filters import FILTERS, Context, check, check_all
+from ppec.placement.index import FleetIndex
+from ppec.placement.model import (
+    SPREADS,
+    Candidate,
+    Decision,
+    HostSnapshot,
+    Policy,
+    Rejection,
+    Request,
+    Spread,
+    Summary,
+    Weights,
+)
+
+__all__ = ["FILTERS", "SPREADS", "Candidate", "Decision", "FleetIndex", "HostSnapshot",
+           "Policy", "Rejection", "Request", "Spread", "Summary", "Weights", "explain",
+           "place"]
 
 
-@dataclass(frozen=True)
-class HostView:
-    name: str
-    region: str
-    drained: bool
-    cpus: int                 # usable CPUs (reserved ones excluded)
-    memory_mib: int           # usable memory (reserved excluded)
-    committed_mib: int
-    storage_free_bytes: int
+def _notes(index: FleetIndex, req: Request, row: int) -> tuple[str, ...]:
+    h = index.hosts[row]
+    watts = float(index.marginal_watts(req, np.array([row]))[0])
+    busy = "idle: waking it" if h.summary.vms == 0 else "busy: the VM"
+    return (f"cost {h.cost:g}/h", f"{busy} adds {watts:.0f} W")
 
 
-@dataclass(frozen=True)
-class Request:
-    vcpus: int
-    memory_mib: int
-    disk_bytes: int
-    region: str = ""
+def place(index: FleetIndex, req: Request, *, now: float, policy: Policy | None = None,
+          ha_taken: Mapping[str, str] | None = None,
+          group_count: Mapping[str, int] | None = None,
+          free_ips: Mapping[str, int] | None = None) -> Decision:
+    """Up to ``policy.max_candidates`` hosts, best first, each passing every filter.
 
-
-@dataclass(frozen=True)
-class Rejection:
-    host: str
-    rule: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    ranked: tuple[str, ...]
-    rejected: tuple[Rejection, ...]
-
-
-def _reject(host: HostView, req: Request) -> Rejection | None:
-    if host.drained:
-        return Rejection(host.name, "drained", f"{host.name}: drained")
-    if req.region and host.region != req.region:
-        return Rejection(host.name, "region",
-                         f"{host.name}: region {host.region or '(none)'}, needs {req.region}")
-    if req.vcpus > host.cpus:
-        return Rejection(host.name, "cpu",
-                         f"{host.name}: {host.cpus} usable CPUs, needs {req.vcpus}")
-    free = host.memory_mib - host.committed_mib
-    if req.memory_mib > free:
-        return Rejection(host.name, "memory",
-                         f"{host.name}: {free} MiB memory free, needs {req.memory_mib} MiB")
-    if req.disk_bytes > host.storage_free_bytes:
-        return Rejection(host.name, "disk",
-                         f"{host.name}: {host.storage_free_bytes >> 20} MiB storage free, "
-                         f"needs {req.disk_bytes >> 20} MiB")
-    return None
-
-
-def place(hosts: list[HostView], req: Request) -> Decision:
+    ``ha_taken`` maps spread keys (host, rack or power domain, as ``req.spread`` says)
+    already used by ``req.ha_group`` to the member there; ``group_count`` counts the
+    group's members per host (soft anti-affinity); ``free_ips`` maps VRF to free
+    addresses (None when there is no IP database).
+    """
+    policy = policy or Policy()
+    ha_taken = ha_taken or {}
+    masks = index.masks(req, policy, now, ha_taken, free_ips)
+    ok = np.ones(len(index.hosts), np.bool_)
+    for m in masks.values():
+        ok &= m
+    rows = np.flatnonzero(ok)
+    ctx = Context(req, policy, now, ha_taken, free_ips)
+    ranked: list[Candidate] = []
     rejected: list[Rejection] = []
-    fits: list[HostView] = []
-    for host in hosts:
-        why = _reject(host, req)
-        if why is None:
-            fits.append(host)
-        else:
-            rejected.append(why)
-    fits.sort(key=lambda h: (h.committed_mib / max(h.memory_mib, 1), h.name))
-    return Decision(tuple(h.name for h in fits), tuple(rejected))
+    examined = 0
+    if len(rows):
+        total, scores = index.weigh(req, policy, rows, group_count or {})
+        order = np.argsort(-total, kind="stable")
+        for j in order:
+            row = int(rows[j])
+            examined += 1
+            why = check(index.hosts[row], ctx)        # exact, NUMA included
+            if why is not None:
+                rejected.append(why)
+                continue
+            ranked.append(Candidate(index.hosts[row].name, float(total[j]),
+                                    tuple((k, float(v[j])) for k, v in scores.items()),
+                                    _notes(index, req, row)))
+            if len(ranked) >= policy.max_candidates:
+                break
+    if not ranked:   # say why for every host, not only the ones the masks let through
+        rejected = [r for h in index.hosts if (r := check(h, ctx)) is not None]
+        examined = len(index.hosts)
+    return Decision(tuple(ranked), tuple(rejected), examined)
+
+
+def explain(index: FleetIndex, req: Request, *, now: float, policy: Policy | None = None,
+            ha_taken: Mapping[str, str] | None = None,
+            group_count: Mapping[str, int] | None = None,
+            free_ips: Mapping[str, int] | None = None) -> list[dict[str, object]]:
+    """Every host: each filter's verdict and reason, each weigher's score, the rank."""
+    policy = policy or Policy()
+    ctx = Context(req, policy, now, ha_taken or {}, free_ips)
+    rows = []
+    for i, h in enumerate(index.hosts):
+        verdicts = check_all(h, ctx)
+        rows.append({"host": h.name, "filters": verdicts,
+                     "passed": all(v is None for v in verdicts.values()), "row": i})
+    passing = np.array([r["row"] for r in rows if r["passed"]], np.int64)
+    ranks: dict[int, tuple[int, float, dict[str, float], tuple[str, ...]]] = {}
+    if len(passing):
+        total, scores = index.weigh(req, policy, passing, group_count or {})
+        for rank, j in enumerate(np.argsort(-total, kind="stable"), start=1):
+            row = int(passing[j])
+            ranks[row] = (rank, float(total[j]), {k: float(v[j]) for k, v in scores.items()},
+                          _notes(index, req, row))
+    out: list[dict[str, object]] = []
+    for r in rows:
+        row = int(r["row"])  # type: ignore[call-overload]
+        rank, score, weights, notes = ranks.get(row, (0, 0.0, {}, ()))
+        out.append({"host": r["host"], "passed": r["passed"], "filters": r["filters"],
+                    "rank": rank or None, "score": round(score, 4) if rank else None,
+                    "weights": {k: round(v, 4) for k, v in weights.items()},
+                    "notes": list(notes)})
+    return sorted(out, key=lambda r: (r["rank"] is None, r["rank"] or 0, str(r["host"])))

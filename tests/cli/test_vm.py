@@ -67,10 +67,20 @@ def test_flavor_and_overrides(fleet: Cli) -> None:
      "contradict"),
     (["vm", "create", "a1", "--cpus", "1", "--memory", "100G", "--disk", "1G"], 3,
      "t1: 65536 MiB memory free, needs 102400 MiB"),
-    (["vm", "create", "a1", "--flavor", "tiny", "--region", "eu"], 3,
-     "t1: region (none), needs eu"),
+    (["vm", "create", "a1", "--flavor", "tiny", "--region", "eu"], 2,
+     "unknown region 'eu'; regions in the inventory: none"),
     (["vm", "create", "a1", "--cpus", "17", "--memory", "1G", "--disk", "1G"], 3,
-     "16 usable CPUs, needs 17"),
+     "t1: 16 CPUs not dedicated, needs 17"),
+    (["vm", "create", "a1", "--cpus", "9", "--memory", "1G", "--disk", "1G", "--numa",
+      "dedicated", "--numa-nodes", "1", "--threads", "require"], 3,
+     "t1: NUMA: node 0 has no SMT sibling threads (threads require)"),
+    (["vm", "create", "a1", "--flavor", "tiny", "--ha-group", "web tier"], 2,
+     "invalid HA group name 'web tier'"),
+    (["vm", "create", "a1", "--flavor", "tiny", "--spread", "rack"], 2,
+     "--spread applies to an HA group"),
+    (["vm", "create", "a1", "--flavor", "tiny", "--threads", "isolate"], 2,
+     "they need --numa dedicated"),
+    (["vm", "create", "a1", "--flavor", "tiny", "--vrf", "blue"], 2, "unknown VRF 'blue'"),
     (["vm", "delete", "ghost"], 2, "unknown VM 'ghost'"),
     (["vm", "show", "ghost", "--host", "t1"], 2, "no VM named ghost on t1"),
     (["vm", "list", "--host", "nope"], 2, "unknown host 'nope'"),
@@ -126,7 +136,7 @@ def test_agent_not_running(fleet: Cli, test_agent: Agent) -> None:
     assert done.stderr.startswith("ppec: error: t1: agent not running: nothing listens on")
     done = fleet.run("vm", "create", "a1", "--flavor", "tiny")
     assert done.returncode == 3, done.stderr
-    assert "no host can take a1: t1: agent not running" in done.stderr
+    assert "no host can take a1: t1: unreachable: agent not running" in done.stderr
     done = fleet.run("vm", "list")
     assert done.returncode == 1 and "t1: agent not running" in done.stderr
     done = fleet.run("agent", "status", "-o", "json")
@@ -159,7 +169,7 @@ def test_host_remove_refused_while_vms_exist(fleet: Cli) -> None:
     assert json.loads(fleet.ok("host", "list", "-o", "json").stdout)["hosts"] == []
 
 
-def test_least_loaded_host_is_chosen(cli: Cli, tmp_path: object) -> None:
+def test_pack_fills_the_busy_host_and_spread_the_empty_one(cli: Cli, tmp_path: object) -> None:
     from pathlib import Path
     base = Path(str(tmp_path))
     a = Agent(base / "a", host="a").start()
@@ -170,8 +180,14 @@ def test_least_loaded_host_is_chosen(cli: Cli, tmp_path: object) -> None:
         cli.ok("vm", "create", "big", "--cpus", "1", "--memory", "8G", "--disk", "1G",
                "--host", "a")
         hosts = [json.loads(cli.ok("vm", "create", f"s{i}", "--flavor", "tiny", "-o",
-                                   "json").stdout)["host"] for i in range(3)]
-        assert hosts == ["b", "b", "b"]
+                                   "json").stdout)["host"] for i in range(2)]
+        assert hosts == ["a", "a"]   # the default policy packs: no idle host woken
+        config = base / "spread.toml"
+        config.write_text('[placement]\nstrategy = "spread"\n[placement.weights]\npower = 0\n')
+        cli.env["PPEC_CONFIG"] = str(config)
+        hosts = [json.loads(cli.ok("vm", "create", f"t{i}", "--flavor", "tiny", "-o",
+                                   "json").stdout)["host"] for i in range(2)]
+        assert hosts == ["b", "b"]
     finally:
         a.kill()
         b.kill()

@@ -1,0 +1,59 @@
+"""Options shared by `vm create` and `place`: the shape of a VM and where it may go."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+
+class NumaPolicy(StrEnum):
+    shared = "shared"
+    dedicated = "dedicated"
+
+
+class Threads(StrEnum):
+    prefer = "prefer"
+    isolate = "isolate"
+    require = "require"
+
+
+class Emulator(StrEnum):
+    share = "share"
+    isolate = "isolate"
+
+
+class Spread(StrEnum):
+    host = "host"
+    rack = "rack"
+    power_domain = "power_domain"
+
+
+Cpus = Annotated[int | None, typer.Option(help="vCPUs.", min=1, max=1024)]
+Memory = Annotated[str | None, typer.Option(help="Memory, e.g. 512M, 4G.")]
+Disk = Annotated[str | None, typer.Option(help="Root disk size, e.g. 20G.")]
+Flavor = Annotated[str | None, typer.Option(
+    help="A named shape from the config (tiny, small, medium, large, xlarge); "
+         "--cpus/--memory/--disk override its parts.")]
+Region = Annotated[str, typer.Option(help="Only hosts in this region.")]
+Vrf = Annotated[str, typer.Option(help="Only hosts in this VRF.")]
+Tag = Annotated[list[str] | None, typer.Option(
+    "--tag", help="Only hosts with this tag (repeatable: all of them).")]
+HaGroup = Annotated[str, typer.Option(
+    help="HA group: no two members share a host (or rack, power domain: --spread).")]
+SpreadOpt = Annotated[Spread, typer.Option(
+    "--spread", help="What members of the HA group never share.")]
+Numa = Annotated[NumaPolicy, typer.Option(
+    help="dedicated: vCPUs pinned to host CPUs of their own, memory bound to their NUMA "
+         "node(s); shared: vCPUs float over the CPUs no dedicated VM holds.")]
+NumaNodes = Annotated[int, typer.Option(
+    help="Spread over exactly N NUMA nodes (dedicated); default: one node when it fits, "
+         "else the fewest.", min=0, max=64)]
+ThreadsOpt = Annotated[Threads, typer.Option(
+    "--threads", help="SMT siblings (dedicated): prefer packs vCPUs on sibling threads; "
+                      "isolate gives each vCPU a whole core; require uses whole sibling "
+                      "sets only.")]
+EmulatorOpt = Annotated[Emulator, typer.Option(
+    "--emulator", help="QEMU's own threads (dedicated): share the VM's CPUs, or isolate on "
+                       "one more CPU.")]

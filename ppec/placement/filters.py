@@ -1,0 +1,109 @@
+"""The filters, host by host, each with the reason it rejects: the reference semantics.
+
+``ppec.placement.index`` computes the same filters for a whole fleet at once; tests hold
+the two to agreeing. A reason names the numbers that decided it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from ppec.numa import NoFit, fit
+from ppec.placement.model import HostSnapshot, Policy, Rejection, Request
+
+
+@dataclass(frozen=True)
+class Context:
+    request: Request
+    policy: Policy
+    now: float
+    ha_taken: Mapping[str, str]          # spread key -> the group member already there
+    free_ips: Mapping[str, int] | None   # VRF -> free addresses; None: no IP database
+
+
+def _state(h: HostSnapshot, ctx: Context) -> str | None:
+    if h.drained:
+        return "drained"
+    if not h.reachable:
+        return f"unreachable: {h.error}" if h.error else "unreachable"
+    age = ctx.now - h.taken_at
+    if age > ctx.policy.stale_after:
+        return f"snapshot {age:.0f} s old (limit {ctx.policy.stale_after:.0f} s)"
+    return None
+
+
+def _region(h: HostSnapshot, ctx: Context) -> str | None:
+    want = ctx.request.region
+    return f"region {h.region or '(none)'}, needs {want}" if want and h.region != want \
+        else None
+
+
+def _vrf(h: HostSnapshot, ctx: Context) -> str | None:
+    want = ctx.request.vrf
+    return f"VRF {h.vrf or '(none)'}, needs {want}" if want and h.vrf != want else None
+
+
+def _tags(h: HostSnapshot, ctx: Context) -> str | None:
+    missing = sorted(ctx.request.tags - h.tags)
+    return f"lacks tag(s) {', '.join(missing)}" if missing else None
+
+
+def _resources(h: HostSnapshot, ctx: Context) -> str | None:
+    s, r = h.summary, ctx.request
+    if r.memory_mib > s.free_mib:
+        return f"{s.free_mib} MiB memory free, needs {r.memory_mib} MiB"
+    if r.disk_bytes > h.storage_free_bytes:
+        return (f"{h.storage_free_bytes >> 20} MiB storage free, "
+                f"needs {r.disk_bytes >> 20} MiB")
+    if r.vcpus > s.pool:
+        return f"{s.pool} CPUs not dedicated, needs {r.vcpus}"
+    shared = r.numa is None or r.numa.policy == "shared"
+    if shared and s.shared_vcpus + r.vcpus > h.overcommit * s.pool:
+        return (f"shared CPUs full: {s.shared_vcpus} + {r.vcpus} vCPUs on {s.pool} CPUs "
+                f"exceeds overcommit {h.overcommit:g}")
+    return None
+
+
+def _numa(h: HostSnapshot, ctx: Context) -> str | None:
+    plan = fit(h.topology, h.allocations, ctx.request.numa_request, overcommit=h.overcommit)
+    return f"NUMA: {plan}" if isinstance(plan, NoFit) else None
+
+
+def _ha(h: HostSnapshot, ctx: Context) -> str | None:
+    r = ctx.request
+    if not r.ha_group:
+        return None
+    key = h.spread_key(r.spread)
+    other = ctx.ha_taken.get(key)
+    if other is None:
+        return None
+    where = "this host" if r.spread == "host" else f"{r.spread.replace('_', ' ')} {key}"
+    return f"HA group {r.ha_group} already has {other} on {where}"
+
+
+def _ip(h: HostSnapshot, ctx: Context) -> str | None:
+    if ctx.free_ips is None:
+        return None
+    free = ctx.free_ips.get(h.vrf, 0)
+    return None if free > 0 else f"no free address in VRF {h.vrf or '(none)'}"
+
+
+FILTERS: tuple[tuple[str, Callable[[HostSnapshot, Context], str | None]], ...] = (
+    ("state", _state), ("region", _region), ("vrf", _vrf), ("tags", _tags),
+    ("resources", _resources), ("ha", _ha), ("ip", _ip), ("numa", _numa),
+)
+
+
+def check(h: HostSnapshot, ctx: Context) -> Rejection | None:
+    """The first filter that rejects ``h``, with its reason; None when all pass."""
+    for rule, f in FILTERS:
+        reason = f(h, ctx)
+        if reason is not None:
+            return Rejection(h.name, rule, f"{h.name}: {reason}")
+    return None
+
+
+def check_all(h: HostSnapshot, ctx: Context) -> dict[str, str | None]:
+    """Every filter's verdict, for --explain."""
+    return {rule: f(h, ctx) for rule, f in FILTERS}

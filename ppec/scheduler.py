@@ -1,0 +1,137 @@
+"""Placement on the operator side: snapshots and HA membership in, a decision out."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ppec import snapshots
+from ppec.context import Context
+from ppec.errors import BadInput, NoCapacity
+from ppec.store import Host
+
+_GROUP = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+SPREADS = ("host", "rack", "power_domain")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A placement request as the CLI gathers it (sizes already parsed)."""
+
+    vcpus: int
+    memory_mib: int
+    disk_bytes: int = 0
+    numa: str = "shared"
+    numa_nodes: int = 0
+    threads: str = "prefer"
+    emulator: str = "share"
+    region: str = ""
+    vrf: str = ""
+    tags: tuple[str, ...] = ()
+    ha_group: str = ""
+    spread: str = "host"
+
+    def check(self, hosts: list[Host]) -> None:
+        """Refuse what no fleet could satisfy, before asking any host (exit 2)."""
+        if self.numa == "shared" and (self.numa_nodes or self.threads != "prefer"
+                                      or self.emulator != "share"):
+            raise BadInput("--numa-nodes, --threads and --emulator place pinned vCPUs: "
+                           "they need --numa dedicated")
+        if self.numa_nodes > self.vcpus:
+            raise BadInput(f"--numa-nodes {self.numa_nodes} is more than the "
+                           f"{self.vcpus} vCPUs")
+        if self.spread not in SPREADS:
+            raise BadInput(f"--spread must be one of {', '.join(SPREADS)}, not {self.spread!r}")
+        if self.ha_group and not _GROUP.match(self.ha_group):
+            raise BadInput(f"invalid HA group name {self.ha_group!r}: use lower-case letters, "
+                           f"digits, '.', '_' and '-' (no spaces)", code="BAD_NAME")
+        if self.spread != "host" and not self.ha_group:
+            raise BadInput("--spread applies to an HA group: give --ha-group too")
+        known_regions = sorted({h.region for h in hosts if h.region})
+        if self.region and self.region not in known_regions:
+            raise BadInput(f"unknown region {self.region!r}; regions in the inventory: "
+                           f"{', '.join(known_regions) or 'none'}", code="NOT_FOUND")
+        known_vrfs = sorted({h.vrf for h in hosts if h.vrf})
+        if self.vrf and self.vrf not in known_vrfs:
+            raise BadInput(f"unknown VRF {self.vrf!r}: no host is in it; VRFs in the "
+                           f"inventory: {', '.join(known_vrfs) or 'none'}", code="NOT_FOUND")
+
+    def request(self) -> Any:
+        from ppec.numa import Request as NumaRequest
+        from ppec.placement import Request
+        numa = None if self.numa == "shared" else NumaRequest(
+            self.vcpus, self.memory_mib, policy="dedicated",
+            numa_nodes=self.numa_nodes or None,
+            threads=self.threads,  # type: ignore[arg-type]
+            emulator=self.emulator)  # type: ignore[arg-type]
+        return Request(vcpus=self.vcpus, memory_mib=self.memory_mib,
+                       disk_bytes=self.disk_bytes, numa=numa, region=self.region, vrf=self.vrf,
+                       tags=frozenset(self.tags), ha_group=self.ha_group,
+                       spread=self.spread)  # type: ignore[arg-type]
+
+    def agent_params(self) -> dict[str, Any]:
+        return {"numa": self.numa, "numa_nodes": self.numa_nodes, "threads": self.threads,
+                "emulator": self.emulator}
+
+
+@dataclass
+class Fleet:
+    """Placement input: the hosts as snapshots, indexed, and the HA groups' members."""
+
+    index: Any                                         # ppec.placement.FleetIndex
+    members: dict[str, list[tuple[str, str, str]]]     # group -> (vm, host, key)
+    spreads: dict[str, str]                            # group -> spread level
+
+    def ha_state(self, ask: Ask) -> tuple[dict[str, str], dict[str, int]]:
+        taken: dict[str, str] = {}
+        count: dict[str, int] = {}
+        for vm, host, key in self.members.get(ask.ha_group, []):
+            taken.setdefault(key, vm)
+            count[host] = count.get(host, 0) + 1
+        return taken, count
+
+
+def fleet_from_store(ctx: Context, hosts: list[Host], refresh: bool) -> Fleet:
+    from ppec.placement import FleetIndex
+    data = snapshots.refresh(ctx, hosts) if refresh else snapshots.stored(ctx)
+    index = FleetIndex([snapshots.to_placement(h, data.get(h.name)) for h in hosts])
+    groups = dict(ctx.store.ha_groups())
+    return Fleet(index, {g: ctx.store.ha_members(g) for g in groups}, groups)
+
+
+def fleet_from_file(path: Path) -> tuple[Fleet, list[Host]]:
+    from ppec.placement import FleetIndex
+    entries, groups = snapshots.load_file(path)
+    index = FleetIndex([snapshots.to_placement(h, s) for h, s in entries])
+    members = {g: [tuple(m) for m in v["members"]] for g, v in groups.items()}
+    return Fleet(index, members, {g: v["spread"] for g, v in groups.items()}), \
+        [h for h, _ in entries]
+
+
+def decide(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None) -> Any:
+    from ppec.placement import place
+    if ask.ha_group in fleet.spreads and fleet.spreads[ask.ha_group] != ask.spread:
+        raise BadInput(f"HA group {ask.ha_group} spreads by {fleet.spreads[ask.ha_group]}; "
+                       f"--spread {ask.spread} contradicts it", code="HA_SPREAD")
+    taken, count = fleet.ha_state(ask)
+    return place(fleet.index, ask.request(), now=time.time() if now is None else now,
+                 policy=ctx.config.placement_policy(), ha_taken=taken, group_count=count)
+
+
+def explain(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None
+            ) -> list[dict[str, Any]]:
+    from ppec.placement import explain as explain_all
+    taken, count = fleet.ha_state(ask)
+    return explain_all(fleet.index, ask.request(), now=time.time() if now is None else now,
+                       policy=ctx.config.placement_policy(), ha_taken=taken,
+                       group_count=count)
+
+
+def no_capacity(name: str, decision: Any, refusals: list[str]) -> NoCapacity:
+    reasons = [r.reason for r in sorted(decision.rejected, key=lambda r: r.host)] + refusals
+    return NoCapacity(f"no host can take {name}: " + "; ".join(reasons),
+                      details={"rejected": [asdict(r) for r in decision.rejected],
+                               "refusals": refusals})

@@ -1,0 +1,92 @@
+"""Host snapshots on the operator side: fetch, store, export, and turn into placement input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ppec.context import Context
+from ppec.errors import BadInput
+from ppec.fleet.client import fan_out
+from ppec.store import Host
+
+FORMAT = "ppec-snapshot/1"
+
+
+def refresh(ctx: Context, hosts: list[Host]) -> dict[str, dict[str, Any]]:
+    """Ask each host's agent for a snapshot, in parallel; store the ones that answer.
+
+    Returns host -> snapshot, or ``{"error": …}`` for a host that did not answer.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for r in fan_out(hosts, lambda h: ctx.client(h).call("host.snapshot")):
+        if r.ok:
+            data = dict(r.value)
+            ctx.store.save_snapshot(r.host, float(data["taken_at"]), data)
+            out[r.host] = data
+        else:
+            assert r.error is not None
+            out[r.host] = {"error": r.error.message, "code": r.error.code}
+    return out
+
+
+def stored(ctx: Context) -> dict[str, dict[str, Any]]:
+    return {h: data for h, (_, data) in ctx.store.snapshots().items()}
+
+
+def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
+    """An inventory host and its agent's snapshot as ``ppec.placement.HostSnapshot``."""
+    from ppec.numa.serial import allocation_from_dict, topology_from_dict
+    from ppec.numa.topology import Topology
+    from ppec.placement import HostSnapshot
+
+    common: dict[str, Any] = {"name": host.name, "region": host.region, "rack": host.rack,
+              "power_domain": host.power_domain, "vrf": host.vrf, "tags": frozenset(host.tags),
+              "drained": host.drained, "cost": host.cost, "power_idle_w": host.power_idle_w,
+              "power_max_w": host.power_max_w}
+    if data is None or "error" in data:
+        error = (data or {}).get("error", "no snapshot yet (run `ppec place --refresh`)")
+        return HostSnapshot(topology=Topology(()), reachable=False, error=error, **common)
+    return HostSnapshot(
+        topology=topology_from_dict(data["topology"]),
+        allocations=tuple(allocation_from_dict(a) for a in data.get("allocations", [])),
+        taken_at=float(data["taken_at"]), overcommit=float(data.get("cpu_overcommit", 4.0)),
+        storage_free_bytes=int(data.get("storage_free_bytes", 0)), **common)
+
+
+def export(ctx: Context, path: Path) -> dict[str, Any]:
+    """Everything a placement decision reads, in one file: inventory, snapshots, HA groups."""
+    snaps = stored(ctx)
+    groups: dict[str, Any] = {}
+    doc: dict[str, Any] = {
+        "format": FORMAT, "exported_at": time.time(),
+        "hosts": [{"inventory": h.as_dict(), "snapshot": snaps.get(h.name)}
+                  for h in ctx.store.hosts()],
+        "ha_groups": groups,
+    }
+    for name, spread in ctx.store.ha_groups():
+        groups[name] = {"spread": spread,
+                        "members": [list(m) for m in ctx.store.ha_members(name)]}
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    return {"path": str(path), "hosts": len(doc["hosts"]), "ha_groups": len(groups),
+            "with_snapshot": sum(1 for h in doc["hosts"] if h["snapshot"])}
+
+
+def load_file(path: Path) -> tuple[list[tuple[Host, dict[str, Any] | None]],
+                                   dict[str, Any]]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"snapshot file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise BadInput(f"snapshot file {path} is not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise BadInput(f"{path} is not a ppec snapshot export (format {FORMAT})")
+    hosts = []
+    for entry in doc["hosts"]:
+        inv = dict(entry["inventory"])
+        inv["tags"] = tuple(inv.get("tags", ()))
+        hosts.append((Host(**inv), entry.get("snapshot")))
+    return hosts, dict(doc.get("ha_groups", {}))
