@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ppec import hosts
+from ppec import hosts, snapshots
 from ppec.cli import output
 from ppec.cli.common import context
 from ppec.cli.output import Fmt, OutputOpt
@@ -37,6 +38,9 @@ def add(
     power_domain: Annotated[str, typer.Option()] = "",
     vrf: Annotated[str, typer.Option()] = "",
     cost: Annotated[float, typer.Option(help="Cost per hour.")] = 0.0,
+    power_idle: Annotated[float, typer.Option(help="Watts drawn idle (placement avoids "
+                                                   "waking idle hosts).")] = 0.0,
+    power_max: Annotated[float, typer.Option(help="Watts drawn at full load.")] = 0.0,
     tag: Annotated[list[str] | None, typer.Option(help="Repeatable.")] = None,
     accept_new_host_key: Annotated[bool, typer.Option(
         help="Record the host's SSH key if none is known yet (never replaces a known "
@@ -48,7 +52,8 @@ def add(
     output.use(fmt)
     host = Host(name=name, address=address, port=port, username=user, identity=identity,
                 socket=socket, region=region, rack=rack, power_domain=power_domain, vrf=vrf,
-                cost=cost, tags=tuple(tag or ()))
+                cost=cost, tags=tuple(tag or ()), power_idle_w=power_idle,
+                power_max_w=power_max)
     with context() as ctx:
         doc = hosts.add(ctx, host, accept_new_host_key=accept_new_host_key, check=check)
     output.emit_record(fmt, doc, message=f"added host {name} ({address})")
@@ -131,3 +136,14 @@ def drain(name: str, fmt: OutputOpt = Fmt.table) -> None:
 def undrain(name: str, fmt: OutputOpt = Fmt.table) -> None:
     """Place new VMs on a host again."""
     _drain(name, False, fmt)
+
+
+@app.command("export-snapshot")
+def export_snapshot(path: Path, fmt: OutputOpt = Fmt.table) -> None:
+    """Write inventory, latest snapshots and HA groups to PATH, for `ppec place
+    --from-snapshot PATH` (a decision reproduced anywhere, later)."""
+    output.use(fmt)
+    with context() as ctx:
+        doc = snapshots.export(ctx, path)
+    output.emit_record(fmt, doc, message=f"wrote {doc['hosts']} hosts "
+                                         f"({doc['with_snapshot']} with a snapshot) to {path}")

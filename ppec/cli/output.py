@@ -52,11 +52,13 @@ def emit_json(doc: Any) -> None:
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
                title: str | None = None) -> None:
     from rich.table import Table
+    from rich.text import Text
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for _, header in columns:
         table.add_column(header)
     for row in rows:
-        table.add_row(*(_cell(row.get(key)) for key, _ in columns))
+        # Text, not markup: "[resources] …" in a reason must print as written.
+        table.add_row(*(Text(_cell(row.get(key))) for key, _ in columns))
     _console().print(table)
 
 
@@ -103,6 +105,15 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value)) or "-"
     return str(value)
+
+
+def error_line(message: str) -> None:
+    """A failure that is not an exception (e.g. placement found nothing), as errors print."""
+    if current["fmt"] is Fmt.json:
+        sys.stderr.write(json.dumps({"error": {"code": "NO_CAPACITY", "message": message}})
+                         + "\n")
+    else:
+        sys.stderr.write(f"ppec: {message}\n")
 
 
 def error(e: PpecError) -> None:
