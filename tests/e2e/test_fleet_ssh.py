@@ -7,46 +7,22 @@ import json
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ppec.agent.domxml import NS
+from tests.e2e.fleet import SimHost, make_fleet
 from tests.realparts import (
     QEMU_URI,
     TEST_NODE_URI,
-    Agent,
     Cli,
-    Sshd,
     domain_state,
     make_key,
     qemu_pid,
     unique,
     virsh,
 )
-
-
-@dataclass
-class SimHost:
-    name: str
-    agent: Agent
-    sshd: Sshd
-
-    def add_args(self, key: Path) -> list[str]:
-        return ["host", "add", self.name, "--address", self.sshd.address, "--port",
-                str(self.sshd.port), "--user", "root", "--identity", str(key)]
-
-
-def _fleet(root: Path, count: int, uri: str, operator_pub: str) -> list[SimHost]:
-    hosts = []
-    for i in range(count):
-        name = f"h{i + 1}"
-        agent = Agent(root / name / "agent", host=unique(name), libvirt_uri=uri).start()
-        sshd = Sshd(root / name / "sshd", address=f"127.0.0.{11 + i}",
-                    agent_socket=agent.socket, operator_pubkey=operator_pub).start()
-        hosts.append(SimHost(name, agent, sshd))
-    return hosts
 
 
 @pytest.fixture
@@ -57,7 +33,7 @@ def operator_key(tmp_path: Path, sshd_ready: None) -> tuple[Path, str]:
 
 @pytest.fixture
 def qemu_fleet(qemu_dir: Path, operator_key: tuple[Path, str]) -> Iterator[list[SimHost]]:
-    hosts = _fleet(qemu_dir, 3, QEMU_URI, operator_key[1])
+    hosts = make_fleet(qemu_dir, 3, QEMU_URI, operator_key[1])
     yield hosts
     for h in hosts:
         h.sshd.stop()
@@ -66,7 +42,7 @@ def qemu_fleet(qemu_dir: Path, operator_key: tuple[Path, str]) -> Iterator[list[
 
 @pytest.fixture
 def one_host(tmp_path: Path, operator_key: tuple[Path, str]) -> Iterator[SimHost]:
-    (host,) = _fleet(tmp_path / "fleet", 1, TEST_NODE_URI, operator_key[1])
+    (host,) = make_fleet(tmp_path / "fleet", 1, TEST_NODE_URI, operator_key[1])
     yield host
     host.sshd.stop()
     host.agent.kill()
@@ -181,7 +157,7 @@ def test_the_operator_key_can_only_run_the_proxy(one_host: SimHost,
 
 def test_partial_fleet_failure_exits_5_and_keeps_the_others(
         cli: Cli, tmp_path: Path, operator_key: tuple[Path, str]) -> None:
-    hosts = _fleet(tmp_path / "fleet", 3, TEST_NODE_URI, operator_key[1])
+    hosts = make_fleet(tmp_path / "fleet", 3, TEST_NODE_URI, operator_key[1])
     try:
         for h in hosts:
             cli.ok(*h.add_args(operator_key[0]), "--accept-new-host-key")

@@ -1,0 +1,33 @@
+"""A fleet of simulated hosts: each a real sshd on its own loopback address, in front of
+its own agent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.realparts import Agent, Sshd, unique
+
+
+@dataclass
+class SimHost:
+    name: str
+    agent: Agent
+    sshd: Sshd
+
+    def add_args(self, key: Path) -> list[str]:
+        return ["host", "add", self.name, "--address", self.sshd.address, "--port",
+                str(self.sshd.port), "--user", "root", "--identity", str(key)]
+
+
+def make_fleet(root: Path, count: int, uri: str, operator_pub: str) -> list[SimHost]:
+    hosts = []
+    for i in range(count):
+        name = f"h{i + 1}"
+        agent = Agent(root / name / "agent", host=unique(name), libvirt_uri=uri).start()
+        sshd = Sshd(root / name / "sshd", address=f"127.0.0.{11 + i}",
+                    agent_socket=agent.socket, operator_pubkey=operator_pub).start()
+        hosts.append(SimHost(name, agent, sshd))
+    return hosts
+
+
