@@ -15,7 +15,7 @@ from ppec.units import check_vm_name
 
 # Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
 # (lock_timeout) plus the work itself.
-TIMEOUTS = {"fast": 15.0, "normal": 90.0, "slow": 600.0}
+TIMEOUTS = {"fast": 30.0, "normal": 90.0, "slow": 600.0}
 
 
 @dataclass(frozen=True)
