@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ppec.numa import NoFit, fit  # noqa: E402
-from ppec.numa import Request as NumaRequest  # noqa: E402
-from ppec.placement import FleetIndex, Policy, Request, place  # noqa: E402
-from ppec.placement.filters import Context, check  # noqa: E402
-from tests.placement.fleets import fleet, with_allocations  # noqa: E402
+from ppec.numa import NoFit, fit
+from ppec.numa import Request as NumaRequest
+from ppec.placement import FleetIndex, Policy, Request, place
+from ppec.placement.filters import Context, check
+from tests.placement.fleets import fleet, with_allocations
 
 NOW = 1000.0
 
