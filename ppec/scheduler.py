@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ppec import snapshots
+from ppec import ipdb, snapshots
 from ppec.context import Context
 from ppec.errors import BadInput, NoCapacity
 from ppec.store import Host
@@ -34,7 +34,7 @@ class Ask:
     ha_group: str = ""
     spread: str = "host"
 
-    def check(self, hosts: list[Host]) -> None:
+    def check(self, hosts: list[Host], pools_by_vrf: dict[str, int] | None = None) -> None:
         """Refuse what no fleet could satisfy, before asking any host (exit 2)."""
         if self.numa == "shared" and (self.numa_nodes or self.threads != "prefer"
                                       or self.emulator != "share"):
@@ -58,6 +58,9 @@ class Ask:
         if self.vrf and self.vrf not in known_vrfs:
             raise BadInput(f"unknown VRF {self.vrf!r}: no host is in it; VRFs in the "
                            f"inventory: {', '.join(known_vrfs) or 'none'}", code="NOT_FOUND")
+        if self.vrf and pools_by_vrf is not None and self.vrf not in pools_by_vrf:
+            raise BadInput(f"VRF {self.vrf!r} has no IP pool: its VMs could get no address "
+                           f"(add one with `ppec ip pool add`)", code="NO_POOL")
 
     def request(self) -> Any:
         from ppec.numa import Request as NumaRequest
@@ -79,11 +82,13 @@ class Ask:
 
 @dataclass
 class Fleet:
-    """Placement input: the hosts as snapshots, indexed, and the HA groups' members."""
+    """Placement input: the hosts as snapshots, indexed, the HA groups' members, and the
+    free addresses per VRF (None when no IP pool exists: the IP database is unused)."""
 
     index: Any                                         # ppec.placement.FleetIndex
     members: dict[str, list[tuple[str, str, str]]]     # group -> (vm, host, key)
     spreads: dict[str, str]                            # group -> spread level
+    free_ips: dict[str, int] | None = None
 
     def ha_state(self, ask: Ask) -> tuple[dict[str, str], dict[str, int]]:
         taken: dict[str, str] = {}
@@ -99,7 +104,8 @@ def fleet_from_store(ctx: Context, hosts: list[Host], refresh: bool) -> Fleet:
     data = snapshots.refresh(ctx, hosts) if refresh else snapshots.stored(ctx)
     index = FleetIndex([snapshots.to_placement(h, data.get(h.name)) for h in hosts])
     groups = dict(ctx.store.ha_groups())
-    return Fleet(index, {g: ctx.store.ha_members(g) for g in groups}, groups)
+    return Fleet(index, {g: ctx.store.ha_members(g) for g in groups}, groups,
+                 ipdb.free_by_vrf(ctx.store))
 
 
 def fleet_from_file(path: Path) -> tuple[Fleet, list[Host]]:
@@ -118,7 +124,8 @@ def decide(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None) ->
                        f"--spread {ask.spread} contradicts it", code="HA_SPREAD")
     taken, count = fleet.ha_state(ask)
     return place(fleet.index, ask.request(), now=time.time() if now is None else now,
-                 policy=ctx.config.placement_policy(), ha_taken=taken, group_count=count)
+                 policy=ctx.config.placement_policy(), ha_taken=taken, group_count=count,
+                 free_ips=fleet.free_ips)
 
 
 def explain(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None
@@ -127,7 +134,7 @@ def explain(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None
     taken, count = fleet.ha_state(ask)
     return explain_all(fleet.index, ask.request(), now=time.time() if now is None else now,
                        policy=ctx.config.placement_policy(), ha_taken=taken,
-                       group_count=count)
+                       group_count=count, free_ips=fleet.free_ips)
 
 
 def no_capacity(name: str, decision: Any, refusals: list[str]) -> NoCapacity:

@@ -75,6 +75,26 @@ MIGRATIONS: list[str] = [
         data      TEXT NOT NULL
     )
     """,
+    # 3: IP pools per VRF; an address is unique in its VRF by primary key
+    """
+    CREATE TABLE ip_pools (
+        name        TEXT PRIMARY KEY,
+        vrf         TEXT NOT NULL,
+        cidr        TEXT NOT NULL,
+        gateway     TEXT NOT NULL DEFAULT '',
+        dns         TEXT NOT NULL DEFAULT '[]',
+        reserved    TEXT NOT NULL DEFAULT '[]',
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE ip_addresses (
+        vrf           TEXT NOT NULL,
+        address       TEXT NOT NULL,
+        pool          TEXT NOT NULL REFERENCES ip_pools(name),
+        owner         TEXT NOT NULL DEFAULT '',
+        allocated_at  TEXT NOT NULL,
+        PRIMARY KEY (vrf, address)
+    )
+    """,
 ]
 
 
@@ -159,6 +179,13 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """For modules that keep their own tables here (ppec.ipdb): one IMMEDIATE
+        transaction, so concurrent ppec processes queue rather than interleave."""
+        with self._tx() as db:
+            yield db
 
     def _migrate(self) -> None:
         with self._tx() as db:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from ppec import scheduler
+from ppec import ipdb, scheduler
 from ppec.context import Context
 from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound, PpecError, TransportError
 from ppec.fleet.client import AgentClient, HostResult, fan_out
@@ -29,7 +29,8 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     if host and ask.region:
         raise BadInput("--host and --region contradict each other: give one")
     inventory = ctx.store.hosts()
-    ask.check(inventory)
+    free_ips = ipdb.free_by_vrf(ctx.store)
+    ask.check(inventory, free_ips)
     # Checked again by the store's constraint when claiming; this only fails fast.
     if not dry_run and (existing := ctx.store.vm_or_none(name)) is not None:
         raise AlreadyExists(f"a VM named {name} already exists on host {existing.host}")
@@ -75,17 +76,22 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                     # the group as it is now.
                     refusals.append(f"{cand.host}: {e.message}")
                     break
+                # With an IP database, the VM's address comes from its host's VRF.
+                address = ipdb.allocate(ctx.store, snap.vrf, owner=name) \
+                    if free_ips is not None else None
                 try:
                     result = _create_on(ctx.client(ctx.store.host(cand.host)), name, {
                         "vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
                         "disk_bytes": ask.disk_bytes, "image": image, **ask.agent_params()})
                 except NoCapacity as e:
+                    ipdb.release_owner(ctx.store, name)
                     refusals.append(f"{cand.host}: {e.message}")
                     if len(refusals) >= MAX_ATTEMPTS:
                         break
                     continue
                 ctx.store.set_vm(name, state=result["state"])
-                return {**result, "host": cand.host, "attempts": len(tried)}
+                return {**result, "host": cand.host, "attempts": len(tried),
+                        "address": address}
             if len(refusals) >= MAX_ATTEMPTS:
                 break
             if ask.ha_group:
@@ -97,9 +103,11 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
         # Only our own claim: a name another create holds is never ours to drop.
         if claimed and (row := ctx.store.vm_or_none(name)) is not None \
                 and row.state == "creating":
+            ipdb.release_owner(ctx.store, name)
             ctx.store.forget_vm(name)
         raise
     if claimed:
+        ipdb.release_owner(ctx.store, name)
         ctx.store.forget_vm(name)
     raise scheduler.no_capacity(name, decision, refusals)
 
@@ -173,6 +181,7 @@ def delete(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
         result = {"name": name, "host": target.name, "deleted": True,
                   "note": f"{name} was already gone from {target.name}; store record removed"}
     if (row := ctx.store.vm_or_none(name)) is not None and row.host == target.name:
+        result["released"] = ipdb.release_owner(ctx.store, name)
         ctx.store.forget_vm(name)
     return result
 

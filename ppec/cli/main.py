@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ppec import __version__
-from ppec.cli import agent_cmd, completion, config_cmd, host, output, place, vm
+from ppec.cli import agent_cmd, completion, config_cmd, host, ip, output, place, vm
 from ppec.errors import EXIT_FAILED, PpecError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.add_typer(host.app, name="host")
 app.add_typer(vm.app, name="vm")
 app.add_typer(agent_cmd.app, name="agent")
+app.add_typer(ip.app, name="ip")
 app.add_typer(config_cmd.app, name="config")
 app.command("place")(place.place)
 app.command("completion")(completion.completion)

@@ -57,7 +57,7 @@ def place(
         else:
             hosts = ctx.store.hosts()
             fleet = scheduler.fleet_from_store(ctx, hosts, refresh=refresh)
-        ask.check(hosts)
+        ask.check(hosts, fleet.free_ips)
         rows = scheduler.explain(ctx, fleet, ask)
     placed = [r for r in rows if r["passed"]]
     if fmt is Fmt.json:

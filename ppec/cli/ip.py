@@ -1,0 +1,83 @@
+"""``ppec ip``: IP pools per VRF and their addresses."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ppec import ipdb
+from ppec.cli import output
+from ppec.cli.common import context
+from ppec.cli.output import Fmt, OutputOpt
+
+app = typer.Typer(help="IP pools per VRF: add pools, allocate, release, list.",
+                  no_args_is_help=True)
+pool_app = typer.Typer(help="IP pools: add, list.", no_args_is_help=True)
+app.add_typer(pool_app, name="pool")
+
+VrfOpt = Annotated[str, typer.Option("--vrf", help="The VRF (routing domain).")]
+
+
+@pool_app.command("add")
+def pool_add(
+    name: str,
+    vrf: VrfOpt,
+    cidr: Annotated[str, typer.Option(help="e.g. 10.20.0.0/24")],
+    gateway: Annotated[str, typer.Option(help="Never handed out.")] = "",
+    reserve: Annotated[list[str] | None, typer.Option(
+        help="An address or range A-B never handed out (repeatable).")] = None,
+    dns: Annotated[list[str] | None, typer.Option(help="DNS server (repeatable).")] = None,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """Add a pool to a VRF (pools in one VRF may not overlap)."""
+    output.use(fmt)
+    with context() as ctx:
+        pool = ipdb.add_pool(ctx.store, name, vrf, cidr, gateway, reserve, dns)
+    output.emit_record(fmt, pool.as_dict(),
+                       message=f"added pool {name} ({pool.cidr}, {pool.usable()} usable) "
+                               f"to VRF {vrf}")
+
+
+@pool_app.command("list")
+def pool_list(fmt: OutputOpt = Fmt.table) -> None:
+    """List pools with their usable address count."""
+    output.use(fmt)
+    with context() as ctx:
+        rows = [p.as_dict() for p in ipdb.pools(ctx.store)]
+    output.emit_list(fmt, {"pools": rows}, "pools",
+                     [("name", "POOL"), ("vrf", "VRF"), ("cidr", "CIDR"),
+                      ("gateway", "GATEWAY"), ("usable", "USABLE"), ("reserved", "RESERVED")])
+
+
+@app.command("list")
+def list_(vrf: Annotated[str | None, typer.Option(help="Only this VRF.")] = None,
+          fmt: OutputOpt = Fmt.table) -> None:
+    """List allocated addresses with their owner."""
+    output.use(fmt)
+    with context() as ctx:
+        rows = ipdb.addresses(ctx.store, vrf)
+    output.emit_list(fmt, {"addresses": rows}, "addresses",
+                     [("vrf", "VRF"), ("address", "ADDRESS"), ("pool", "POOL"),
+                      ("owner", "OWNER"), ("allocated_at", "SINCE")])
+
+
+@app.command("allocate")
+def allocate(vrf: VrfOpt,
+             address: Annotated[str, typer.Option(help="This address, not the next.")] = "",
+             owner: Annotated[str, typer.Option(help="Who holds it (free text).")] = "",
+             fmt: OutputOpt = Fmt.table) -> None:
+    """Allocate the next free address of the VRF (or a given one). Exit 3 when exhausted."""
+    output.use(fmt)
+    with context() as ctx:
+        doc = ipdb.allocate(ctx.store, vrf, owner=owner, address=address)
+    output.emit_record(fmt, doc, message=f"{doc['address']}/{doc['prefix']} in VRF {vrf}")
+
+
+@app.command("release")
+def release(address: str, vrf: VrfOpt, fmt: OutputOpt = Fmt.table) -> None:
+    """Give an address back to its pool."""
+    output.use(fmt)
+    with context() as ctx:
+        doc = ipdb.release(ctx.store, vrf, address)
+    output.emit_record(fmt, doc, message=f"released {address} in VRF {vrf}")

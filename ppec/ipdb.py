@@ -1,0 +1,217 @@
+"""IP pools per VRF: allocate the next free address (or a given one), release, list.
+
+Each allocation runs in one IMMEDIATE transaction, and ``(vrf, address)`` is the primary
+key of ``ip_addresses``: two processes can never hold one address, even if this code were
+wrong. Network, broadcast, gateway and reserved ranges are never handed out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound
+from ppec.store import Store
+from ppec.units import check_host_name
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    vrf: str
+    cidr: str
+    gateway: str
+    dns: tuple[str, ...]
+    reserved: tuple[tuple[str, str], ...]
+
+    @property
+    def network(self) -> Network:
+        return ipaddress.ip_network(self.cidr)
+
+    def excluded(self, addr: Address) -> bool:
+        if self.gateway and addr == ipaddress.ip_address(self.gateway):
+            return True
+        n = int(addr)
+        return any(int(ipaddress.ip_address(lo)) <= n <= int(ipaddress.ip_address(hi))
+                   for lo, hi in self.reserved)
+
+    def usable(self) -> int:
+        hosts = self.network.num_addresses - (2 if self.network.prefixlen < 31
+                                              and self.network.version == 4 else 0)
+        gateway = 1 if self.gateway else 0
+        reserved = sum(int(ipaddress.ip_address(hi)) - int(ipaddress.ip_address(lo)) + 1
+                       for lo, hi in self.reserved)
+        return max(hosts - gateway - reserved, 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "vrf": self.vrf, "cidr": self.cidr, "gateway": self.gateway,
+                "dns": list(self.dns), "reserved": [f"{a}-{b}" for a, b in self.reserved],
+                "usable": self.usable()}
+
+
+def _pool(row: tuple[Any, ...]) -> Pool:
+    name, vrf, cidr, gateway, dns, reserved = row
+    return Pool(name, vrf, cidr, gateway, tuple(json.loads(dns)),
+                tuple((str(r[0]), str(r[1])) for r in json.loads(reserved)))
+
+
+_POOL_COLS = "name, vrf, cidr, gateway, dns, reserved"
+
+
+def _parse_range(text: str, net: Network) -> tuple[str, str]:
+    lo, _, hi = text.partition("-")
+    try:
+        first = ipaddress.ip_address(lo.strip())
+        last = ipaddress.ip_address(hi.strip()) if hi else first
+    except ValueError:
+        raise BadInput(f"invalid reserved range {text!r}: use A or A-B") from None
+    if first not in net or last not in net or int(last) < int(first):
+        raise BadInput(f"reserved range {text} is not inside {net}")
+    return str(first), str(last)
+
+
+def add_pool(store: Store, name: str, vrf: str, cidr: str, gateway: str = "",
+             reserve: list[str] | None = None, dns: list[str] | None = None) -> Pool:
+    check_host_name(name)
+    if not vrf:
+        raise BadInput("--vrf is required")
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as e:
+        raise BadInput(f"invalid CIDR {cidr!r}: {e}") from None
+    if gateway:
+        try:
+            gw = ipaddress.ip_address(gateway)
+        except ValueError:
+            raise BadInput(f"invalid gateway {gateway!r}") from None
+        if gw not in net:
+            raise BadInput(f"gateway {gateway} is not inside {cidr}")
+    for d in dns or []:
+        try:
+            ipaddress.ip_address(d)
+        except ValueError:
+            raise BadInput(f"invalid DNS server {d!r}") from None
+    ranges = tuple(_parse_range(r, net) for r in reserve or [])
+    pool = Pool(name, vrf, str(net), gateway, tuple(dns or ()), ranges)
+    with store.transaction() as db:
+        for other in (_pool(r) for r in db.execute(
+                f"SELECT {_POOL_COLS} FROM ip_pools WHERE vrf=?", (vrf,))):
+            if other.network.overlaps(net):
+                raise BadInput(f"{cidr} overlaps pool {other.name} ({other.cidr}) in VRF {vrf}")
+        try:
+            db.execute("INSERT INTO ip_pools (name, vrf, cidr, gateway, dns, reserved, "
+                       "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (name, vrf, str(net), gateway, json.dumps(list(pool.dns)),
+                        json.dumps([list(r) for r in ranges]), _now()))
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"IP pool {name} already exists") from None
+    return pool
+
+
+def pools(store: Store, vrf: str | None = None) -> list[Pool]:
+    with store.transaction() as db:
+        sql, args = f"SELECT {_POOL_COLS} FROM ip_pools", ()  # type: tuple[str, tuple[str, ...]]
+        if vrf is not None:
+            sql, args = sql + " WHERE vrf=?", (vrf,)
+        return [_pool(r) for r in db.execute(sql + " ORDER BY vrf, name", args)]
+
+
+def allocate(store: Store, vrf: str, owner: str = "", address: str = "") -> dict[str, Any]:
+    """The next free address of the VRF's pools (or ``address``), recorded with its owner."""
+    with store.transaction() as db:
+        in_vrf = [_pool(r) for r in db.execute(
+            f"SELECT {_POOL_COLS} FROM ip_pools WHERE vrf=? ORDER BY name", (vrf,))]
+        if not in_vrf:
+            raise BadInput(f"VRF {vrf!r} has no IP pool (add one with `ppec ip pool add`)",
+                           code="NO_POOL")
+        used = {a for (a,) in db.execute("SELECT address FROM ip_addresses WHERE vrf=?",
+                                         (vrf,))}
+        chosen: tuple[Pool, str] | None = None
+        if address:
+            try:
+                want = ipaddress.ip_address(address)
+            except ValueError:
+                raise BadInput(f"invalid address {address!r}") from None
+            pool = next((p for p in in_vrf if want in p.network), None)
+            if pool is None:
+                raise BadInput(f"{address} is in no pool of VRF {vrf}")
+            if want not in set(pool.network.hosts()) or pool.excluded(want):
+                raise BadInput(f"{address} is the network, broadcast, gateway or a reserved "
+                               f"address of pool {pool.name}")
+            if str(want) in used:
+                owner_of = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND "
+                                      "address=?", (vrf, str(want))).fetchone()[0]
+                raise AlreadyExists(f"{address} in VRF {vrf} is already allocated"
+                                    + (f" to {owner_of}" if owner_of else ""))
+            chosen = (pool, str(want))
+        else:
+            for pool in in_vrf:
+                for candidate in pool.network.hosts():
+                    if str(candidate) not in used and not pool.excluded(candidate):
+                        chosen = (pool, str(candidate))
+                        break
+                if chosen:
+                    break
+        if chosen is None:
+            raise NoCapacity(f"pool exhausted: VRF {vrf} has no free address "
+                             f"({', '.join(p.cidr for p in in_vrf)})", code="POOL_EXHAUSTED")
+        pool, addr = chosen
+        db.execute("INSERT INTO ip_addresses (vrf, address, pool, owner, allocated_at) "
+                   "VALUES (?, ?, ?, ?, ?)", (vrf, addr, pool.name, owner, _now()))
+    return {"vrf": vrf, "address": addr, "prefix": pool.network.prefixlen, "pool": pool.name,
+            "gateway": pool.gateway, "dns": list(pool.dns), "owner": owner}
+
+
+def release(store: Store, vrf: str, address: str) -> dict[str, Any]:
+    with store.transaction() as db:
+        row = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND address=?",
+                         (vrf, address)).fetchone()
+        if row is None:
+            raise NotFound(f"{address} is not allocated in VRF {vrf}")
+        db.execute("DELETE FROM ip_addresses WHERE vrf=? AND address=?", (vrf, address))
+    return {"vrf": vrf, "address": address, "released": True, "owner": row[0]}
+
+
+def release_owner(store: Store, owner: str) -> list[str]:
+    with store.transaction() as db:
+        rows = db.execute("SELECT vrf, address FROM ip_addresses WHERE owner=?",
+                          (owner,)).fetchall()
+        db.execute("DELETE FROM ip_addresses WHERE owner=?", (owner,))
+    return [f"{v}/{a}" for v, a in rows]
+
+
+def addresses(store: Store, vrf: str | None = None) -> list[dict[str, Any]]:
+    with store.transaction() as db:
+        sql = "SELECT vrf, address, pool, owner, allocated_at FROM ip_addresses"
+        args: tuple[str, ...] = ()
+        if vrf is not None:
+            sql, args = sql + " WHERE vrf=?", (vrf,)
+        rows = db.execute(sql, args).fetchall()
+    rows.sort(key=lambda r: (r[0], ipaddress.ip_address(r[1])))
+    return [{"vrf": v, "address": a, "pool": p, "owner": o, "allocated_at": t}
+            for v, a, p, o, t in rows]
+
+
+def free_by_vrf(store: Store) -> dict[str, int] | None:
+    """Free addresses per VRF, or None when no pool exists (the IP database is unused)."""
+    all_pools = pools(store)
+    if not all_pools:
+        return None
+    used: dict[str, int] = {}
+    for a in addresses(store):
+        used[a["vrf"]] = used.get(a["vrf"], 0) + 1
+    free: dict[str, int] = {}
+    for p in all_pools:
+        free[p.vrf] = free.get(p.vrf, 0) + p.usable()
+    return {v: n - used.get(v, 0) for v, n in free.items()}
