@@ -95,6 +95,32 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (vrf, address)
     )
     """,
+    # 4: maker-checker requests and the hash-chained audit log
+    """
+    CREATE TABLE requests (
+        id           INTEGER PRIMARY KEY,
+        payload      TEXT NOT NULL,
+        digest       TEXT NOT NULL UNIQUE,
+        maker        TEXT NOT NULL,
+        maker_sig    TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'rejected',
+                                                    'cancelled', 'executed', 'failed')),
+        checker      TEXT NOT NULL DEFAULT '',
+        checker_sig  TEXT NOT NULL DEFAULT '',
+        note         TEXT NOT NULL DEFAULT '',
+        updated_at   TEXT NOT NULL
+    );
+    CREATE TABLE audit (
+        seq         INTEGER PRIMARY KEY,
+        at          TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        request_id  INTEGER,
+        detail      TEXT NOT NULL,
+        prev        TEXT NOT NULL,
+        hash        TEXT NOT NULL
+    )
+    """,
 ]
 
 

@@ -170,10 +170,13 @@ def stop(ctx: Context, name: str, *, force: bool = False, timeout: int = 60,
     return result
 
 
-def delete(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
+def delete(ctx: Context, name: str, host: str | None = None,
+           approval: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Delete a VM; ``approval`` is the maker-checker envelope the agent verifies itself."""
     target = _locate(ctx, name, host)
     try:
-        result = {**ctx.client(target).call("vm.delete", name=name), "host": target.name}
+        result = {**ctx.client(target).call("vm.delete", approval=approval, name=name),
+                  "host": target.name}
     except NotFound:
         if ctx.store.vm_or_none(name) is None:
             raise

@@ -28,6 +28,7 @@ class AgentConfig:
     emulator: str = ""
     lock_timeout: float = 300.0
     cpu_overcommit: float = 4.0
+    approvers_file: str = "/etc/ppec/approvers.toml"
     allowed_uids: tuple[int, ...] = ()
 
     @property

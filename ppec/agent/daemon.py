@@ -11,6 +11,7 @@ from ppec.agent.hypervisor import Hypervisor
 from ppec.agent.ledger import Ledger
 from ppec.agent.server import AgentServer
 from ppec.agent.service import AgentService, ensure_dirs
+from ppec.approvals import Approvers
 from ppec.errors import PpecError
 
 log = logging.getLogger("ppec.agent")
@@ -24,7 +25,13 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
         ensure_dirs(config)
         service = AgentService(config, Hypervisor(config.libvirt_uri),
                                Ledger(config.ledger_path))
-        server = AgentServer(config, service)
+        approvers_path = Path(config.approvers_file)
+        approvers = Approvers.load(approvers_path, require_root=True) \
+            if approvers_path.exists() else None
+        if approvers is not None:
+            log.info("maker-checker enforced for %s (%d operators)",
+                     ", ".join(sorted(approvers.rules)) or "nothing", len(approvers.operators))
+        server = AgentServer(config, service, approvers)
         server.bind()   # first: refuses to start when another agent already serves here
         # Recovery runs under the host lock: a second agent started by mistake must not
         # undo what the first is in the middle of doing.

@@ -52,6 +52,13 @@ MIGRATIONS = [
         PRIMARY KEY (vm, cell)
     )
     """,
+    """
+    CREATE TABLE used_nonces (
+        nonce    TEXT PRIMARY KEY,
+        digest   TEXT NOT NULL,
+        used_at  TEXT NOT NULL
+    )
+    """,
 ]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
          " created_at, policy, threads, emulator, numa_nodes")
@@ -143,6 +150,16 @@ class Ledger:
             db.execute("DELETE FROM vm_cpus WHERE vm=?", (name,))
             db.execute("DELETE FROM vm_memory WHERE vm=?", (name,))
             self._hold(db, name, cpus, memory)
+
+    def use_nonce(self, nonce: str, digest: str) -> bool:
+        """Record an approval's nonce; False when it was used before (a replay)."""
+        try:
+            with self._tx() as db:
+                db.execute("INSERT INTO used_nonces (nonce, digest, used_at) VALUES (?, ?, ?)",
+                           (nonce, digest, now()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
 
     def set_state(self, name: str, state: str) -> None:
         with self._tx() as db:

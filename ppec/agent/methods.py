@@ -35,7 +35,9 @@ class Method:
     params: Mapping[str, Param] = field(default_factory=dict)
     tier: str = "fast"
     mutating: bool = False      # runs under the host lock
-    approval: bool = False      # needs a maker-checker approval (enforced from the approvals work)
+    # (resource type, operation) for maker-checker: when the host's approvers file lists
+    # it, the request must carry an approval the agent verifies itself.
+    approval_for: tuple[str, str] | None = None
 
 
 _NAME = Param(str, check=check_vm_name)
@@ -70,7 +72,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "emulator": Param(str, required=False, default="share",
                           check=_one_of("share", "isolate")),
     }, tier="slow", mutating=True),
-    Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True),
+    Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True,
+           approval_for=("vm", "delete")),
     Method("vm.start", "vm_start", {"name": _NAME}, tier="normal", mutating=True),
     Method("vm.stop", "vm_stop", {
         "name": _NAME,

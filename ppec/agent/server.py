@@ -23,8 +23,9 @@ from filelock import FileLock, Timeout
 
 from ppec import protocol
 from ppec.agent.config import AgentConfig
-from ppec.agent.methods import METHODS, check_params
+from ppec.agent.methods import METHODS, Method, check_params
 from ppec.agent.service import AgentService
+from ppec.approvals import Approvers, Forbidden, check_approval, digest
 from ppec.errors import PpecError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ _ENVELOPE = {"v", "id", "method", "params", "approval"}
 
 
 class AgentServer:
-    def __init__(self, config: AgentConfig, service: AgentService) -> None:
+    def __init__(self, config: AgentConfig, service: AgentService,
+                 approvers: Approvers | None = None) -> None:
         self.config = config
         self.service = service
+        self.approvers = approvers
         self.path = Path(config.socket)
         # filelock's default is thread-local: each request thread gets its own claim on the
         # same flock, so threads of this process exclude each other as other processes do.
@@ -152,6 +155,7 @@ class AgentServer:
             if method.mutating:
                 try:
                     with self.host_lock:
+                        self._check_approval(method, clean, msg.get("approval"))
                         result = handler(**clean)
                 except Timeout:
                     raise PpecError(f"host lock {self.config.lock_path} still held after "
@@ -164,6 +168,28 @@ class AgentServer:
         except Exception as e:  # a bug must cost one request, never the daemon
             log.exception("internal error serving %r", line[:200])
             return protocol.reply_error(msg_id, "INTERNAL", f"internal error: {e}")
+
+
+    def _check_approval(self, method: Method, params: dict[str, Any], approval: Any) -> None:
+        """Maker-checker, enforced here whatever the client says; the nonce is spent before
+        the operation runs, so one approval executes at most once."""
+        if method.approval_for is None or self.approvers is None \
+                or not self.approvers.needs(*method.approval_for):
+            return
+        if not isinstance(approval, dict):
+            raise Forbidden(f"{method.name} needs an approved request on this host "
+                            f"(maker-checker); none was sent")
+        payload = approval.get("payload")
+        if not isinstance(payload, dict):
+            raise Forbidden("approval lacks its request payload")
+        rtype, op = method.approval_for
+        check_approval(self.approvers, payload, str(approval.get("maker_sig", "")),
+                       str(approval.get("checker", "")), str(approval.get("checker_sig", "")),
+                       operation=f"{rtype}.{op}", resource=params.get("name"),
+                       host=self.config.host)
+        if not self.service.ledger.use_nonce(str(payload["nonce"]), digest(payload)):
+            raise Forbidden(f"request {payload['nonce'][:8]}… was already executed on "
+                            f"{self.config.host}")
 
 
 def _read_line(stream: socket.SocketIO) -> bytes | ProtocolError | None:

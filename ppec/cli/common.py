@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 
 from ppec.cli import output
 from ppec.context import Context
-from ppec.errors import EXIT_FAILED, EXIT_PARTIAL, BadInput
+from ppec.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING, BadInput
 from ppec.units import MIB, parse_size
 
 
@@ -40,3 +41,15 @@ def resources(ctx: Context, flavor: str | None, cpus: int | None, memory: str | 
             else base.memory_mib,  # type: ignore[union-attr]
             parse_size(disk, what="disk size") if disk
             else (base.disk_bytes if base else 0))
+
+
+def held(fmt: Any, request: dict[str, Any]) -> None:
+    """A request was created instead of acting: say so, exit 4."""
+    from ppec.cli.output import Fmt, emit_json
+    if fmt is Fmt.json:
+        emit_json(request)
+    else:
+        typer.echo(f"request {request['id']} created: {request['operation']} "
+                   f"{request['resource']} waits for a second person's approval "
+                   f"(`ppec request approve {request['id']}`)")
+    raise typer.Exit(EXIT_PENDING)

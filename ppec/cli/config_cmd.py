@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
@@ -31,3 +32,21 @@ def show(fmt: OutputOpt = Fmt.table) -> None:
     import tomli_w
     typer.echo(f"# effective configuration (from {cfg.source})")
     typer.echo(tomli_w.dumps(doc))
+
+
+@app.command("export-approvers")
+def export_approvers(path: Path, fmt: OutputOpt = Fmt.table) -> None:
+    """Write the operators, keys, roles and approval policy for the hosts' agents.
+
+    Install it on each host as /etc/ppec/approvers.toml, owned by root, mode 0644: the
+    agent then refuses approval-bound operations that lack a valid, unused approval."""
+    import tomli_w
+
+    from ppec.approvals import Approvers
+    output.use(fmt)
+    cfg = ppec_config.load()
+    appr = Approvers.from_mapping(cfg.raw, cfg.source)
+    path.write_text(tomli_w.dumps(appr.to_toml_mapping()))
+    output.emit_record(fmt, {"path": str(path), "operators": len(appr.operators),
+                             "rules": sorted(appr.rules)},
+                       message=f"wrote {len(appr.operators)} operators to {path}")

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from ppec import ipdb
+from ppec import ipdb, makerchecker
+from ppec.approvals import Signer
 from ppec.cli import output
-from ppec.cli.common import context
+from ppec.cli.common import context, held
 from ppec.cli.output import Fmt, OutputOpt
 
 app = typer.Typer(help="IP pools per VRF: add pools, allocate, release, list.",
@@ -76,8 +77,13 @@ def allocate(vrf: VrfOpt,
 
 @app.command("release")
 def release(address: str, vrf: VrfOpt, fmt: OutputOpt = Fmt.table) -> None:
-    """Give an address back to its pool."""
+    """Give an address back to its pool (a maker-checker request when policy says so)."""
     output.use(fmt)
     with context() as ctx:
+        if makerchecker.needs(ctx, "ip", "release"):
+            req = makerchecker.create(ctx, Signer(output.current.get("identity")), "release",
+                                      "ip", address, params={"vrf": vrf})
+            held(fmt, req)
+            return
         doc = ipdb.release(ctx.store, vrf, address)
     output.emit_record(fmt, doc, message=f"released {address} in VRF {vrf}")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ppec import __version__
-from ppec.cli import agent_cmd, completion, config_cmd, host, ip, output, place, vm
+from ppec.cli import agent_cmd, completion, config_cmd, host, ip, output, place, request, vm
 from ppec.errors import EXIT_FAILED, PpecError
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(host.app, name="host")
 app.add_typer(vm.app, name="vm")
 app.add_typer(agent_cmd.app, name="agent")
 app.add_typer(ip.app, name="ip")
+app.add_typer(request.app, name="request")
+app.add_typer(request.audit_app, name="audit")
 app.add_typer(config_cmd.app, name="config")
 app.command("place")(place.place)
 app.command("completion")(completion.completion)
@@ -41,11 +43,16 @@ def root(
         "--db", envvar="PPEC_DB", help="Store: a SQLite file path "
                                        "(default $XDG_DATA_HOME/ppec/ppec.db).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    identity: Annotated[str | None, typer.Option(
+        "--identity", envvar="PPEC_IDENTITY",
+        help="Your SSH private key, for signing requests and approvals (default: "
+             "ssh-agent). Who you are is proven by this key, never by $USER.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     output.current["debug"] = debug
     output.current["db"] = db
+    output.current["identity"] = identity
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,7 @@ OutputOpt = Annotated[Fmt, typer.Option(
                            "csv for lists.", case_sensitive=False)]
 
 # The command's chosen format, so the one error handler renders errors to match.
-current: dict[str, Any] = {"fmt": Fmt.table, "debug": False, "db": None}
+current: dict[str, Any] = {"fmt": Fmt.table, "debug": False, "db": None, "identity": None}
 
 
 def use(fmt: Fmt) -> Fmt:

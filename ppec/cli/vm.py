@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ppec import vms
+from ppec import makerchecker, vms
+from ppec.approvals import Signer
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import context, partial_exit, resources
+from ppec.cli.common import context, held, partial_exit, resources
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.scheduler import Ask
 from ppec.units import MIB, format_size
@@ -133,8 +134,15 @@ def stop(
 
 @app.command("delete")
 def delete(name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
-    """Delete a VM: power off, undefine, remove its disk and its ledger entry."""
+    """Delete a VM: power off, undefine, remove its disk and its ledger entry.
+
+    When policy says so, this creates a maker-checker request instead (exit 4)."""
     output.use(fmt)
     with context() as ctx:
+        if makerchecker.needs(ctx, "vm", "delete"):
+            req = makerchecker.request_vm_delete(ctx, Signer(output.current.get("identity")),
+                                                 name, host)
+            held(fmt, req)
+            return
         doc = vms.delete(ctx, name, host)
     output.emit_record(fmt, doc, message=doc.get("note") or f"deleted {name} from {doc['host']}")

@@ -55,21 +55,25 @@ class AgentClient:
             self._reader = LineReader(stream, self.host.name)
         return self._reader
 
-    def call(self, method: str, **params: Any) -> Any:
+    def call(self, method: str, approval: dict[str, Any] | None = None, **params: Any) -> Any:
         try:
-            return self._call(method, params)
+            return self._call(method, params, approval)
         except PpecError as e:
             e.host = e.host or self.host.name
             if isinstance(e, TransportError):
                 self.close()  # the stream is in an unknown state; never reuse it
             raise
 
-    def _call(self, method: str, params: dict[str, Any]) -> Any:
+    def _call(self, method: str, params: dict[str, Any],
+              approval: dict[str, Any] | None = None) -> Any:
         timeout = TIMEOUTS[METHODS[method].tier] if method in METHODS else TIMEOUTS["fast"]
         reader = self._open()
         msg_id = next(self._ids)
         assert self._stream is not None
-        self._stream.send(protocol.encode(protocol.request(msg_id, method, params)), timeout)
+        message = protocol.request(msg_id, method, params)
+        if approval is not None:
+            message["approval"] = approval
+        self._stream.send(protocol.encode(message), timeout)
         reply = protocol.decode(reader.readline(timeout))
         if reply.get("id") not in (msg_id, None) or reply.get("v") != protocol.VERSION:
             raise ProtocolError(f"unexpected reply {str(reply)[:200]}")

@@ -20,11 +20,13 @@ class SimHost:
                 str(self.sshd.port), "--user", "root", "--identity", str(key)]
 
 
-def make_fleet(root: Path, count: int, uri: str, operator_pub: str) -> list[SimHost]:
+def make_fleet(root: Path, count: int, uri: str, operator_pub: str,
+               extra: dict[str, object] | None = None) -> list[SimHost]:
     hosts = []
     for i in range(count):
         name = f"h{i + 1}"
-        agent = Agent(root / name / "agent", host=unique(name), libvirt_uri=uri).start()
+        agent = Agent(root / name / "agent", host=unique(name), libvirt_uri=uri,
+                      extra=dict(extra or {})).start()
         sshd = Sshd(root / name / "sshd", address=f"127.0.0.{11 + i}",
                     agent_socket=agent.socket, operator_pubkey=operator_pub).start()
         hosts.append(SimHost(name, agent, sshd))

@@ -1,0 +1,238 @@
+"""Maker-checker: requests signed by their maker, approvals signed by a checker.
+
+Who someone is comes only from a signature made with their SSH key (a key file or
+ssh-agent, through paramiko) checked against the operators list: never from ``$USER``.
+A request is a canonical JSON payload; its SHA-256 digest is what both people sign, so
+any change to the payload voids both signatures. The same checks run in the CLI and, for
+what a host executes, again in the agent against its own root-owned approvers file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import secrets
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ppec.errors import BadInput, PpecError
+
+
+class Forbidden(PpecError):
+    code = "FORBIDDEN"
+
+
+PURPOSE_REQUEST = b"ppec-request-v1:"
+PURPOSE_APPROVE = b"ppec-approve-v1:"
+DEFAULT_TTL = 24 * 3600.0
+
+
+def key_blob(line: str) -> tuple[str, bytes]:
+    parts = line.split()
+    if len(parts) < 2:
+        raise BadInput(f"not an SSH public key: {line[:40]!r}")
+    try:
+        return parts[0], base64.b64decode(parts[1], validate=True)
+    except ValueError:
+        raise BadInput(f"not an SSH public key: {line[:40]!r}") from None
+
+
+def fingerprint(line: str) -> str:
+    _, blob = key_blob(line)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    key: str                       # "ssh-ed25519 AAAA…"
+    roles: frozenset[str]
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+
+@dataclass(frozen=True)
+class Rule:
+    operations: frozenset[str]
+    approvers: frozenset[str]      # roles allowed to approve
+
+
+@dataclass(frozen=True)
+class Approvers:
+    operators: tuple[Operator, ...] = ()
+    rules: dict[str, Rule] = field(default_factory=dict)   # resource type -> rule
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "config") -> Approvers:
+        ops = []
+        for name, o in data.get("operators", {}).items():
+            if not isinstance(o, dict) or "key" not in o:
+                raise BadInput(f"{source}: operator {name!r} needs a key")
+            fingerprint(str(o["key"]))
+            ops.append(Operator(name, str(o["key"]), frozenset(o.get("roles", []))))
+        rules = {rtype: Rule(frozenset(r.get("operations", [])),
+                             frozenset(r.get("approvers", [])))
+                 for rtype, r in data.get("approval", {}).items()}
+        return cls(tuple(ops), rules)
+
+    @classmethod
+    def load(cls, path: Path, *, require_root: bool = False) -> Approvers:
+        st = path.stat()
+        if require_root and (st.st_uid != 0 or st.st_mode & 0o022):
+            raise PpecError(f"{path} must be owned by root and writable by root only",
+                            code="APPROVERS_UNSAFE")
+        try:
+            return cls.from_mapping(tomllib.loads(path.read_text()), str(path))
+        except tomllib.TOMLDecodeError as e:
+            raise BadInput(f"{path}: {e}") from None
+
+    def needs(self, rtype: str, operation: str) -> bool:
+        rule = self.rules.get(rtype)
+        return rule is not None and operation in rule.operations
+
+    def named(self, name: str) -> Operator | None:
+        return next((o for o in self.operators if o.name == name), None)
+
+    def with_key(self, key_fingerprint: str) -> list[Operator]:
+        return [o for o in self.operators if o.fingerprint == key_fingerprint]
+
+    def to_toml_mapping(self) -> dict[str, Any]:
+        return {"operators": {o.name: {"key": o.key, "roles": sorted(o.roles)}
+                              for o in self.operators},
+                "approval": {t: {"operations": sorted(r.operations),
+                                 "approvers": sorted(r.approvers)}
+                             for t, r in self.rules.items()}}
+
+
+# -- payloads ------------------------------------------------------------------------------
+
+
+def canonical(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=True).encode()
+
+
+def digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(payload)).hexdigest()
+
+
+def new_payload(operation: str, rtype: str, resource: str, maker: Operator,
+                params: dict[str, Any] | None = None, host: str = "",
+                ttl: float = DEFAULT_TTL, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return {"operation": operation, "type": rtype, "resource": resource, "host": host,
+            "params": params or {}, "maker": maker.name, "maker_key": maker.fingerprint,
+            "created": now, "expires": now + ttl, "nonce": secrets.token_hex(16)}
+
+
+# -- signing -------------------------------------------------------------------------------
+
+
+class Signer:
+    """The operator's private key: a key file, or the first ssh-agent key that is one of
+    the registered operators."""
+
+    def __init__(self, identity: str | None = None) -> None:
+        self.identity = identity or os.environ.get("PPEC_IDENTITY") or ""
+
+    def _keys(self) -> list[Any]:
+        import paramiko
+        if self.identity:
+            try:
+                return [paramiko.PKey.from_path(self.identity)]
+            except (OSError, paramiko.SSHException) as e:
+                raise BadInput(f"cannot read identity {self.identity}: {e}") from None
+        return list(paramiko.Agent().get_keys())
+
+    def whoami(self, approvers: Approvers) -> tuple[Operator, Any]:
+        for key in self._keys():
+            line = f"{key.get_name()} {key.get_base64()}"
+            found = approvers.with_key(fingerprint(line))
+            if len(found) == 1:
+                return found[0], key
+            if len(found) > 1:
+                raise Forbidden(f"key {fingerprint(line)} is registered for "
+                                f"{', '.join(o.name for o in found)}: one key, one person")
+        where = self.identity or "ssh-agent"
+        raise Forbidden(f"no key from {where} belongs to a registered operator (see "
+                        f"[operators] in the config); who you are is proven by your key, "
+                        f"not by $USER")
+
+
+def sign(key: Any, purpose: bytes, hexdigest: str) -> str:
+    msg = key.sign_ssh_data(purpose + hexdigest.encode())
+    return base64.b64encode(msg.asbytes()).decode()
+
+
+def verify(op: Operator, purpose: bytes, hexdigest: str, signature: str) -> bool:
+    import paramiko
+    kind, blob = key_blob(op.key)
+    try:
+        pub = paramiko.PKey.from_type_string(kind, blob)
+        return bool(pub.verify_ssh_sig(purpose + hexdigest.encode(),
+                                       paramiko.Message(base64.b64decode(signature))))
+    except Exception:   # a malformed signature is simply not a valid one
+        return False
+
+
+# -- the rules -----------------------------------------------------------------------------
+
+
+def check_request(approvers: Approvers, payload: dict[str, Any], maker_sig: str) -> Operator:
+    maker = approvers.named(str(payload.get("maker", "")))
+    if maker is None:
+        raise Forbidden(f"maker {payload.get('maker')!r} is not a registered operator")
+    if maker.fingerprint != payload.get("maker_key"):
+        raise Forbidden(f"request names {maker.name}'s key as "
+                        f"{payload.get('maker_key')}, but {maker.name}'s key is "
+                        f"{maker.fingerprint}")
+    if not verify(maker, PURPOSE_REQUEST, digest(payload), maker_sig):
+        raise Forbidden("the maker's signature does not match the request (was it edited?)")
+    return maker
+
+
+def check_approval(approvers: Approvers, payload: dict[str, Any], maker_sig: str,
+                   checker_name: str, checker_sig: str, *, now: float | None = None,
+                   operation: str | None = None, resource: str | None = None,
+                   host: str | None = None) -> Operator:
+    """Every rule, in order; the first broken one is the refusal. Returns the checker."""
+    for key in ("operation", "type", "resource", "maker", "maker_key", "created",
+                "expires", "nonce"):
+        if key not in payload:
+            raise Forbidden(f"request payload lacks {key!r}")
+    if operation is not None and payload["operation"] != operation:
+        raise Forbidden(f"approval is for {payload['operation']}, not {operation}")
+    if resource is not None and payload["resource"] != resource:
+        raise Forbidden(f"approval is for {payload['type']} {payload['resource']}, "
+                        f"not {resource}")
+    if host is not None and payload.get("host") != host:
+        raise Forbidden(f"approval is for host {payload.get('host')}, not {host}")
+    now = time.time() if now is None else now
+    if now > float(payload["expires"]):
+        raise Forbidden(f"request expired {now - float(payload['expires']):.0f} s ago")
+    maker = check_request(approvers, payload, maker_sig)
+    checker = approvers.named(checker_name)
+    if checker is None:
+        raise Forbidden(f"checker {checker_name!r} is not a registered operator")
+    if checker.name == maker.name:
+        raise Forbidden(f"{maker.name} made this request and cannot approve it")
+    if checker.fingerprint == maker.fingerprint:
+        raise Forbidden(f"{checker.name} signs with the maker's key ({maker.fingerprint}): "
+                        f"the same person cannot approve under a second name")
+    rule = approvers.rules.get(str(payload["type"]))
+    allowed = rule.approvers if rule else frozenset()
+    if not checker.roles & allowed:
+        raise Forbidden(f"{checker.name} (roles: {', '.join(sorted(checker.roles)) or 'none'}) "
+                        f"may not approve {payload['type']} requests (needs: "
+                        f"{', '.join(sorted(allowed)) or 'nobody is allowed'})")
+    if not verify(checker, PURPOSE_APPROVE, digest(payload), checker_sig):
+        raise Forbidden(f"{checker.name}'s approval signature does not match this request "
+                        f"(a different request, or the payload was edited)")
+    return checker

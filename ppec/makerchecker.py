@@ -1,0 +1,186 @@
+"""Requests for destructive operations: made, approved or rejected, executed once."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from ppec import audit, ipdb
+from ppec.approvals import (
+    DEFAULT_TTL,
+    PURPOSE_APPROVE,
+    PURPOSE_REQUEST,
+    Approvers,
+    Forbidden,
+    Signer,
+    check_approval,
+    check_request,
+    digest,
+    new_payload,
+    sign,
+)
+from ppec.context import Context
+from ppec.errors import Conflict, NotFound
+
+
+def approvers(ctx: Context) -> Approvers:
+    return Approvers.from_mapping(ctx.config.raw, ctx.config.source)
+
+
+def needs(ctx: Context, rtype: str, operation: str) -> bool:
+    return approvers(ctx).needs(rtype, operation)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _row(ctx: Context, request_id: int) -> dict[str, Any]:
+    with ctx.store.transaction() as db:
+        row = db.execute("SELECT id, payload, digest, maker, maker_sig, state, checker, "
+                         "checker_sig, note, updated_at FROM requests WHERE id=?",
+                         (request_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no request {request_id} (see `ppec request list`)")
+    keys = ("id", "payload", "digest", "maker", "maker_sig", "state", "checker",
+            "checker_sig", "note", "updated_at")
+    doc = dict(zip(keys, row, strict=True))
+    doc["payload"] = json.loads(doc["payload"])
+    return doc
+
+
+def create(ctx: Context, signer: Signer, operation: str, rtype: str, resource: str,
+           host: str = "", params: dict[str, Any] | None = None) -> dict[str, Any]:
+    maker, key = signer.whoami(approvers(ctx))
+    ttl = float(ctx.config.raw.get("request_ttl", DEFAULT_TTL))
+    payload = new_payload(f"{rtype}.{operation}", rtype, resource, maker, params, host, ttl)
+    hexdigest = digest(payload)
+    with ctx.store.transaction() as db:
+        cur = db.execute("INSERT INTO requests (payload, digest, maker, maker_sig, state, "
+                         "updated_at) VALUES (?, ?, ?, ?, 'pending', ?)",
+                         (json.dumps(payload, sort_keys=True), hexdigest, maker.name,
+                          sign(key, PURPOSE_REQUEST, hexdigest), _now()))
+        request_id = int(cur.lastrowid or 0)
+    audit.append(ctx.store, maker.name, "request", request_id,
+                 {"operation": payload["operation"], "resource": resource, "host": host,
+                  "digest": hexdigest})
+    return show(ctx, request_id)
+
+
+def request_vm_delete(ctx: Context, signer: Signer, name: str,
+                      host: str | None = None) -> dict[str, Any]:
+    """The request binds to the host's own name (what its agent checks), asked of the agent
+    now; the inventory name rides along to find the host again at execution."""
+    inventory = host or ctx.store.vm(name).host
+    agent_name = str(ctx.client(ctx.store.host(inventory)).call("ping")["host"])
+    return create(ctx, signer, "delete", "vm", name, host=agent_name,
+                  params={"inventory_host": inventory})
+
+
+def show(ctx: Context, request_id: int) -> dict[str, Any]:
+    doc = _row(ctx, request_id)
+    p = doc["payload"]
+    return {"id": doc["id"], "state": doc["state"], "operation": p["operation"],
+            "resource": p["resource"],
+            "host": p["params"].get("inventory_host", p.get("host", "")),
+            "maker": doc["maker"],
+            "checker": doc["checker"], "created": p["created"], "expires": p["expires"],
+            "digest": doc["digest"], "note": doc["note"], "payload": p}
+
+
+def list_(ctx: Context, state: str | None = None) -> list[dict[str, Any]]:
+    with ctx.store.transaction() as db:
+        ids = [r[0] for r in db.execute(
+            "SELECT id FROM requests" + (" WHERE state=?" if state else "") + " ORDER BY id",
+            (state,) if state else ())]
+    return [show(ctx, i) for i in ids]
+
+
+def _set(ctx: Context, request_id: int, expect: str, state: str, **fields: str) -> None:
+    sets = ", ".join([f"{k}=?" for k in fields] + ["state=?", "updated_at=?"])
+    with ctx.store.transaction() as db:
+        cur = db.execute(f"UPDATE requests SET {sets} WHERE id=? AND state=?",
+                         (*fields.values(), state, _now(), request_id, expect))
+        if cur.rowcount != 1:
+            now = db.execute("SELECT state FROM requests WHERE id=?",
+                             (request_id,)).fetchone()
+            raise Conflict(f"request {request_id} is {now[0] if now else 'gone'}, "
+                           f"not {expect}", code="REQUEST_STATE")
+
+
+def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
+    """Sign the request's digest as the checker, after every rule holds; then execute."""
+    appr = approvers(ctx)
+    checker, key = signer.whoami(appr)
+    doc = _row(ctx, request_id)
+    if doc["state"] != "pending":
+        raise Conflict(f"request {request_id} is {doc['state']}, not pending",
+                       code="REQUEST_STATE")
+    if digest(doc["payload"]) != doc["digest"]:
+        raise Forbidden(f"request {request_id}'s payload no longer matches its digest "
+                        f"(edited in the store)")
+    checker_sig = sign(key, PURPOSE_APPROVE, doc["digest"])
+    try:
+        check_approval(appr, doc["payload"], doc["maker_sig"], checker.name, checker_sig)
+    except Forbidden as e:
+        audit.append(ctx.store, checker.name, "approve-refused", request_id,
+                     {"reason": e.message})
+        raise
+    _set(ctx, request_id, "pending", "approved", checker=checker.name,
+         checker_sig=checker_sig)
+    audit.append(ctx.store, checker.name, "approve", request_id, {"digest": doc["digest"]})
+    return execute(ctx, request_id, actor=checker.name)
+
+
+def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
+    """Run an approved request, once: the request is marked executed before it runs."""
+    from ppec import vms
+    doc = _row(ctx, request_id)
+    p = doc["payload"]
+    # Re-check everything at the moment of execution: expiry, signatures, edits.
+    check_approval(approvers(ctx), p, doc["maker_sig"], doc["checker"], doc["checker_sig"])
+    _set(ctx, request_id, "approved", "executed")
+    audit.append(ctx.store, actor or doc["checker"], "execute", request_id,
+                 {"operation": p["operation"], "resource": p["resource"]})
+    envelope = {"payload": p, "maker_sig": doc["maker_sig"], "checker": doc["checker"],
+                "checker_sig": doc["checker_sig"]}
+    try:
+        if p["operation"] == "vm.delete":
+            result = vms.delete(ctx, p["resource"], p["params"].get("inventory_host"),
+                                approval=envelope)
+        elif p["operation"] == "ip.release":
+            result = ipdb.release(ctx.store, p["params"]["vrf"], p["resource"])
+        else:
+            raise Forbidden(f"unknown operation {p['operation']!r}")
+    except Exception as e:
+        with ctx.store.transaction() as db:
+            db.execute("UPDATE requests SET state='failed', note=?, updated_at=? WHERE id=?",
+                       (str(e), _now(), request_id))
+        audit.append(ctx.store, actor or doc["checker"], "failed", request_id,
+                     {"error": str(e)})
+        raise
+    audit.append(ctx.store, actor or doc["checker"], "executed", request_id,
+                 {"result": result})
+    return {**show(ctx, request_id), "result": result}
+
+
+def reject(ctx: Context, signer: Signer, request_id: int, reason: str) -> dict[str, Any]:
+    who, _ = signer.whoami(approvers(ctx))
+    doc = _row(ctx, request_id)
+    check_request(approvers(ctx), doc["payload"], doc["maker_sig"])
+    if who.name == doc["maker"]:
+        raise Forbidden("the maker cancels (`ppec request cancel`), a checker rejects")
+    _set(ctx, request_id, "pending", "rejected", checker=who.name, note=reason)
+    audit.append(ctx.store, who.name, "reject", request_id, {"reason": reason})
+    return show(ctx, request_id)
+
+
+def cancel(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
+    who, _ = signer.whoami(approvers(ctx))
+    doc = _row(ctx, request_id)
+    if who.name != doc["maker"]:
+        raise Forbidden(f"only {doc['maker']}, who made request {request_id}, may cancel it")
+    _set(ctx, request_id, "pending", "cancelled")
+    audit.append(ctx.store, who.name, "cancel", request_id, {})
+    return show(ctx, request_id)

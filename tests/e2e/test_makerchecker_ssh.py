@@ -1,0 +1,48 @@
+"""The maker-checker happy path end to end: two operator keys, a real QEMU host reached over
+real sshd, the deletion confirmed with virsh, the audit trail verified."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.fleet import make_fleet
+from tests.realparts import QEMU_URI, Cli, domain_state, make_key, unique
+from tests.test_makerchecker import policy_toml
+
+
+def test_maker_creates_checker_approves_agent_deletes(cli: Cli, qemu_dir: Path,
+                                                      sshd_ready: None) -> None:
+    people = {}
+    for who in ("alice", "bob", "carol"):
+        people[who] = qemu_dir / f"{who}_ed25519"
+        make_key(people[who])
+    transport = qemu_dir / "transport_ed25519"
+    config = qemu_dir / "config.toml"
+    config.write_text(policy_toml(people))
+    cli.env["PPEC_CONFIG"] = str(config)
+    approvers = qemu_dir / "approvers.toml"
+    cli.ok("config", "export-approvers", str(approvers))
+    approvers.chmod(0o644)
+    (host,) = make_fleet(qemu_dir / "fleet", 1, QEMU_URI, make_key(transport),
+                         extra={"approvers_file": str(approvers)})
+    try:
+        cli.ok(*host.add_args(transport), "--accept-new-host-key")
+        name = unique("web")
+        cli.ok("vm", "create", name, "--cpus", "1", "--memory", "64M", "--disk", "16M")
+        assert domain_state(name) == "running"
+        made = cli.run("--identity", str(people["alice"]), "vm", "delete", name, "-o", "json")
+        assert made.returncode == 4, made.stderr
+        rid = json.loads(made.stdout)["id"]
+        assert domain_state(name) == "running"
+        done = cli.run("--identity", str(people["bob"]), "request", "approve", str(rid))
+        assert done.returncode == 0, done.stderr
+        assert f"request {rid} approved by bob and executed" in done.stdout
+        assert domain_state(name) is None
+        assert host.agent.ledger_rows() == {}
+        log = json.loads(cli.ok("audit", "list", "-o", "json").stdout)["entries"]
+        assert [e["action"] for e in log] == ["request", "approve", "execute", "executed"]
+        cli.ok("audit", "verify")
+    finally:
+        host.sshd.stop()
+        host.agent.kill()
