@@ -79,10 +79,13 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                 # With an IP database, the VM's address comes from its host's VRF.
                 address = ipdb.allocate(ctx.store, snap.vrf, owner=name) \
                     if free_ips is not None else None
+                params = {"vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
+                          "disk_bytes": ask.disk_bytes, "image": image, **ask.agent_params()}
+                if address is not None:
+                    params["network"] = {"address": f"{address['address']}/{address['prefix']}",
+                                         "gateway": address["gateway"], "dns": address["dns"]}
                 try:
-                    result = _create_on(ctx.client(ctx.store.host(cand.host)), name, {
-                        "vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
-                        "disk_bytes": ask.disk_bytes, "image": image, **ask.agent_params()})
+                    result = _create_on(ctx.client(ctx.store.host(cand.host)), name, params)
                 except NoCapacity as e:
                     ipdb.release_owner(ctx.store, name)
                     refusals.append(f"{cand.host}: {e.message}")
@@ -91,7 +94,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                     continue
                 ctx.store.set_vm(name, state=result["state"])
                 return {**result, "host": cand.host, "attempts": len(tried),
-                        "address": address}
+                        "ip": address}
             if len(refusals) >= MAX_ATTEMPTS:
                 break
             if ask.ha_group:

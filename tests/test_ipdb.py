@@ -120,7 +120,12 @@ def test_vm_create_takes_an_address_from_its_hosts_vrf_and_delete_frees_it(
            "--vrf", "blue")
     cli.ok("ip", "pool", "add", "p1", "--vrf", "blue", "--cidr", "10.0.0.0/30")
     vm = json.loads(cli.ok("vm", "create", "a1", "--flavor", "tiny", "-o", "json").stdout)
-    assert vm["address"]["address"] == "10.0.0.1" and vm["address"]["prefix"] == 30
+    assert vm["ip"]["address"] == "10.0.0.1" and vm["ip"]["prefix"] == 30
+    assert vm["address"] == "10.0.0.1/30"       # as the agent recorded it in the domain
+    seed = test_agent.storage / "a1-seed.iso"
+    network = subprocess.run(["isoinfo", "-R", "-i", str(seed), "-x", "/network-config"],
+                             capture_output=True, text=True, check=True).stdout
+    assert json.loads(network)["ethernets"]["eth0"]["addresses"] == ["10.0.0.1/30"]
     owned = json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"]
     assert [(a["address"], a["owner"]) for a in owned] == [("10.0.0.1", "a1")]
     cli.ok("vm", "create", "a2", "--flavor", "tiny")
@@ -129,6 +134,7 @@ def test_vm_create_takes_an_address_from_its_hosts_vrf_and_delete_frees_it(
     assert "t1: no free address in VRF blue" in full.stderr
     assert cli.store_vms() == ["a1", "a2"] and sorted(test_agent.ledger_rows()) == ["a1", "a2"]
     cli.ok("vm", "delete", "a1")
+    assert not seed.exists()
     assert [a["owner"] for a in json.loads(cli.ok("ip", "list", "-o", "json").stdout)[
         "addresses"]] == ["a2"]
     cli.ok("vm", "create", "a3", "--flavor", "tiny")

@@ -29,6 +29,8 @@ class DomainSpec:
     emulator: str = ""
     plan: Plan | None = None
     numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
+    seed_path: str = ""             # cloud-init NoCloud ISO, attached as a CD-ROM
+    address: str = ""               # the VM's address (CIDR), recorded in the metadata
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Ownership:
     host: str
     created: str
     numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,18 @@ def metadata_element(spec: DomainSpec) -> ET.Element:
     n = spec.numa
     _sub(vm, f"{{{NS}}}numa", policy=n.policy, threads=n.threads, emulator=n.emulator,
          nodes=n.nodes)
+    if spec.address:
+        _sub(vm, f"{{{NS}}}address", spec.address)
     return vm
+
+
+def cdrom_element(path: str) -> ET.Element:
+    disk = ET.Element("disk", type="file", device="cdrom")
+    _sub(disk, "driver", name="qemu", type="raw")
+    _sub(disk, "source", file=path)
+    _sub(disk, "target", dev="hdc", bus="ide")
+    _sub(disk, "readonly")
+    return disk
 
 
 def vcpu_element(spec: DomainSpec) -> ET.Element:
@@ -188,6 +202,8 @@ def build_domain(spec: DomainSpec) -> str:
     if spec.emulator:
         _sub(devices, "emulator", spec.emulator)
     devices.append(disk_element(spec.disk_path, "vda"))
+    if spec.seed_path:
+        devices.append(cdrom_element(spec.seed_path))
     devices.extend(console_elements())
     _sub(devices, "memballoon", model="none")
     ET.indent(dom)
@@ -203,7 +219,8 @@ def ownership(root: ET.Element) -> Ownership | None:
         policy=numa.get("policy", "shared"), threads=numa.get("threads", "prefer"),
         emulator=numa.get("emulator", "share"), nodes=numa.get("nodes", "auto"))
     return Ownership(host=vm.findtext(f"{{{NS}}}host", ""),
-                     created=vm.findtext(f"{{{NS}}}created", ""), numa=policy)
+                     created=vm.findtext(f"{{{NS}}}created", ""), numa=policy,
+                     address=vm.findtext(f"{{{NS}}}address", ""))
 
 
 def live_pins(root: ET.Element) -> LivePins:

@@ -71,6 +71,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                          check=_one_of("prefer", "isolate", "require")),
         "emulator": Param(str, required=False, default="share",
                           check=_one_of("share", "isolate")),
+        # {"address": "10.0.0.5/24", "gateway": …, "dns": […]}: a cloud-init seed ISO
+        "network": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),
     Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True,
            approval_for=("vm", "delete")),

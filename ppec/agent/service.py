@@ -22,7 +22,7 @@ import psutil
 
 import ppec
 from ppec import numa
-from ppec.agent import domxml, storage
+from ppec.agent import domxml, seed, storage
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord, now
@@ -218,6 +218,7 @@ class AgentService:
             "memory_mib": dom.memory_mib if dom else rec.memory_mib,
             "disk_path": rec.disk_path, "disk_bytes": rec.disk_bytes, "image": rec.image,
             "created_at": rec.created_at, "ledger": rec.state,
+            "address": dom.owner.address if dom and dom.owner else "",
         }
 
     def vm_list(self) -> dict[str, Any]:
@@ -239,9 +240,11 @@ class AgentService:
 
     def vm_create(self, name: str, vcpus: int, memory_mib: int, disk_bytes: int,
                   image: str, numa: str = "shared", numa_nodes: int = 0,
-                  threads: str = "prefer", emulator: str = "share") -> dict[str, Any]:
+                  threads: str = "prefer", emulator: str = "share",
+                  network: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.hv.find(name) is not None or self.ledger.get(name) is not None:
             raise AlreadyExists(f"a domain named {name} already exists on {self.config.host}")
+        net = seed.check_network(network) if network is not None else None
         plan = self._fit(vcpus, memory_mib, numa, numa_nodes, threads, emulator)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         rec = VmRecord(name=name, uuid=str(uuid.uuid4()), state="creating", vcpus=vcpus,
@@ -255,6 +258,9 @@ class AgentService:
         try:
             storage.create_volume(Path(rec.disk_path), disk_bytes, image)
             made_disk = True
+            if net is not None:
+                step = "build seed ISO"
+                seed.build(self._seed_path(name), name, rec.uuid, net)
             step = "define domain"
             node = self.hv.node()
             self.hv.define(domxml.build_domain(domxml.DomainSpec(
@@ -262,7 +268,9 @@ class AgentService:
                 vcpus=vcpus, memory_mib=memory_mib, disk_path=rec.disk_path,
                 host=self.config.host, created=rec.created_at, emulator=self.config.emulator,
                 plan=plan, numa=domxml.NumaPolicy(numa, threads, emulator,
-                                                  str(numa_nodes or "auto")))))
+                                                  str(numa_nodes or "auto")),
+                seed_path=str(self._seed_path(name)) if net else "",
+                address=net["address"] if net else "")))
             defined = True
             step = "start domain"
             self.hv.start(name)
@@ -276,6 +284,10 @@ class AgentService:
         if numa == "dedicated":
             self._repin_shared()
         return self.vm_get(name)
+
+    def _seed_path(self, name: str) -> Path:
+        # Derived from the name, so every undo and recovery path can find it.
+        return self.storage_dir / f"{name}-seed.iso"
 
     def _fit(self, vcpus: int, memory_mib: int, policy: str, numa_nodes: int, threads: str,
              emulator: str) -> numa.Plan:
@@ -314,6 +326,7 @@ class AgentService:
                     undo(rec.name)
         if disk:
             storage.remove_volume(Path(rec.disk_path), self.storage_dir)
+        storage.remove_volume(self._seed_path(rec.name), self.storage_dir)
         self.ledger.remove(rec.name)
 
     def _owned(self, name: str) -> tuple[Domain | None, VmRecord]:
@@ -337,6 +350,7 @@ class AgentService:
             self.hv.destroy(rec.name)
             self.hv.undefine(rec.name)
         storage.remove_volume(Path(rec.disk_path), self.storage_dir)
+        storage.remove_volume(self._seed_path(rec.name), self.storage_dir)
         self.ledger.remove(rec.name)
         if rec.policy == "dedicated":
             self._repin_shared()
