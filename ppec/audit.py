@@ -38,8 +38,9 @@ def append(store: Store, actor: str, action: str, request_id: int | None,
                  "detail": json.dumps(detail, sort_keys=True), "prev": prev}
         entry["hash"] = _hash(entry)
         db.execute("INSERT INTO audit (seq, at, actor, action, request_id, detail, prev, hash)"
-                   " VALUES (:seq, :at, :actor, :action, :request_id, :detail, :prev, :hash)",
-                   entry)
+                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   [entry[k] for k in ("seq", "at", "actor", "action", "request_id",
+                                       "detail", "prev", "hash")])
     return entry
 
 

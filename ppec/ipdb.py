@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -114,7 +113,7 @@ def add_pool(store: Store, name: str, vrf: str, cidr: str, gateway: str = "",
                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (name, vrf, str(net), gateway, json.dumps(list(pool.dns)),
                         json.dumps([list(r) for r in ranges]), _now()))
-        except sqlite3.IntegrityError:
+        except store.db.IntegrityError:
             raise AlreadyExists(f"IP pool {name} already exists") from None
     return pool
 

@@ -57,11 +57,13 @@ def create(ctx: Context, signer: Signer, operation: str, rtype: str, resource: s
     payload = new_payload(f"{rtype}.{operation}", rtype, resource, maker, params, host, ttl)
     hexdigest = digest(payload)
     with ctx.store.transaction() as db:
-        cur = db.execute("INSERT INTO requests (payload, digest, maker, maker_sig, state, "
-                         "updated_at) VALUES (?, ?, ?, ?, 'pending', ?)",
-                         (json.dumps(payload, sort_keys=True), hexdigest, maker.name,
-                          sign(key, PURPOSE_REQUEST, hexdigest), _now()))
-        request_id = int(cur.lastrowid or 0)
+        # Writers are serialized, so max + 1 is ours (and portable across backends).
+        request_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM requests")
+                         .fetchone()[0])
+        db.execute("INSERT INTO requests (id, payload, digest, maker, maker_sig, state, "
+                   "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                   (request_id, json.dumps(payload, sort_keys=True), hexdigest, maker.name,
+                    sign(key, PURPOSE_REQUEST, hexdigest), _now()))
     audit.append(ctx.store, maker.name, "request", request_id,
                  {"operation": payload["operation"], "resource": resource, "host": host,
                   "digest": hexdigest})

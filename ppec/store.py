@@ -8,7 +8,6 @@ of one name cannot both pass, because the second INSERT fails.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ppec.db import Connection, connect
 from ppec.errors import AlreadyExists, BadInput, NotFound, PpecError
 
 
@@ -181,52 +181,42 @@ def _host(row: tuple[Any, ...]) -> Host:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self._db.execute("PRAGMA journal_mode=WAL")
+    """The operator store at ``location``: a SQLite file path or a postgresql:// URL."""
+
+    def __init__(self, location: str | Path) -> None:
+        self.location = str(location)
+        self.db = connect(self.location)
         self._migrate()
 
     def close(self) -> None:
-        self._db.close()
+        self.db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front, so concurrent ppec processes queue
-        # instead of failing on a lock upgrade.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[Connection]:
+        with self.db.transaction() as db:
+            yield db
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """For modules that keep their own tables here (ppec.ipdb): one IMMEDIATE
-        transaction, so concurrent ppec processes queue rather than interleave."""
-        with self._tx() as db:
+    def transaction(self) -> Iterator[Connection]:
+        """For modules that keep their own tables here (ppec.ipdb, ppec.audit): writers
+        are serialized, so concurrent ppec processes queue rather than interleave."""
+        with self.db.transaction() as db:
             yield db
 
     def _migrate(self) -> None:
         with self._tx() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = db.schema_version()
             if version > len(MIGRATIONS):
-                raise BadInput(f"store {self.path} has schema {version}, newer than this ppec "
-                               f"(knows {len(MIGRATIONS)}); upgrade ppec")
+                raise BadInput(f"store {self.location} has schema {version}, newer than this "
+                               f"ppec (knows {len(MIGRATIONS)}); upgrade ppec")
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
+                    db.execute(db.ddl(statement))
+                db.set_schema_version(number)
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return self.db.schema_version()
 
     # -- hosts ------------------------------------------------------------------------------
 
@@ -238,18 +228,18 @@ class Store:
                             host.socket, host.region, host.rack, host.power_domain, host.vrf,
                             host.cost, json.dumps(list(host.tags)), int(host.drained),
                             host.added_at, host.power_idle_w, host.power_max_w))
-        except sqlite3.IntegrityError:
+        except self.db.IntegrityError:
             raise AlreadyExists(f"host {host.name} is already in the inventory") from None
 
     def host(self, name: str) -> Host:
-        row = self._db.execute(f"SELECT {_HOST_COLS} FROM hosts WHERE name=?",
+        row = self.db.execute(f"SELECT {_HOST_COLS} FROM hosts WHERE name=?",
                                (name,)).fetchone()
         if row is None:
             raise NotFound(f"unknown host {name!r} (see `ppec host list`)")
         return _host(row)
 
     def hosts(self) -> list[Host]:
-        rows = self._db.execute(f"SELECT {_HOST_COLS} FROM hosts ORDER BY name").fetchall()
+        rows = self.db.execute(f"SELECT {_HOST_COLS} FROM hosts ORDER BY name").fetchall()
         return [_host(r) for r in rows]
 
     def remove_host(self, name: str) -> None:
@@ -284,9 +274,10 @@ class Store:
                            f"VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                            (name, host, "creating", vcpus, memory_mib, disk_bytes, image,
                             now, now, ha_group or None, ha_key if ha_group else None))
-        except sqlite3.IntegrityError as e:
-            if "FOREIGN KEY" in str(e):
-                raise NotFound(f"unknown host {host!r} or HA group {ha_group!r}") from None
+        except self.db.IntegrityError as e:
+            if "foreign key" in str(e).lower():
+                raise NotFound(f"unknown host {host!r}" + (f" or HA group {ha_group!r}"
+                                                          if ha_group else "")) from None
             if "ha_group" in str(e) or "vms_ha_spread" in str(e):
                 raise HaConflict(f"HA group {ha_group} already has a member on {ha_key}",
                                  details={"ha_group": ha_group, "key": ha_key}) from None
@@ -310,12 +301,12 @@ class Store:
         return str(row[0])
 
     def ha_groups(self) -> list[tuple[str, str]]:
-        rows = self._db.execute("SELECT name, spread FROM ha_groups ORDER BY name").fetchall()
+        rows = self.db.execute("SELECT name, spread FROM ha_groups ORDER BY name").fetchall()
         return [(str(a), str(b)) for a, b in rows]
 
     def ha_members(self, group: str) -> list[tuple[str, str, str]]:
         """(vm, host, spread key) of each member, creating ones included."""
-        rows = self._db.execute("SELECT name, host, ha_key FROM vms WHERE ha_group=? "
+        rows = self.db.execute("SELECT name, host, ha_key FROM vms WHERE ha_group=? "
                                 "ORDER BY name", (group,)).fetchall()
         return [(str(a), str(b), str(c)) for a, b, c in rows]
 
@@ -326,7 +317,7 @@ class Store:
                        "data=excluded.data", (host, taken_at, json.dumps(data)))
 
     def snapshots(self) -> dict[str, tuple[float, dict[str, Any]]]:
-        rows = self._db.execute("SELECT host, taken_at, data FROM snapshots").fetchall()
+        rows = self.db.execute("SELECT host, taken_at, data FROM snapshots").fetchall()
         return {h: (float(t), json.loads(d)) for h, t, d in rows}
 
     def move_vm(self, name: str, host: str, ha_key: str) -> None:
@@ -335,7 +326,7 @@ class Store:
             with self._tx() as db:
                 db.execute("UPDATE vms SET host=?, ha_key=CASE WHEN ha_group IS NULL THEN NULL "
                            "ELSE ? END, updated_at=? WHERE name=?", (host, ha_key, _now(), name))
-        except sqlite3.IntegrityError:
+        except self.db.IntegrityError:
             raise HaConflict(f"the HA group already has a member on {ha_key}") from None
 
     def set_vm(self, name: str, **fields: Any) -> None:
@@ -351,7 +342,7 @@ class Store:
             db.execute("DELETE FROM vms WHERE name=?", (name,))
 
     def vm_or_none(self, name: str) -> VmRow | None:
-        row = self._db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
+        row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
         return VmRow(*row) if row else None
 
     def vm(self, name: str) -> VmRow:
@@ -364,4 +355,4 @@ class Store:
         sql, args = f"SELECT {_VM_COLS} FROM vms", ()  # type: tuple[str, tuple[str, ...]]
         if host is not None:
             sql, args = sql + " WHERE host=?", (host,)
-        return [VmRow(*r) for r in self._db.execute(sql + " ORDER BY name", args).fetchall()]
+        return [VmRow(*r) for r in self.db.execute(sql + " ORDER BY name", args).fetchall()]

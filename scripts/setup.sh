@@ -11,6 +11,7 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils genisoimage
   openssh-server openssh-client
+  postgresql
   python3 python3-venv python3-dev gcc procps
 )
 missing=()
@@ -54,6 +55,19 @@ fi
 # The first QEMU use makes libvirt probe the emulator's capabilities (tens of seconds
 # here); do it now so the first VM create does not look hung.
 virsh -c qemu:///system domcapabilities >/dev/null 2>&1 || true
+
+# PostgreSQL on loopback, for the shared-store tests (and for teams that share a store).
+cluster=$(pg_lsclusters -h 2>/dev/null | awk 'NR==1 {print $1, $2}')
+if [ -n "$cluster" ]; then
+  set -- $cluster
+  if ! pg_lsclusters -h | awk 'NR==1 {print $4}' | grep -q online; then
+    say "starting PostgreSQL $1/$2"
+    pg_ctlcluster "$1" "$2" start
+  fi
+  su postgres -c "psql -qtA -c \"SELECT 1 FROM pg_roles WHERE rolname='ppec'\"" | grep -q 1 ||
+    su postgres -c "psql -q -c \"CREATE ROLE ppec LOGIN PASSWORD 'ppec' CREATEDB\""
+  set --
+fi
 
 # The virtualenv: rebuilt only when pyproject.toml changes.
 PY=${PYTHON:-python3}

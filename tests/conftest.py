@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +69,43 @@ def qemu_agent(qemu_dir: Path) -> Iterator[Agent]:
                   extra={"cpu_overcommit": 12.0}).start()
     yield agent
     agent.kill()
+
+
+PG_ADMIN = "postgresql://ppec:ppec@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_ready() -> str:
+    """The loopback PostgreSQL that scripts/setup.sh starts, as the role ppec (CREATEDB)."""
+    try:
+        import psycopg
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5):
+            pass
+    except Exception as e:   # any failure means no usable server: say which
+        pytest.skip(f"PostgreSQL unavailable at 127.0.0.1:5432 ({e}); scripts/setup.sh "
+                    f"starts it")
+    return PG_ADMIN
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each store test runs on both backends: a SQLite file, and a fresh PostgreSQL DB."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "ppec.db")
+        return
+    import psycopg
+    request.getfixturevalue("pg_ready")
+    name = unique("ppec_test").replace("-", "_")
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://ppec:ppec@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def direct(url: str) -> Any:
+    """A plain DB-API connection to the store, bypassing ppec (autocommit)."""
+    if url.startswith("postgresql://"):
+        import psycopg
+        return psycopg.connect(url, autocommit=True)
+    return sqlite3.connect(url, isolation_level=None)

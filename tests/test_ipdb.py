@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import sqlite3
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from ppec import ipdb
 from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound
 from ppec.store import Store
+from tests.conftest import direct
 from tests.realparts import Agent, Cli
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "ppec.db")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    yield s
+    s.close()
 
 
 @pytest.mark.parametrize(("kw", "words"), [
@@ -72,15 +75,17 @@ def test_given_address_taken_and_release(store: Store) -> None:
     assert ipdb.release(store, "blue", "10.0.0.9")["owner"] == "web-1"
 
 
-def test_a_direct_duplicate_insert_fails_on_the_constraint(tmp_path: Path, store: Store) -> None:
+def test_a_direct_duplicate_insert_fails_on_the_constraint(store_url: str,
+                                                           store: Store) -> None:
     ipdb.add_pool(store, "p1", "blue", "10.0.0.0/24")
     ipdb.allocate(store, "blue", address="10.0.0.9")
-    with sqlite3.connect(tmp_path / "ppec.db") as db, pytest.raises(sqlite3.IntegrityError):
+    with contextlib.closing(direct(store_url)) as db, pytest.raises(Exception) as e:
         db.execute("INSERT INTO ip_addresses (vrf, address, pool, owner, allocated_at) "
                    "VALUES ('blue', '10.0.0.9', 'p1', 'x', 'now')")
+    assert "unique" in str(e.value).lower() or "duplicate" in str(e.value).lower()
 
 
-def _race(db: Path, processes: int, each: int) -> tuple[list[str], list[str]]:
+def _race(db: str, processes: int, each: int) -> tuple[list[str], list[str]]:
     code = ("import sys\nfrom ppec.store import Store\nfrom ppec import ipdb\n"
             "from ppec.errors import NoCapacity\n"
             "s = Store(sys.argv[1])\n"
@@ -99,17 +104,18 @@ def _race(db: Path, processes: int, each: int) -> tuple[list[str], list[str]]:
     return [x.split()[1] for x in ok], full
 
 
-def test_200_concurrent_allocations_from_processes_never_repeat(tmp_path: Path,
+def test_200_concurrent_allocations_from_processes_never_repeat(store_url: str,
                                                                 store: Store) -> None:
     ipdb.add_pool(store, "p1", "blue", "10.0.0.0/24", gateway="10.0.0.1")
-    got, full = _race(tmp_path / "ppec.db", processes=20, each=10)
+    got, full = _race(store_url, processes=20, each=10)
     assert len(got) == 200 and len(set(got)) == 200 and full == []
     assert len(ipdb.addresses(store, "blue")) == 200
 
 
-def test_a_29_gives_exactly_its_usable_count_under_a_race(tmp_path: Path, store: Store) -> None:
+def test_a_29_gives_exactly_its_usable_count_under_a_race(store_url: str,
+                                                           store: Store) -> None:
     ipdb.add_pool(store, "p1", "blue", "10.0.0.0/29", gateway="10.0.0.1")
-    got, full = _race(tmp_path / "ppec.db", processes=12, each=1)
+    got, full = _race(store_url, processes=12, each=1)
     assert sorted(got) == ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
     assert len(full) == 7 and all("POOL_EXHAUSTED pool exhausted" in f for f in full)
 

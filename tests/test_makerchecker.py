@@ -309,3 +309,21 @@ def test_audit_tampering_is_found(cli: Cli, mc: Agent, people: dict[str, Path]) 
         db.execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (3, *a[1:]))
     done = cli.run("audit", "verify")
     assert done.returncode == 1 and "audit entry 2 does not follow entry 1" in done.stderr
+
+
+def test_the_whole_flow_on_each_store_backend(cli: Cli, mc: Agent, people: dict[str, Path],
+                                              store_url: str) -> None:
+    """The same CLI flow with the store on SQLite and on PostgreSQL (PPEC_DB)."""
+    cli.env["PPEC_DB"] = store_url
+    cli.ok("host", "add", "t1", "--address", "local", "--socket", str(mc.socket),
+           "--vrf", "blue")
+    cli.ok("ip", "pool", "add", "p1", "--vrf", "blue", "--cidr", "10.9.0.0/29")
+    vm = json.loads(cli.ok("vm", "create", "pgvm", "--flavor", "tiny", "-o", "json").stdout)
+    assert vm["ip"]["address"] == "10.9.0.1"
+    rid = json.loads(as_(cli, people["alice"], "vm", "delete", "pgvm",  # type: ignore[attr-defined]
+                         "-o", "json").stdout)["id"]
+    done = as_(cli, people["bob"], "request", "approve", str(rid))
+    assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
+    assert "pgvm" not in mc.ledger_rows()
+    assert json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"] == []
+    assert "audit log intact: 4 entries" in cli.ok("audit", "verify").stdout

@@ -2,37 +2,41 @@
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from ppec.errors import AlreadyExists, BadInput, NotFound
-from ppec.store import MIGRATIONS, Host, Store
+from ppec.store import MIGRATIONS, HaConflict, Host, Store
+from tests.conftest import direct
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "ppec.db")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
     s.add_host(Host(name="h1", address="local"))
-    return s
+    yield s
+    s.close()
 
 
-def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path, store: Store) -> None:
+def test_schema_is_versioned_and_reopening_keeps_data(store_url: str, store: Store) -> None:
     assert store.schema_version == len(MIGRATIONS)
     store.close()
-    again = Store(tmp_path / "ppec.db")
+    again = Store(store_url)
     assert [h.name for h in again.hosts()] == ["h1"]
+    again.close()
 
 
-def test_newer_schema_is_refused(tmp_path: Path, store: Store) -> None:
+def test_newer_schema_is_refused(store_url: str, store: Store) -> None:
     store.close()
-    with sqlite3.connect(tmp_path / "ppec.db") as db:
-        db.execute("PRAGMA user_version=99")
+    with contextlib.closing(direct(store_url)) as db:
+        db.execute("PRAGMA user_version=99" if store.db.dialect == "sqlite"
+                   else "UPDATE ppec_schema SET version=99")
     with pytest.raises(BadInput, match="newer than this ppec"):
-        Store(tmp_path / "ppec.db")
+        Store(store_url)
 
 
 def test_host_round_trip_and_errors(store: Store) -> None:
@@ -46,13 +50,28 @@ def test_host_round_trip_and_errors(store: Store) -> None:
     assert store.set_drained("h2", True).drained is True
 
 
-def test_vm_name_is_unique_by_constraint(tmp_path: Path, store: Store) -> None:
+def test_vm_name_is_unique_by_constraint(store_url: str, store: Store) -> None:
     store.reserve_vm("a", "h1", 1, 64, 1 << 20, "")
     with pytest.raises(AlreadyExists, match="a VM named a already exists on host h1"):
         store.reserve_vm("a", "h1", 1, 64, 1 << 20, "")
-    with sqlite3.connect(tmp_path / "ppec.db") as db, pytest.raises(sqlite3.IntegrityError):
+    with contextlib.closing(direct(store_url)) as db, pytest.raises(Exception) as e:
         db.execute("INSERT INTO vms (name, host, state, vcpus, memory_mib, disk_bytes, "
                    "created_at, updated_at) VALUES ('a', 'h1', 'x', 1, 1, 1, 'n', 'n')")
+    assert "unique" in str(e.value).lower() or "duplicate" in str(e.value).lower()
+
+
+def test_ha_spread_key_is_unique_by_constraint(store: Store) -> None:
+    store.add_host(Host(name="h2", address="local"))
+    store.ha_group("g", "host")
+    store.reserve_vm("a", "h1", 1, 64, 1, "", "g", "h1")
+    with pytest.raises(HaConflict):
+        store.reserve_vm("b", "h1", 1, 64, 1, "", "g", "h1")
+    store.reserve_vm("b", "h2", 1, 64, 1, "", "g", "h2")
+    with pytest.raises(HaConflict):
+        store.move_vm("b", "h1", "h1")
+    with pytest.raises(BadInput, match="spreads by host"):
+        store.ha_group("g", "rack")
+    assert [m[0] for m in store.ha_members("g")] == ["a", "b"]
 
 
 def test_vm_must_be_on_a_known_host(store: Store) -> None:
@@ -60,7 +79,7 @@ def test_vm_must_be_on_a_known_host(store: Store) -> None:
         store.reserve_vm("a", "ghost", 1, 64, 1 << 20, "")
 
 
-def test_concurrent_reservations_from_processes_never_share_a_name(tmp_path: Path,
+def test_concurrent_reservations_from_processes_never_share_a_name(store_url: str,
                                                                    store: Store) -> None:
     """Ten processes race to reserve the same five names: each name is won exactly once."""
     code = ("import sys; from ppec.store import Store; from ppec.errors import AlreadyExists\n"
@@ -69,7 +88,7 @@ def test_concurrent_reservations_from_processes_never_share_a_name(tmp_path: Pat
             "    try: s.reserve_vm(n, 'h1', 1, 64, 1, ''); won.append(n)\n"
             "    except AlreadyExists: pass\n"
             "print(' '.join(won))")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ppec.db")],
+    procs = [subprocess.Popen([sys.executable, "-c", code, store_url],
                               stdout=subprocess.PIPE, text=True) for _ in range(10)]
     won = [n for p in procs for n in p.communicate(timeout=120)[0].split()]
     assert all(p.returncode == 0 for p in procs)
@@ -84,3 +103,9 @@ def test_remove_host_refused_while_vms_exist(store: Store) -> None:
     store.forget_vm("a")
     store.remove_host("h1")
     assert store.hosts() == []
+
+
+def test_snapshots_keep_full_precision(store: Store) -> None:
+    store.save_snapshot("h1", 1795497582.123456, {"x": 1})
+    store.save_snapshot("h1", 1795497583.654321, {"x": 2})
+    assert store.snapshots() == {"h1": (1795497583.654321, {"x": 2})}
