@@ -327,3 +327,42 @@ def test_the_whole_flow_on_each_store_backend(cli: Cli, mc: Agent, people: dict[
     assert "pgvm" not in mc.ledger_rows()
     assert json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"] == []
     assert "audit log intact: 4 entries" in cli.ok("audit", "verify").stdout
+
+
+def test_agent_refuses_the_same_key_under_a_second_name(tmp_path: Path,
+                                                        people: dict[str, Path]) -> None:
+    """Even when the host's approvers file itself lists one key under two names."""
+    approvers = tmp_path / "approvers-mallory.toml"
+    approvers.write_text(policy_toml(people, f'[operators.mallory]\nkey = '
+                                             f'"{pub(people["alice"])}"\nroles = ["sre"]\n'))
+    approvers.chmod(0o644)
+    agent = Agent(tmp_path / "agent2", host="t1",
+                  extra={"approvers_file": str(approvers)}).start()
+    try:
+        made = _send_create(agent)
+        assert made["ok"] is True, made
+        reply = _send(agent, _envelope(people, "alice", "mallory", signer="alice"))
+        assert reply["ok"] is False
+        assert "signs with the maker's key" in reply["error"]["message"]  # type: ignore[index]
+        assert "web" in agent.ledger_rows()
+    finally:
+        agent.kill()
+
+
+def test_agent_refuses_an_approvers_file_others_can_write(tmp_path: Path,
+                                                          people: dict[str, Path]) -> None:
+    approvers = tmp_path / "loose.toml"
+    approvers.write_text(policy_toml(people))
+    approvers.chmod(0o666)
+    agent = Agent(tmp_path / "agent3", host="t1", extra={"approvers_file": str(approvers)})
+    with pytest.raises(AssertionError, match="must be owned by root and writable by root only"):
+        agent.start(timeout=20)
+
+
+def _send_create(agent: Agent) -> dict[str, object]:
+    msg = protocol.request(1, "vm.create", {"name": "web", "vcpus": 1, "memory_mib": 64,
+                                            "disk_bytes": 1 << 24})
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(agent.socket))
+        s.sendall(protocol.encode(msg))
+        return json.loads(s.makefile("rb").readline())
