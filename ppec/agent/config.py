@@ -28,6 +28,7 @@ class AgentConfig:
     emulator: str = ""
     lock_timeout: float = 300.0
     cpu_overcommit: float = 4.0
+    drift_interval: float = 300.0
     approvers_file: str = "/etc/ppec/approvers.toml"
     allowed_uids: tuple[int, ...] = ()
 
@@ -87,6 +88,10 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, list) or not all(isinstance(u, int) for u in value):
                 raise BadInput(f"{source}: allowed_uids must be a list of integers")
             values[key] = tuple(value)
+        elif key == "drift_interval":
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                raise BadInput(f"{source}: drift_interval must be seconds (0: off)")
+            values[key] = float(value)
         elif key in ("lock_timeout", "cpu_overcommit"):
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise BadInput(f"{source}: {key} must be a positive number")

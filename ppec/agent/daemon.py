@@ -43,5 +43,6 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
         log.error("%s", e)
         return 1
     server.install_signal_handlers()
+    server.start_drift_checks()
     server.serve_forever()
     return 0

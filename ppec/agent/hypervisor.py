@@ -136,8 +136,10 @@ class Hypervisor:
     def capabilities(self) -> str:
         return str(self._call("capabilities", lambda c: c.getCapabilities()))
 
-    def xml(self, name: str) -> str:
-        return str(self._call(f"dump XML of {name}", lambda c: c.lookupByName(name).XMLDesc(0)))
+    def xml(self, name: str, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return str(self._call(f"dump XML of {name}",
+                              lambda c: c.lookupByName(name).XMLDesc(flags)))
 
     def pin_float(self, name: str, cpus: frozenset[int], host_cpus: int) -> None:
         """Let every vCPU and the emulator of ``name`` run on ``cpus`` (live and config)."""

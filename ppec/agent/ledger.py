@@ -59,6 +59,16 @@ MIGRATIONS = [
         used_at  TEXT NOT NULL
     )
     """,
+    """
+    CREATE TABLE alerts (
+        code        TEXT NOT NULL,
+        object      TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        first_seen  TEXT NOT NULL,
+        last_seen   TEXT NOT NULL,
+        PRIMARY KEY (code, object)
+    )
+    """,
 ]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
          " created_at, policy, threads, emulator, numa_nodes")
@@ -150,6 +160,26 @@ class Ledger:
             db.execute("DELETE FROM vm_cpus WHERE vm=?", (name,))
             db.execute("DELETE FROM vm_memory WHERE vm=?", (name,))
             self._hold(db, name, cpus, memory)
+
+    def record_alerts(self, alerts: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
+        """Open alerts become exactly ``alerts``: new ones dated now, ongoing ones keep
+        their first sighting, the rest are resolved (removed)."""
+        stamp = now()
+        current = list(alerts)
+        with self._tx() as db:
+            keep = {(c, o) for c, o, _ in current}
+            for code, obj in db.execute("SELECT code, object FROM alerts").fetchall():
+                if (code, obj) not in keep:
+                    db.execute("DELETE FROM alerts WHERE code=? AND object=?", (code, obj))
+            for code, obj, detail in current:
+                db.execute("INSERT INTO alerts (code, object, detail, first_seen, last_seen) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT(code, object) DO UPDATE SET "
+                           "detail=excluded.detail, last_seen=excluded.last_seen",
+                           (code, obj, detail, stamp, stamp))
+            rows = db.execute("SELECT code, object, detail, first_seen, last_seen FROM alerts "
+                              "ORDER BY object, code").fetchall()
+        return [dict(zip(("code", "object", "detail", "first_seen", "last_seen"), r,
+                         strict=True)) for r in rows]
 
     def use_nonce(self, nonce: str, digest: str) -> bool:
         """Record an approval's nonce; False when it was used before (a replay)."""

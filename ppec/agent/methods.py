@@ -55,6 +55,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("host.info", "host_info"),
     Method("host.numa", "host_numa"),
     Method("host.snapshot", "host_snapshot"),
+    # Writes the open alerts to the ledger: under the lock, so no half-made VM looks drifted.
+    Method("drift.check", "drift_check", tier="normal", mutating=True),
     Method("vm.list", "vm_list", tier="normal"),
     Method("vm.get", "vm_get", {"name": _NAME}),
     Method("vm.xml", "vm_xml", {"name": _NAME}),

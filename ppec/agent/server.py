@@ -93,6 +93,24 @@ class AgentServer:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
 
+    def start_drift_checks(self) -> None:
+        """Compare ledger and libvirt every ``drift_interval`` seconds, under the lock."""
+        interval = self.config.drift_interval
+        if interval <= 0:
+            return
+
+        def loop() -> None:
+            while not self._stopping.wait(interval):
+                try:
+                    with self.host_lock:
+                        alerts = self.service.drift_check()["alerts"]
+                    if alerts:
+                        log.warning("drift: %d open alert(s): %s", len(alerts), ", ".join(
+                            f"{a['code']} {a['object']}" for a in alerts))
+                except Exception:   # a failed check must not stop the next one
+                    log.exception("drift check failed")
+        threading.Thread(target=loop, name="drift", daemon=True).start()
+
     def install_signal_handlers(self) -> None:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %d: stopping", signum)

@@ -1,0 +1,81 @@
+"""Drift: what changed on the host that this agent did not do.
+
+Each kind has a stable code. The ledger says what the agent built and last set; libvirt
+says what is; every difference is an alert. Unknown domains are reported, never touched.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from ppec.agent import domxml
+
+FOREIGN_DOMAIN = "FOREIGN_DOMAIN"      # a domain ppec (this host's agent) did not create
+DOMAIN_MISSING = "DOMAIN_MISSING"      # a ppec VM libvirt no longer has
+POWER_MISMATCH = "POWER_MISMATCH"      # running/shut off, not as ppec last set it
+PINNING_CHANGED = "PINNING_CHANGED"    # vCPU/emulator pins or memory binding moved
+DISK_ADDED = "DISK_ADDED"
+DISK_REMOVED = "DISK_REMOVED"
+MEMORY_CHANGED = "MEMORY_CHANGED"
+VCPUS_CHANGED = "VCPUS_CHANGED"
+
+
+@dataclass(frozen=True)
+class Alert:
+    code: str
+    object: str
+    detail: str
+
+
+def _memory(root: ET.Element) -> set[int]:
+    """Maximum and current memory (MiB) as the XML states them."""
+    out = set()
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None and el.text:
+            unit = el.get("unit", "KiB")
+            value = int(el.text)
+            out.add(value // 1024 if unit in ("KiB", "k", "K") else value)
+    return out
+
+
+def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
+               expected_disks: set[str], live: ET.Element, config: ET.Element,
+               held: tuple[frozenset[int], tuple[tuple[int, int], ...]] | None,
+               live_held: tuple[frozenset[int], tuple[tuple[int, int], ...]] | None
+               ) -> list[Alert]:
+    """Every difference between what ppec built and set, and one VM's live and saved XML."""
+    alerts = []
+    state = "running" if active else "shut-off"
+    if state != power:
+        alerts.append(Alert(POWER_MISMATCH, name, f"ppec last set {power}, libvirt has "
+                                                  f"{state}"))
+    for where, root in (("live", live), ("config", config)):
+        if where == "live" and not active:
+            continue
+        if domxml.vcpu_count(root) != vcpus:
+            alerts.append(Alert(VCPUS_CHANGED, name, f"{where}: {domxml.vcpu_count(root)} "
+                                                     f"vCPUs, ppec built {vcpus}"))
+        mem = _memory(root)
+        if mem != {memory_mib}:
+            alerts.append(Alert(MEMORY_CHANGED, name, f"{where}: "
+                                f"{'/'.join(map(str, sorted(mem)))} MiB, ppec built "
+                                f"{memory_mib} MiB"))
+        disks = set(domxml.disk_paths(root))
+        for extra in sorted(disks - expected_disks):
+            alerts.append(Alert(DISK_ADDED, name, f"{where}: {extra} attached outside ppec"))
+        for gone in sorted({p for p in expected_disks if p.endswith(".qcow2")} - disks):
+            alerts.append(Alert(DISK_REMOVED, name, f"{where}: {gone} detached outside ppec"))
+    if held is not None and live_held is not None and held != live_held:
+        alerts.append(Alert(PINNING_CHANGED, name,
+                            f"ppec holds CPUs {domxml.cpulist(held[0]) or '-'} memory "
+                            f"{list(held[1])}, live XML has {domxml.cpulist(live_held[0]) or '-'}"
+                            f" memory {list(live_held[1])}"))
+    # Same code twice (live and config) says one thing: keep the first.
+    seen, out = set(), []
+    for a in alerts:
+        if (a.code, a.object) not in seen:
+            seen.add((a.code, a.object))
+            out.append(a)
+    return out
