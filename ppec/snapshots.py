@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ppec.context import Context
 from ppec.errors import BadInput
-from ppec.fleet.client import fan_out
+from ppec.fleet.client import HostResult, fan_out
 from ppec.store import Host
 
 FORMAT = "ppec-snapshot/1"
 
 
-def refresh(ctx: Context, hosts: list[Host]) -> dict[str, dict[str, Any]]:
+def refresh(ctx: Context, hosts: list[Host],
+            on_result: Callable[[HostResult], None] | None = None
+            ) -> dict[str, dict[str, Any]]:
     """Ask each host's agent for a snapshot, in parallel; store the ones that answer.
 
     Returns host -> snapshot, or ``{"error": …}`` for a host that did not answer.
     """
     out: dict[str, dict[str, Any]] = {}
-    for r in fan_out(hosts, lambda h: ctx.client(h).call("host.snapshot")):
+    for r in fan_out(hosts, lambda h: ctx.client(h).call("host.snapshot"),
+                     on_result=on_result):
         if r.ok:
             data = dict(r.value)
             ctx.store.save_snapshot(r.host, float(data["taken_at"]), data)
@@ -90,3 +94,22 @@ def load_file(path: Path) -> tuple[list[tuple[Host, dict[str, Any] | None]],
         inv["tags"] = tuple(inv.get("tags", ()))
         hosts.append((Host(**inv), entry.get("snapshot")))
     return hosts, dict(doc.get("ha_groups", {}))
+
+
+def freshness(data: dict[str, Any] | None, now: float, stale_after: float) -> tuple[str, float]:
+    """(state, age in seconds) of a stored snapshot: fresh, stale, or none."""
+    if not data or "taken_at" not in data:
+        return "none", 0.0
+    age = now - float(data["taken_at"])
+    return ("stale" if age > stale_after else "fresh"), age
+
+
+def summary(host: str, data: dict[str, Any], now: float, stale_after: float) -> dict[str, Any]:
+    """One host's line for sync and host list: state, age and what the agent reported."""
+    state, age = freshness(data, now, stale_after)
+    return {"host": host, "state": state, "age_s": round(age, 1),
+            "vms": data.get("vm_count"), "cpu_percent": data.get("cpu_percent"),
+            "memory_free_mib": data.get("os_memory_available_mib"),
+            "storage_free_gib": round(int(data.get("storage_free_bytes", 0)) / (1 << 30), 1)
+            if data else None,
+            "dedicated_cpus": data.get("dedicated_cpus"), "cpus": data.get("cpus")}

@@ -196,6 +196,7 @@ class AgentService:
         topology and what each VM holds."""
         from ppec.numa.serial import allocation_to_dict, topology_to_dict
         return {**self.host_info(), "taken_at": time.time(),
+                "vms": self.vm_list()["vms"],
                 "topology": topology_to_dict(self.topology()),
                 "allocations": [allocation_to_dict(a) for a in self.ledger.allocations()],
                 "cpu_overcommit": self.config.cpu_overcommit}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,9 @@ from ppec.units import MIB, format_size
 app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain.",
                   no_args_is_help=True)
 
-COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("port", "PORT"), ("region", "REGION"),
-           ("rack", "RACK"), ("vrf", "VRF"), ("drained", "DRAINED")]
+COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("region", "REGION"), ("rack", "RACK"),
+           ("vrf", "VRF"), ("drained", "DRAINED"), ("state", "SNAPSHOT"), ("age_s", "AGE s"),
+           ("vms", "VMS"), ("cpu_percent", "CPU%")]
 
 
 @app.command("add")
@@ -64,7 +66,15 @@ def list_(fmt: OutputOpt = Fmt.table) -> None:
     """List hosts in the inventory."""
     output.use(fmt)
     with context() as ctx:
-        rows = [h.as_dict() for h in ctx.store.hosts()]
+        stale_after = ctx.config.placement_policy().stale_after
+        snaps = snapshots.stored(ctx)
+        now = time.time()
+        rows = []
+        for h in ctx.store.hosts():
+            s = snapshots.summary(h.name, snaps.get(h.name, {}), now, stale_after)
+            rows.append({**h.as_dict(), "state": s["state"], "age_s": s["age_s"]
+                         if s["state"] != "none" else None, "vms": s["vms"],
+                         "cpu_percent": s["cpu_percent"]})
     output.emit_list(fmt, {"hosts": rows}, "hosts", COLUMNS)
 
 

@@ -10,7 +10,19 @@ from typing import Annotated
 import typer
 
 from ppec import __version__
-from ppec.cli import agent_cmd, alerts, completion, config_cmd, host, ip, output, place, request, vm
+from ppec.cli import (
+    agent_cmd,
+    alerts,
+    completion,
+    config_cmd,
+    host,
+    ip,
+    output,
+    place,
+    request,
+    sync,
+    vm,
+)
 from ppec.errors import EXIT_FAILED, PpecError
 
 app = typer.Typer(
@@ -29,6 +41,7 @@ app.add_typer(request.audit_app, name="audit")
 app.add_typer(config_cmd.app, name="config")
 app.command("place")(place.place)
 app.command("alerts")(alerts.alerts)
+app.command("sync")(sync.sync)
 app.command("completion")(completion.completion)
 
 

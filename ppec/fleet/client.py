@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -96,9 +96,11 @@ class HostResult:
     error: PpecError | None = None
 
 
-def fan_out(hosts: Iterable[Host], fn: Callable[[Host], T],
-            max_workers: int = 32) -> list[HostResult]:
-    """Run ``fn`` per host in parallel; one host's failure never hides another's answer."""
+def fan_out(hosts: Iterable[Host], fn: Callable[[Host], T], max_workers: int = 32,
+            on_result: Callable[[HostResult], None] | None = None) -> list[HostResult]:
+    """Run ``fn`` per host in parallel (at most ``max_workers`` at once); one host's failure
+    never hides another's answer. ``on_result`` sees each result as it arrives (progress);
+    the list returned is in the hosts' order."""
     hosts = list(hosts)
     if not hosts:
         return []
@@ -111,4 +113,8 @@ def fan_out(hosts: Iterable[Host], fn: Callable[[Host], T],
             return HostResult(host.name, False, error=e)
 
     with ThreadPoolExecutor(max_workers=min(max_workers, len(hosts))) as pool:
-        return list(pool.map(one, hosts))
+        futures = [pool.submit(one, h) for h in hosts]
+        if on_result is not None:
+            for f in as_completed(futures):
+                on_result(f.result())
+        return [f.result() for f in futures]
