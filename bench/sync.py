@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.fleet import make_fleet  # noqa: E402
-from tests.realparts import TEST_NODE_URI, Cli, make_key  # noqa: E402
+from tests.e2e.fleet import make_fleet
+from tests.realparts import TEST_NODE_URI, Cli, make_key
 
 
 def main() -> None:

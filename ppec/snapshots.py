@@ -37,7 +37,8 @@ def refresh(ctx: Context, hosts: list[Host],
 
 
 def stored(ctx: Context) -> dict[str, dict[str, Any]]:
-    return {h: data for h, (_, data) in ctx.store.snapshots().items()}
+    # The store's column is the time of record (the JSON carries the agent's copy).
+    return {h: {**data, "taken_at": taken} for h, (taken, data) in ctx.store.snapshots().items()}
 
 
 def to_placement(host: Host, data: dict[str, Any] | None) -> Any:

@@ -13,6 +13,7 @@ from ppec import __version__
 from ppec.cli import (
     agent_cmd,
     alerts,
+    capacity,
     completion,
     config_cmd,
     host,
@@ -42,6 +43,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("place")(place.place)
 app.command("alerts")(alerts.alerts)
 app.command("sync")(sync.sync)
+app.command("capacity")(capacity.capacity)
 app.command("completion")(completion.completion)
 
 

@@ -1,0 +1,104 @@
+"""Capacity reports over the latest snapshots: resources per group, and how many more of
+one shape fit (exactly, NUMA-aware), and where."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ppec import snapshots
+from ppec.context import Context
+from ppec.errors import BadInput
+
+GROUPINGS = ("region", "rack", "host", "numa")
+
+
+def _zero() -> dict[str, Any]:
+    return {"hosts": 0, "cpus": 0, "dedicated": 0, "shared_vcpus": 0, "free_cpus": 0,
+            "memory_mib": 0, "free_mib": 0, "storage_free_bytes": 0, "cpu_percent": 0.0}
+
+
+def report(ctx: Context, *, by: str = "host", ask: Any = None, spread: str | None = None,
+           refresh: bool = False, want_max: bool = False) -> dict[str, Any]:
+    from ppec.placement.capacity import fleet_capacity, largest
+    if by not in GROUPINGS:
+        raise BadInput(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}")
+    hosts = ctx.store.hosts()
+    data = snapshots.refresh(ctx, hosts) if refresh else snapshots.stored(ctx)
+    snaps = [snapshots.to_placement(h, data.get(h.name)) for h in hosts]
+    policy = ctx.config.placement_policy()
+    now = time.time()
+    caps = {}
+    if ask is not None:
+        caps = {c.host: c for c in fleet_capacity(snaps, ask.request(), now=now, policy=policy,
+                                                  spread=spread)}  # type: ignore[arg-type]
+    groups: dict[str, dict[str, Any]] = {}
+    excluded = []
+    for inv, snap in zip(hosts, snaps, strict=True):
+        state, _age = snapshots.freshness(data.get(inv.name), now, policy.stale_after)
+        if inv.drained or state != "fresh":
+            excluded.append({"host": inv.name, "reason": "drained" if inv.drained else
+                             f"snapshot {state}" if state != "none" else "no snapshot"})
+            continue
+        s = snap.summary
+        cap = caps.get(inv.name)
+        if by == "numa":
+            for i, cell in enumerate(snap.topology.cells):
+                g = groups.setdefault(f"{inv.name}/node{cell.id}", {"group": f"{inv.name}/"
+                                                                    f"node{cell.id}", **_zero()})
+                usable = {c.id for c in cell.cpus} - snap.topology.reserved
+                g["hosts"] = 1
+                g["cpus"] += len(usable)
+                g["free_cpus"] += s.node_free_cpus[i]
+                g["dedicated"] += len(usable) - s.node_free_cpus[i]
+                g["memory_mib"] += cell.memory_mib
+                g["free_mib"] += s.node_free_mib[i]
+                if cap is not None:
+                    g["fits"] = g.get("fits", 0) + cap.per_node.get(cell.id, 0)
+            if cap is not None and cap.per_node.get(-1):
+                g = groups.setdefault(f"{inv.name}/shared", {"group": f"{inv.name}/shared",
+                                                             **_zero()})
+                g["fits"] = g.get("fits", 0) + cap.per_node[-1]
+            continue
+        key = {"region": inv.region, "rack": inv.rack, "host": inv.name}[by] or "(none)"
+        g = groups.setdefault(key, {"group": key, **_zero()})
+        g["hosts"] += 1
+        g["cpus"] += s.cpus
+        g["dedicated"] += s.dedicated
+        g["shared_vcpus"] += s.shared_vcpus
+        g["free_cpus"] += s.pool
+        g["memory_mib"] += s.memory_mib
+        g["free_mib"] += s.free_mib
+        g["storage_free_bytes"] += snap.storage_free_bytes
+        snap_data = data.get(inv.name) or {}
+        g["cpu_percent"] += float(snap_data.get("cpu_percent") or 0.0)
+        if cap is not None:
+            g["fits"] = g.get("fits", 0) + cap.fits
+            if cap.fits:
+                g.setdefault("where", []).append({"host": inv.name, "fits": cap.fits})
+    rows = sorted(groups.values(), key=lambda g: g["group"])
+    for g in rows:
+        if by != "numa" and g["hosts"]:
+            g["cpu_percent"] = round(g["cpu_percent"] / g["hosts"], 1)
+        if "where" in g:
+            g["where"] = sorted(g["where"], key=lambda w: (-w["fits"], w["host"]))
+    total = _zero()
+    for g in rows:
+        for k in total:
+            total[k] += g.get(k, 0)
+    if by == "numa":
+        total["hosts"] = len({g["group"].split("/")[0] for g in rows})
+    if ask is not None:
+        total["fits"] = sum(g.get("fits", 0) for g in rows)
+    total["cpu_percent"] = round(total["cpu_percent"] / max(len(rows), 1), 1)
+    doc: dict[str, Any] = {"by": by, "groups": rows, "total": total, "excluded": excluded,
+                           "shape": None if ask is None else {
+                               "vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
+                               "disk_bytes": ask.disk_bytes, "numa": ask.numa,
+                               "threads": ask.threads, "spread": spread}}
+    if want_max:
+        fresh = [s for s, inv in zip(snaps, hosts, strict=True)
+                 if inv.name not in {e["host"] for e in excluded}]
+        doc["largest"] = {"dedicated": largest(fresh, dedicated=True, now=now, policy=policy),
+                          "shared": largest(fresh, dedicated=False, now=now, policy=policy)}
+    return doc

@@ -1,0 +1,72 @@
+"""``ppec capacity``: what the fleet has, and how many more of a shape fit, where."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ppec import capacity as cap
+from ppec.cli import options as opt
+from ppec.cli import output
+from ppec.cli.common import context, resources
+from ppec.cli.output import Fmt, OutputOpt
+from ppec.scheduler import Ask
+
+BASE = [("group", "GROUP"), ("hosts", "HOSTS"), ("cpus", "CPUS"), ("dedicated", "DEDICATED"),
+        ("shared_vcpus", "SHARED vCPU"), ("free_cpus", "FREE CPUS"), ("memory_mib", "MEM MiB"),
+        ("free_mib", "FREE MiB"), ("cpu_percent", "CPU%")]
+
+
+def capacity(
+    cpus: opt.Cpus = None,
+    memory: opt.Memory = None,
+    disk: opt.Disk = None,
+    flavor: opt.Flavor = None,
+    numa: opt.Numa = opt.NumaPolicy.shared,
+    numa_nodes: opt.NumaNodes = 0,
+    threads: opt.ThreadsOpt = opt.Threads.prefer,
+    emulator: opt.EmulatorOpt = opt.Emulator.share,
+    region: opt.Region = "",
+    vrf: opt.Vrf = "",
+    tag: opt.Tag = None,
+    spread: Annotated[opt.Spread | None, typer.Option(
+        help="Count as one HA group: at most one per host, rack or power domain.")] = None,
+    by: Annotated[str, typer.Option(help="region, rack, host or numa.")] = "host",
+    largest: Annotated[bool, typer.Option(
+        "--max", help="Also the largest single VM (dedicated and shared) that still fits "
+                      "anywhere.")] = False,
+    refresh: Annotated[bool, typer.Option(help="Sync every host first.")] = False,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """Cores, memory, disk and utilization per group; with a shape (--flavor or
+    --cpus/--memory), how many more fit, counted exactly with the NUMA rules, and where.
+    Uses the latest snapshots (`ppec sync`); stale or missing ones are excluded and listed."""
+    output.use(fmt)
+    with context() as ctx:
+        ask = None
+        if flavor or cpus or memory:
+            vcpus, memory_mib, disk_bytes = resources(ctx, flavor, cpus, memory, disk,
+                                                      disk_required=False)
+            ask = Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes,
+                      numa=numa.value, numa_nodes=numa_nodes, threads=threads.value,
+                      emulator=emulator.value, region=region, vrf=vrf,
+                      tags=tuple(tag or ()), ha_group="capacity" if spread else "",
+                      spread=spread.value if spread else "host")
+            ask.check(ctx.store.hosts())
+        doc = cap.report(ctx, by=by, ask=ask, spread=spread.value if spread else None,
+                         refresh=refresh, want_max=largest)
+    columns = BASE + ([("fits", "FITS"), ("where", "WHERE")] if ask is not None else [])
+    if fmt is Fmt.json:
+        output.emit_json(doc)
+        return
+    rows = [{**g, "where": ", ".join(f"{w['host']}:{w['fits']}" for w in g.get("where", [])[:5])}
+            for g in doc["groups"]] + [{**doc["total"], "group": "TOTAL", "where": ""}]
+    output.emit_list(fmt, {"groups": rows}, "groups", columns)
+    if fmt is Fmt.table:
+        for e in doc["excluded"]:
+            typer.echo(f"excluded: {e['host']} ({e['reason']})", err=True)
+        if "largest" in doc:
+            for kind, v in doc["largest"].items():
+                typer.echo(f"largest {kind} VM: {v['vcpus']} vCPUs, {v['memory_mib']} MiB "
+                           f"on {v['host'] or '-'}")
