@@ -9,7 +9,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-  qemu-system-x86 qemu-utils genisoimage
+  qemu-system-x86 qemu-utils genisoimage ganeti-htools-3.0
   openssh-server openssh-client
   postgresql
   python3 python3-venv python3-dev gcc procps

@@ -76,3 +76,29 @@ def export_file(path: Path, hosts: list[HostSnapshot],
              "cpu_overcommit": h.overcommit, "storage_free_bytes": h.storage_free_bytes}}
         for h in hosts]}
     path.write_text(json.dumps(doc))
+
+
+HSPACE = "/usr/lib/ganeti/3.0/usr/bin/hspace"
+
+
+def identical(n: int, now: float, cpus: int = 16, gib: int = 64, disk_gib: int = 1024,
+              reserved: int = 1) -> list[HostSnapshot]:
+    """n empty single-node hosts without SMT, like `hspace --simulate` models them: one CPU
+    reserved for the host, vCPUs at most one per remaining CPU (overcommit 1)."""
+    topo = topology(1, cpus, 1, gib)
+    topo = Topology(topo.cells, frozenset(range(reserved)))
+    return [HostSnapshot(name=f"n{i:04d}", topology=topo, taken_at=now, overcommit=1.0,
+                         storage_free_bytes=disk_gib << 30) for i in range(n)]
+
+
+def hspace_count(n: int, vcpus: int, mem_mib: int, disk_mib: int, cpus: int = 16,
+                 gib: int = 64, disk_gib: int = 1024, timeout: float = 600) -> int:
+    """Ganeti's own answer for the same empty fleet: standard-spec allocation, no N+1."""
+    import subprocess
+    done = subprocess.run(
+        [HSPACE, f"--simulate=p,{n},{disk_gib * 1024},{gib * 1024},{cpus}",
+         f"--standard-alloc={disk_mib},{mem_mib},{vcpus}", "--machine-readable",
+         "--no-capacity-checks", "--max-cpu=1", "--disk-template=plain"],
+        capture_output=True, text=True, timeout=timeout, check=True)
+    values = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+    return int(values["HTS_ALLOC_INSTANCES"])

@@ -119,3 +119,18 @@ def test_capacity_cli_on_real_agents(cli: Cli, tmp_path: Path) -> None:
         a.kill()
         b.kill()
 
+
+
+def test_at_least_what_ganeti_hspace_finds() -> None:
+    """Same empty fleet, no NUMA, no N+1: ppec's count is at least hspace's."""
+    from pathlib import Path as P
+
+    from tests.placement.fleets import HSPACE, hspace_count, identical
+    if not P(HSPACE).exists():
+        import pytest
+        pytest.skip(f"Ganeti's hspace not installed ({HSPACE}; Debian ganeti-htools-3.0)")
+    hosts = identical(20, NOW)
+    req = Request(vcpus=2, memory_mib=2048, disk_bytes=10 << 30)
+    ours = sum(c.fits for c in fleet_capacity(hosts, req, now=NOW))
+    theirs = hspace_count(20, 2, 2048, 10 * 1024)
+    assert ours >= theirs and theirs > 0, (ours, theirs)
