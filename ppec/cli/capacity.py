@@ -11,7 +11,6 @@ from ppec.cli import options as opt
 from ppec.cli import output
 from ppec.cli.common import context, resources
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.scheduler import Ask
 
 BASE = [("group", "GROUP"), ("hosts", "HOSTS"), ("cpus", "CPUS"), ("dedicated", "DEDICATED"),
         ("shared_vcpus", "SHARED vCPU"), ("free_cpus", "FREE CPUS"), ("memory_mib", "MEM MiB"),
@@ -46,13 +45,10 @@ def capacity(
     with context() as ctx:
         ask = None
         if flavor or cpus or memory:
-            vcpus, memory_mib, disk_bytes = resources(ctx, flavor, cpus, memory, disk,
-                                                      disk_required=False)
-            ask = Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes,
-                      numa=numa.value, numa_nodes=numa_nodes, threads=threads.value,
-                      emulator=emulator.value, region=region, vrf=vrf,
-                      tags=tuple(tag or ()), ha_group="capacity" if spread else "",
-                      spread=spread.value if spread else "host")
+            ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk,
+                                         disk_required=False),
+                               numa, numa_nodes, threads, emulator, region, vrf, tag,
+                               "capacity" if spread else "", spread or opt.Spread.host)
             ask.check(ctx.store.hosts())
         doc = cap.report(ctx, by=by, ask=ask, spread=spread.value if spread else None,
                          refresh=refresh, want_max=largest)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ppec.scheduler import Ask
+
 
 class NumaPolicy(StrEnum):
     shared = "shared"
@@ -57,3 +59,14 @@ ThreadsOpt = Annotated[Threads, typer.Option(
 EmulatorOpt = Annotated[Emulator, typer.Option(
     "--emulator", help="QEMU's own threads (dedicated): share the VM's CPUs, or isolate on "
                        "one more CPU.")]
+
+
+def make_ask(sizes: tuple[int, int, int], numa: NumaPolicy, numa_nodes: int, threads: Threads,
+             emulator: Emulator, region: str, vrf: str, tag: list[str] | None,
+             ha_group: str = "", spread: Spread = Spread.host) -> Ask:
+    """The options above, as one placement request (sizes: vCPUs, MiB, disk bytes)."""
+    vcpus, memory_mib, disk_bytes = sizes
+    return Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes, numa=numa.value,
+               numa_nodes=numa_nodes, threads=threads.value, emulator=emulator.value,
+               region=region, vrf=vrf, tags=tuple(tag or ()), ha_group=ha_group,
+               spread=spread.value)

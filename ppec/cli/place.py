@@ -13,7 +13,6 @@ from ppec.cli import output
 from ppec.cli.common import context, resources
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.errors import EXIT_NO_CAPACITY
-from ppec.scheduler import Ask
 
 COLUMNS = [("rank", "RANK"), ("host", "HOST"), ("score", "SCORE"), ("verdict", "WHY")]
 
@@ -46,12 +45,9 @@ def place(
     """Show where a VM of this shape would be placed; build nothing. Exit 3 if nowhere."""
     output.use(fmt)
     with context() as ctx:
-        vcpus, memory_mib, disk_bytes = resources(ctx, flavor, cpus, memory, disk,
-                                                  disk_required=False)
-        ask = Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes, numa=numa.value,
-                  numa_nodes=numa_nodes, threads=threads.value, emulator=emulator.value,
-                  region=region, vrf=vrf, tags=tuple(tag or ()), ha_group=ha_group,
-                  spread=spread.value)
+        ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk, disk_required=False),
+                           numa, numa_nodes, threads, emulator, region, vrf, tag, ha_group,
+                           spread)
         if from_snapshot is not None:
             fleet, hosts = scheduler.fleet_from_file(from_snapshot)
         else:

@@ -12,7 +12,6 @@ from ppec.cli import options as opt
 from ppec.cli import output
 from ppec.cli.common import context, held, partial_exit, resources
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.scheduler import Ask
 from ppec.units import MIB, format_size
 
 app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
@@ -58,11 +57,8 @@ def create(
     then build it on the best host; the host re-checks under its lock."""
     output.use(fmt)
     with context() as ctx:
-        vcpus, memory_mib, disk_bytes = resources(ctx, flavor, cpus, memory, disk)
-        ask = Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes,
-                  numa=numa.value, numa_nodes=numa_nodes, threads=threads.value,
-                  emulator=emulator.value, region=region, vrf=vrf, tags=tuple(tag or ()),
-                  ha_group=ha_group, spread=spread.value)
+        ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk), numa, numa_nodes,
+                           threads, emulator, region, vrf, tag, ha_group, spread)
         doc = vms.create(ctx, name, ask, image=image, host=host, dry_run=dry_run)
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
