@@ -156,7 +156,10 @@ def test_thirty_concurrent_dedicated_creates_never_share_a_cpu(cli: Cli,
     assert all(r.returncode == 3 and ("free CPUs" in r.stderr
                                       or "CPUs not dedicated" in r.stderr)
                for r in refused.values()), {n: r.stderr for n, r in refused.items()}
-    assert sum(sizes[n] for n in made) <= 16 and len(made) >= 8
+    used = sum(sizes[n] for n in made)
+    # Free CPUs only shrink, and with splits allowed a VM fits while enough CPUs are free:
+    # every refusal was for more vCPUs than are free even now.
+    assert used <= 16 and all(sizes[n] > 16 - used for n in refused), (used, sorted(refused))
     live = _live_pins(cli, made)
     seen: set[int] = set()
     for n in made:
