@@ -71,15 +71,26 @@ class Approvers:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "config") -> Approvers:
+        def names(value: Any, what: str) -> frozenset[str]:
+            # A bare string would become a set of letters and quietly change the policy.
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise BadInput(f"{source}: {what} must be a list of strings, "
+                               f"e.g. [\"delete\"]")
+            return frozenset(value)
+
         ops = []
         for name, o in data.get("operators", {}).items():
-            if not isinstance(o, dict) or "key" not in o:
+            if not isinstance(o, dict) or not isinstance(o.get("key"), str):
                 raise BadInput(f"{source}: operator {name!r} needs a key")
-            fingerprint(str(o["key"]))
-            ops.append(Operator(name, str(o["key"]), frozenset(o.get("roles", []))))
-        rules = {rtype: Rule(frozenset(r.get("operations", [])),
-                             frozenset(r.get("approvers", [])))
-                 for rtype, r in data.get("approval", {}).items()}
+            fingerprint(o["key"])
+            ops.append(Operator(name, o["key"], names(o.get("roles", []),
+                                                      f"operators.{name}.roles")))
+        rules = {}
+        for rtype, r in data.get("approval", {}).items():
+            if not isinstance(r, dict):
+                raise BadInput(f"{source}: [approval.{rtype}] must be a table")
+            rules[rtype] = Rule(names(r.get("operations", []), f"approval.{rtype}.operations"),
+                                names(r.get("approvers", []), f"approval.{rtype}.approvers"))
         return cls(tuple(ops), rules)
 
     @classmethod
@@ -209,6 +220,13 @@ def check_approval(approvers: Approvers, payload: dict[str, Any], maker_sig: str
             raise Forbidden(f"request payload lacks {key!r}")
     if operation is not None and payload["operation"] != operation:
         raise Forbidden(f"approval is for {payload['operation']}, not {operation}")
+    rtype, _, op = str(payload["operation"]).partition(".")
+    rule = approvers.rules.get(rtype)
+    # The type decides who may approve: it must be the operation's own, and the operation
+    # one the policy names, or a vm.delete could be dressed as an ip request.
+    if payload["type"] != rtype or rule is None or op not in rule.operations:
+        raise Forbidden(f"request type {payload['type']!r} does not match operation "
+                        f"{payload['operation']!r} under the approval policy")
     if resource is not None and payload["resource"] != resource:
         raise Forbidden(f"approval is for {payload['type']} {payload['resource']}, "
                         f"not {resource}")
@@ -226,8 +244,7 @@ def check_approval(approvers: Approvers, payload: dict[str, Any], maker_sig: str
     if checker.fingerprint == maker.fingerprint:
         raise Forbidden(f"{checker.name} signs with the maker's key ({maker.fingerprint}): "
                         f"the same person cannot approve under a second name")
-    rule = approvers.rules.get(str(payload["type"]))
-    allowed = rule.approvers if rule else frozenset()
+    allowed = rule.approvers
     if not checker.roles & allowed:
         raise Forbidden(f"{checker.name} (roles: {', '.join(sorted(checker.roles)) or 'none'}) "
                         f"may not approve {payload['type']} requests (needs: "

@@ -123,7 +123,9 @@ _BY_CODE.update({
 def from_wire(error: dict[str, Any], host: str | None = None) -> PpecError:
     """Rebuild an error an agent sent, keeping its code, message and details."""
     code = str(error.get("code", "FAILED"))
-    cls = _BY_CODE.get(code, PpecError)
     details = error.get("details")
-    return cls(str(error.get("message", "agent error")), code=code,
-               details=details if isinstance(details, dict) else {}, host=host)
+    details = dict(details) if isinstance(details, dict) else {}
+    kind = str(details.pop("kind", ""))
+    cls = _BY_CODE.get(code) or _BY_CODE.get(kind) or PpecError
+    return cls(str(error.get("message", "agent error")), code=code, details=details,
+               host=host)

@@ -145,7 +145,10 @@ def allocate(store: Store, vrf: str, owner: str = "", address: str = "") -> dict
             pool = next((p for p in in_vrf if want in p.network), None)
             if pool is None:
                 raise BadInput(f"{address} is in no pool of VRF {vrf}")
-            if want not in set(pool.network.hosts()) or pool.excluded(want):
+            net = pool.network
+            edge = {net.network_address} | ({net.broadcast_address}
+                                            if net.version == 4 and net.prefixlen < 31 else set())
+            if want in edge or pool.excluded(want):
                 raise BadInput(f"{address} is the network, broadcast, gateway or a reserved "
                                f"address of pool {pool.name}")
             if str(want) in used:

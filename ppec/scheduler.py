@@ -45,7 +45,7 @@ class Ask:
                            f"{self.vcpus} vCPUs")
         if self.spread not in SPREADS:
             raise BadInput(f"--spread must be one of {', '.join(SPREADS)}, not {self.spread!r}")
-        if self.ha_group and not _GROUP.match(self.ha_group):
+        if self.ha_group and not _GROUP.fullmatch(self.ha_group):
             raise BadInput(f"invalid HA group name {self.ha_group!r}: use lower-case letters, "
                            f"digits, '.', '_' and '-' (no spaces)", code="BAD_NAME")
         if self.spread != "host" and not self.ha_group:

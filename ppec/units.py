@@ -6,7 +6,7 @@ import re
 
 from ppec.errors import BadInput
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGTP]?)(i?B)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"\s*(\d+)\s*([KMGTP]?)(i?B)?\s*", re.IGNORECASE)
 _FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
 
 
@@ -16,7 +16,7 @@ def parse_size(text: str, *, what: str = "size", default_unit: str = "") -> int:
     A bare number means bytes unless ``default_unit`` says otherwise. Fractions are refused
     on purpose: ``1.5G`` is ambiguous about rounding and operators can write ``1536M``.
     """
-    m = _SIZE.match(text)
+    m = _SIZE.fullmatch(text)
     if not m:
         raise BadInput(f"invalid {what} {text!r}: use a whole number with K, M, G or T "
                        f"(binary units), e.g. 512M or 8G", code="BAD_SIZE")
@@ -45,14 +45,14 @@ _HOST_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
 def check_vm_name(name: str) -> str:
-    if not _VM_NAME.match(name):
+    if not _VM_NAME.fullmatch(name):
         raise BadInput(f"invalid VM name {name!r}: use 1-63 lower-case letters, digits and "
                        f"'-', starting and ending with a letter or digit", code="BAD_NAME")
     return name
 
 
 def check_host_name(name: str) -> str:
-    if not _HOST_NAME.match(name):
+    if not _HOST_NAME.fullmatch(name):
         raise BadInput(f"invalid host name {name!r}: use 1-63 lower-case letters, digits, "
                        f"'.', '_' and '-', starting and ending with a letter or digit",
                        code="BAD_NAME")

@@ -54,7 +54,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                 "rejected": [asdict(r) for r in decision.rejected]}
     refusals: list[str] = []
     tried: set[str] = set()
-    claimed = False
+    claimed = in_flight = False
     try:
         for _ in range(MAX_ROUNDS):
             cands = [c for c in decision.ranked if c.host not in tried]
@@ -84,14 +84,17 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                 if address is not None:
                     params["network"] = {"address": f"{address['address']}/{address['prefix']}",
                                          "gateway": address["gateway"], "dns": address["dns"]}
+                in_flight = True
                 try:
                     result = _create_on(ctx.client(ctx.store.host(cand.host)), name, params)
                 except NoCapacity as e:
+                    in_flight = False
                     ipdb.release_owner(ctx.store, name)
                     refusals.append(f"{cand.host}: {e.message}")
                     if len(refusals) >= MAX_ATTEMPTS:
                         break
                     continue
+                in_flight = False
                 ctx.store.set_vm(name, state=result["state"])
                 return {**result, "host": cand.host, "attempts": len(tried),
                         "ip": address}
@@ -102,12 +105,18 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                 fleet.members[ask.ha_group] = [m for m in ctx.store.ha_members(ask.ha_group)
                                                if m[0] != name]
             decision = scheduler.decide(ctx, fleet, ask)
-    except BaseException:
-        # Only our own claim: a name another create holds is never ours to drop.
+    except BaseException as e:
+        # Only our own claim: a name another create holds is never ours to drop. And while
+        # the agent may still be building (the request left, no answer came), keep the
+        # name and the address: they may be in use. `ppec vm delete` resolves it.
+        unknown = isinstance(e, OutcomeUnknown) or (in_flight and not isinstance(e, PpecError))
         if claimed and (row := ctx.store.vm_or_none(name)) is not None \
                 and row.state == "creating":
-            ipdb.release_owner(ctx.store, name)
-            ctx.store.forget_vm(name)
+            if unknown:
+                ctx.store.set_vm(name, state="unknown")
+            else:
+                ipdb.release_owner(ctx.store, name)
+                ctx.store.forget_vm(name)
         raise
     if claimed:
         ipdb.release_owner(ctx.store, name)
@@ -115,20 +124,23 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     raise scheduler.no_capacity(name, decision, refusals)
 
 
+class OutcomeUnknown(PpecError):
+    code = "OUTCOME_UNKNOWN"
+
+
 def _create_on(client: AgentClient, name: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
         return dict(client.call("vm.create", name=name, **params))
     except TransportError as e:
-        # The connection broke after the request left: the agent may have built the VM.
-        # Ask again on a fresh connection rather than guess.
+        # The connection broke: the agent may have built the VM, or may still be (queued
+        # behind its lock). Ask again on a fresh connection; only a VM found is an answer.
         try:
             return dict(client.call("vm.get", name=name))
-        except NotFound:
-            raise e from None
         except PpecError:
-            raise PpecError(f"{e}; whether {name} was created is unknown: check with "
-                            f"`ppec vm show {name} --host {client.host.name}`",
-                            code="OUTCOME_UNKNOWN", host=client.host.name) from None
+            raise OutcomeUnknown(
+                f"{e.message}; whether {name} was created is unknown (its name and address "
+                f"stay reserved): check with `ppec vm show {name}`, remove with "
+                f"`ppec vm delete {name}`", host=client.host.name) from None
 
 
 def _locate(ctx: Context, name: str, host: str | None) -> Host:

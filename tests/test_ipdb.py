@@ -167,3 +167,11 @@ def test_ip_cli_exit_codes(cli: Cli) -> None:
     cli.ok("ip", "release", "10.0.0.2", "--vrf", "blue")
     pools = json.loads(cli.ok("ip", "pool", "list", "-o", "json").stdout)["pools"]
     assert [(p["name"], p["usable"]) for p in pools] == [("p1", 1)]
+
+
+def test_a_named_ipv6_address_in_a_64_is_checked_without_listing_the_pool(store: Store) -> None:
+    ipdb.add_pool(store, "v6", "blue6", "2001:db8::/64")
+    got = ipdb.allocate(store, "blue6", address="2001:db8::10")
+    assert got["address"] == "2001:db8::10" and got["prefix"] == 64
+    with pytest.raises(BadInput, match="network, broadcast"):
+        ipdb.allocate(store, "blue6", address="2001:db8::")

@@ -366,3 +366,32 @@ def _send_create(agent: Agent) -> dict[str, object]:
         s.connect(str(agent.socket))
         s.sendall(protocol.encode(msg))
         return json.loads(s.makefile("rb").readline())
+
+
+@pytest.mark.parametrize(("toml", "words"), [
+    ('[approval.vm]\noperations = "delete"\napprovers = ["sre"]\n',
+     "approval.vm.operations must be a list of strings"),
+    ('[approval.vm]\noperations = ["delete"]\napprovers = "admins"\n',
+     "approval.vm.approvers must be a list of strings"),
+    ('[operators.x]\nkey = "ssh-ed25519 AAAA"\nroles = "ops"\n',
+     "operators.x.roles must be a list"),
+])
+def test_policy_values_must_be_lists(toml: str, words: str) -> None:
+    import tomllib
+
+    from ppec.errors import BadInput
+    with pytest.raises(BadInput, match=words):
+        Approvers.from_mapping(tomllib.loads(toml))
+
+
+def test_an_operation_cannot_borrow_another_types_approvers(people: dict[str, Path]) -> None:
+    """A vm.delete dressed as an ip request, approved by an ip-only approver, is refused."""
+    import tomllib
+    appr = Approvers.from_mapping(tomllib.loads(policy_toml(people)))
+    alice = appr.named("alice")
+    assert alice is not None
+    payload = new_payload("vm.delete", "ip", "web", alice, host="t1")
+    maker_sig = sign(_key(people["alice"]), PURPOSE_REQUEST, digest(payload))
+    checker_sig = sign(_key(people["carol"]), PURPOSE_APPROVE, digest(payload))
+    with pytest.raises(Forbidden, match="does not match operation"):
+        check_approval(appr, payload, maker_sig, "carol", checker_sig, operation="vm.delete")

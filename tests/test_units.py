@@ -14,7 +14,8 @@ def test_parse_size(text: str, value: int) -> None:
     assert parse_size(text) == value
 
 
-@pytest.mark.parametrize("text", ["12Q", "1.5G", "", "G", "-1G", "0", "0M", "8 G B", "1e3"])
+@pytest.mark.parametrize("text", ["12Q", "1.5G", "", "G", "-1G", "0", "0M", "8 G B", "1e3",
+                                  "8G\nX"])
 def test_parse_size_refuses(text: str) -> None:
     with pytest.raises(BadInput) as e:
         parse_size(text, what="memory")
@@ -34,7 +35,7 @@ def test_vm_names_accepted(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "Bad_Name", "-a", "a-", "x" * 64, "a b", "../etc",
-                                  "a.b", "ü"])
+                                  "a.b", "ü", "foo\n"])
 def test_vm_names_refused(name: str) -> None:
     with pytest.raises(BadInput):
         check_vm_name(name)

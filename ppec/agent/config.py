@@ -21,6 +21,7 @@ class AgentConfig:
     socket_group: str = ""
     state_dir: str = "/var/lib/ppec"
     storage_dir: str = "/var/lib/ppec/disks"
+    image_dir: str = "/var/lib/ppec/images"
     libvirt_uri: str = "qemu:///system"
     domain_type: str = "auto"
     reserved_cpus: str = ""

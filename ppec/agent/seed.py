@@ -56,6 +56,8 @@ def build(path: Path, hostname: str, instance_id: str, net: dict[str, Any]) -> N
                                   capture_output=True, text=True, timeout=60, check=False)
         except FileNotFoundError:
             raise StorageError("genisoimage is not installed on this host") from None
+        except subprocess.TimeoutExpired:
+            raise StorageError("genisoimage did not finish within 60 s") from None
     if done.returncode != 0:
         raise StorageError(f"building the seed ISO failed: {done.stderr.strip()}")
     path.chmod(0o644)

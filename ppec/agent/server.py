@@ -15,6 +15,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -74,10 +75,13 @@ class AgentServer:
             while not self._stopping.is_set():
                 try:
                     conn, _ = self._sock.accept()
-                except OSError:
+                except OSError as e:
                     if self._stopping.is_set():
                         break
-                    raise
+                    # Out of descriptors, an aborted handshake: serve on, never exit.
+                    log.warning("accept failed: %s", e)
+                    time.sleep(0.1)
+                    continue
                 threading.Thread(target=self._serve_connection, args=(conn,),
                                  daemon=True).start()
         finally:
@@ -182,7 +186,10 @@ class AgentServer:
                 result = handler(**clean)
             return protocol.reply_ok(msg_id, result)
         except PpecError as e:
-            return protocol.reply_error(msg_id, e.code, e.message, e.details)
+            # "kind" names the error's class, so the client keeps its exit code even for
+            # codes it has never heard of.
+            return protocol.reply_error(msg_id, e.code, e.message,
+                                        {**e.details, "kind": type(e).code})
         except Exception as e:  # a bug must cost one request, never the daemon
             log.exception("internal error serving %r", line[:200])
             return protocol.reply_error(msg_id, "INTERNAL", f"internal error: {e}")

@@ -287,7 +287,8 @@ class AgentService:
         step = "create disk"
         made_disk = defined = False
         try:
-            storage.create_volume(Path(rec.disk_path), disk_bytes, image)
+            storage.create_volume(Path(rec.disk_path), disk_bytes, image,
+                                  Path(self.config.image_dir))
             made_disk = True
             if net is not None:
                 step = "build seed ISO"
@@ -305,9 +306,12 @@ class AgentService:
             defined = True
             step = "start domain"
             self.hv.start(name)
-        except PpecError as e:
+        except Exception as e:
             log.warning("create %s failed at %s: %s; undoing", name, step, e)
             self._undo_create(rec, defined=defined, disk=made_disk)
+            if not isinstance(e, PpecError):   # a timeout, an OSError: still one clean error
+                raise PpecError(f"create {name} failed at step '{step}': {e}",
+                                details={"step": step}) from None
             e.message = f"create {name} failed at step '{step}': {e.message}"
             e.details["step"] = step
             raise
@@ -362,9 +366,10 @@ class AgentService:
 
     def _owned(self, name: str) -> tuple[Domain | None, VmRecord]:
         dom, rec = self.hv.find(name), self.ledger.get(name)
-        if rec is None:
-            if dom is None:
-                raise NotFound(f"no VM named {name} on {self.config.host}")
+        if rec is None and dom is None:
+            raise NotFound(f"no VM named {name} on {self.config.host}")
+        if rec is None or (dom is not None and not self._ours(dom)):
+            # A stale ledger row must not make another domain of that name ours.
             raise Conflict(f"domain {name} on {self.config.host} was not created by this "
                            f"host's ppec agent; refusing to touch it", code="NOT_OWNED")
         return dom, rec

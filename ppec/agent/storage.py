@@ -18,17 +18,23 @@ def _qemu_img(*args: str) -> str:
                               timeout=120, check=False)
     except FileNotFoundError:
         raise StorageError("qemu-img is not installed on this host") from None
+    except subprocess.TimeoutExpired:
+        raise StorageError(f"qemu-img {args[0]} did not finish within 120 s") from None
     if done.returncode != 0:
         raise StorageError(f"qemu-img {args[0]} failed: "
                            f"{done.stderr.strip() or done.stdout.strip()}")
     return done.stdout
 
 
-def image_info(path: str) -> tuple[str, int]:
-    """(format, virtual size) of a base image."""
+def image_info(path: str, image_dir: Path) -> tuple[str, int]:
+    """(format, virtual size) of a base image, which must live in the image dir: a VM's
+    disk layered on any other host file would let its guest read that file."""
     p = Path(path)
     if not p.is_absolute():
         raise BadInput(f"image path {path!r} must be absolute (a path on the host)")
+    if not p.resolve().is_relative_to(image_dir.resolve()):
+        raise BadInput(f"image {path} is not under the image dir {image_dir}",
+                       code="IMAGE_OUTSIDE")
     if not p.is_file():
         raise BadInput(f"image {path} does not exist on this host", code="NOT_FOUND")
     info = json.loads(_qemu_img("info", "--output=json", "-U", path))
@@ -43,14 +49,15 @@ def check_space(storage_dir: Path, size: int) -> None:
                            details={"free_bytes": free, "needed_bytes": size})
 
 
-def create_volume(path: Path, size: int, image: str = "") -> None:
+def create_volume(path: Path, size: int, image: str = "",
+                  image_dir: Path = Path("/var/lib/ppec/images")) -> None:
     """A qcow2 of ``size`` bytes, optionally a copy-on-write overlay of ``image``."""
     if path.exists():
         raise StorageError(f"volume {path} already exists; refusing to overwrite it",
                            code="VOLUME_EXISTS")
     args = ["create", "-q", "-f", "qcow2"]
     if image:
-        fmt, virtual = image_info(image)
+        fmt, virtual = image_info(image, image_dir)
         if size < virtual:
             raise BadInput(f"disk size {format_size(size)} is smaller than image {image} "
                            f"({format_size(virtual)})")

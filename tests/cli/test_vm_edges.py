@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,13 +16,28 @@ from tests.realparts import Agent, Cli
 
 
 @pytest.fixture
+def images(tmp_path: Path) -> Path:
+    d = tmp_path / "images"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def test_agent(tmp_path: Path, images: Path) -> Iterator[Agent]:
+    """This file's agent keeps base images in a dir of the test's own."""
+    agent = Agent(tmp_path / "agent", host="t1", extra={"image_dir": str(images)}).start()
+    yield agent
+    agent.kill()
+
+
+@pytest.fixture
 def fleet(cli: Cli, test_agent: Agent) -> Cli:
     cli.ok("host", "add", "t1", "--address", "local", "--socket", str(test_agent.socket))
     return cli
 
 
-def test_image_becomes_the_backing_file(fleet: Cli, test_agent: Agent, tmp_path: Path) -> None:
-    base = tmp_path / "base.qcow2"
+def test_image_becomes_the_backing_file(fleet: Cli, test_agent: Agent, images: Path) -> None:
+    base = images / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
     fleet.ok("vm", "create", "img1", "--cpus", "1", "--memory", "64M", "--disk", "128M",
              "--image", str(base))
@@ -33,15 +49,17 @@ def test_image_becomes_the_backing_file(fleet: Cli, test_agent: Agent, tmp_path:
 
 
 @pytest.mark.parametrize(("image", "disk", "words"), [
-    ("/nonexistent/base.qcow2", "128M", "image /nonexistent/base.qcow2 does not exist"),
+    ("IMAGES/nope.qcow2", "128M", "nope.qcow2 does not exist on this host"),
     ("relative.qcow2", "128M", "must be absolute"),
+    ("/etc/passwd", "128M", "image /etc/passwd is not under the image dir"),
+    ("IMAGES/../agent/state/ledger.db", "128M", "is not under the image dir"),
     ("BASE", "32M", "disk size 32M is smaller than image"),
 ])
-def test_bad_images_leave_nothing(fleet: Cli, test_agent: Agent, tmp_path: Path, image: str,
+def test_bad_images_leave_nothing(fleet: Cli, test_agent: Agent, images: Path, image: str,
                                   disk: str, words: str) -> None:
-    base = tmp_path / "base.qcow2"
+    base = images / "base.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
-    image = str(base) if image == "BASE" else image
+    image = str(base) if image == "BASE" else image.replace("IMAGES", str(images))
     done = fleet.run("vm", "create", "img2", "--cpus", "1", "--memory", "64M", "--disk", disk,
                      "--image", image)
     assert done.returncode == 2, done.stderr
