@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 from typing import Any
 
+from ppec.clock import utc_now
 from ppec.errors import PpecError
 from ppec.store import Store
 
@@ -33,7 +33,7 @@ def append(store: Store, actor: str, action: str, request_id: int | None,
     with store.transaction() as db:
         last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        entry = {"seq": seq, "at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        entry = {"seq": seq, "at": utc_now("microseconds"),
                  "actor": actor, "action": action, "request_id": request_id,
                  "detail": json.dumps(detail, sort_keys=True), "prev": prev}
         entry["hash"] = _hash(entry)

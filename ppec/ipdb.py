@@ -10,9 +10,9 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from ppec.clock import utc_now
 from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound
 from ppec.store import Store
 from ppec.units import check_host_name
@@ -20,9 +20,6 @@ from ppec.units import check_host_name
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,7 @@ def add_pool(store: Store, name: str, vrf: str, cidr: str, gateway: str = "",
             db.execute("INSERT INTO ip_pools (name, vrf, cidr, gateway, dns, reserved, "
                        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (name, vrf, str(net), gateway, json.dumps(list(pool.dns)),
-                        json.dumps([list(r) for r in ranges]), _now()))
+                        json.dumps([list(r) for r in ranges]), utc_now()))
         except store.db.IntegrityError:
             raise AlreadyExists(f"IP pool {name} already exists") from None
     return pool
@@ -170,7 +167,7 @@ def allocate(store: Store, vrf: str, owner: str = "", address: str = "") -> dict
                              f"({', '.join(p.cidr for p in in_vrf)})", code="POOL_EXHAUSTED")
         pool, addr = chosen
         db.execute("INSERT INTO ip_addresses (vrf, address, pool, owner, allocated_at) "
-                   "VALUES (?, ?, ?, ?, ?)", (vrf, addr, pool.name, owner, _now()))
+                   "VALUES (?, ?, ?, ?, ?)", (vrf, addr, pool.name, owner, utc_now()))
     return {"vrf": vrf, "address": addr, "prefix": pool.network.prefixlen, "pool": pool.name,
             "gateway": pool.gateway, "dns": list(pool.dns), "owner": owner}
 

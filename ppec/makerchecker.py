@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from ppec import audit, ipdb
@@ -20,6 +19,7 @@ from ppec.approvals import (
     new_payload,
     sign,
 )
+from ppec.clock import utc_now
 from ppec.context import Context
 from ppec.errors import Conflict, NotFound
 
@@ -31,9 +31,6 @@ def approvers(ctx: Context) -> Approvers:
 def needs(ctx: Context, rtype: str, operation: str) -> bool:
     return approvers(ctx).needs(rtype, operation)
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _row(ctx: Context, request_id: int) -> dict[str, Any]:
@@ -63,7 +60,7 @@ def create(ctx: Context, signer: Signer, operation: str, rtype: str, resource: s
         db.execute("INSERT INTO requests (id, payload, digest, maker, maker_sig, state, "
                    "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                    (request_id, json.dumps(payload, sort_keys=True), hexdigest, maker.name,
-                    sign(key, PURPOSE_REQUEST, hexdigest), _now()))
+                    sign(key, PURPOSE_REQUEST, hexdigest), utc_now()))
     audit.append(ctx.store, maker.name, "request", request_id,
                  {"operation": payload["operation"], "resource": resource, "host": host,
                   "digest": hexdigest})
@@ -103,7 +100,7 @@ def _set(ctx: Context, request_id: int, expect: str, state: str, **fields: str) 
     sets = ", ".join([f"{k}=?" for k in fields] + ["state=?", "updated_at=?"])
     with ctx.store.transaction() as db:
         cur = db.execute(f"UPDATE requests SET {sets} WHERE id=? AND state=?",
-                         (*fields.values(), state, _now(), request_id, expect))
+                         (*fields.values(), state, utc_now(), request_id, expect))
         if cur.rowcount != 1:
             now = db.execute("SELECT state FROM requests WHERE id=?",
                              (request_id,)).fetchone()
@@ -158,7 +155,7 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     except Exception as e:
         with ctx.store.transaction() as db:
             db.execute("UPDATE requests SET state='failed', note=?, updated_at=? WHERE id=?",
-                       (str(e), _now(), request_id))
+                       (str(e), utc_now(), request_id))
         audit.append(ctx.store, actor or doc["checker"], "failed", request_id,
                      {"error": str(e)})
         raise

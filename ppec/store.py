@@ -11,10 +11,10 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ppec.clock import utc_now
 from ppec.db import Connection, connect
 from ppec.errors import AlreadyExists, BadInput, NotFound, PpecError
 
@@ -124,9 +124,6 @@ MIGRATIONS: list[str] = [
 ]
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
 
 @dataclass(frozen=True)
 class Host:
@@ -143,7 +140,7 @@ class Host:
     cost: float = 0.0
     tags: tuple[str, ...] = ()
     drained: bool = False
-    added_at: str = field(default_factory=_now)
+    added_at: str = field(default_factory=utc_now)
     power_idle_w: float = 0.0
     power_max_w: float = 0.0
 
@@ -267,7 +264,7 @@ class Store:
         member on the same key fails on the ``vms_ha_spread`` constraint, however many
         ``ppec`` processes race.
         """
-        now = _now()
+        now = utc_now()
         try:
             with self._tx() as db:
                 db.execute(f"INSERT INTO vms ({_VM_COLS}, ha_group, ha_key) "
@@ -325,7 +322,7 @@ class Store:
         try:
             with self._tx() as db:
                 db.execute("UPDATE vms SET host=?, ha_key=CASE WHEN ha_group IS NULL THEN NULL "
-                           "ELSE ? END, updated_at=? WHERE name=?", (host, ha_key, _now(), name))
+                           "ELSE ? END, updated_at=? WHERE name=?", (host, ha_key, utc_now(), name))
         except self.db.IntegrityError:
             raise HaConflict(f"the HA group already has a member on {ha_key}") from None
 
@@ -335,7 +332,7 @@ class Store:
         assignments = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE vms SET {assignments}, updated_at=? WHERE name=?",
-                       (*fields.values(), _now(), name))
+                       (*fields.values(), utc_now(), name))
 
     def forget_vm(self, name: str) -> None:
         with self._tx() as db:

@@ -14,9 +14,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
+from ppec.clock import utc_now
 from ppec.errors import AlreadyExists
 from ppec.numa import Allocation
 
@@ -72,10 +72,6 @@ MIGRATIONS = [
 ]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
          " created_at, policy, threads, emulator, numa_nodes")
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -140,7 +136,7 @@ class Ledger:
                     f"INSERT INTO vms ({_COLS}, updated_at) VALUES ({','.join('?' * 15)})",
                     (rec.name, rec.uuid, "creating", rec.vcpus, rec.memory_mib, rec.disk_path,
                      rec.disk_bytes, rec.image, rec.power, rec.created_at, rec.policy,
-                     rec.threads, rec.emulator, rec.numa_nodes, now()))
+                     rec.threads, rec.emulator, rec.numa_nodes, utc_now()))
                 self._hold(db, rec.name, cpus, memory)
         except sqlite3.IntegrityError as e:
             raise AlreadyExists(f"the ledger already holds a VM named {rec.name}, its disk "
@@ -164,7 +160,7 @@ class Ledger:
     def record_alerts(self, alerts: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
         """Open alerts become exactly ``alerts``: new ones dated now, ongoing ones keep
         their first sighting, the rest are resolved (removed)."""
-        stamp = now()
+        stamp = utc_now()
         current = list(alerts)
         with self._tx() as db:
             keep = {(c, o) for c, o, _ in current}
@@ -186,7 +182,7 @@ class Ledger:
         try:
             with self._tx() as db:
                 db.execute("INSERT INTO used_nonces (nonce, digest, used_at) VALUES (?, ?, ?)",
-                           (nonce, digest, now()))
+                           (nonce, digest, utc_now()))
         except sqlite3.IntegrityError:
             return False
         return True
@@ -194,12 +190,12 @@ class Ledger:
     def set_state(self, name: str, state: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE vms SET state=?, updated_at=? WHERE name=?",
-                       (state, now(), name))
+                       (state, utc_now(), name))
 
     def set_power(self, name: str, power: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE vms SET power=?, updated_at=? WHERE name=?",
-                       (power, now(), name))
+                       (power, utc_now(), name))
 
     def remove(self, name: str) -> None:
         """The row and, by cascade, every CPU and MiB it held."""

@@ -25,7 +25,8 @@ from ppec import numa
 from ppec.agent import domxml, drift, seed, storage
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.hypervisor import Domain, Hypervisor
-from ppec.agent.ledger import Ledger, VmRecord, now
+from ppec.agent.ledger import Ledger, VmRecord
+from ppec.clock import utc_now
 from ppec.errors import AlreadyExists, Conflict, NoCapacity, NotFound, PpecError
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ class AgentService:
                 held.get(rec.name) if rec.policy == "dedicated" else None,
                 self._live_holdings(rec, live_xml) if rec.policy == "dedicated" else None)
         alerts = self.ledger.record_alerts((a.code, a.object, a.detail) for a in found)
-        return {"host": self.config.host, "checked_at": now(), "alerts": alerts}
+        return {"host": self.config.host, "checked_at": utc_now(), "alerts": alerts}
 
     def vm_xml(self, name: str) -> dict[str, Any]:
         self.vm_get(name)   # the same ownership rule as every other read
@@ -280,7 +281,7 @@ class AgentService:
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         rec = VmRecord(name=name, uuid=str(uuid.uuid4()), state="creating", vcpus=vcpus,
                        memory_mib=memory_mib, disk_path=str(self.storage_dir / f"{name}.qcow2"),
-                       disk_bytes=disk_bytes, image=image, power="running", created_at=now(),
+                       disk_bytes=disk_bytes, image=image, power="running", created_at=utc_now(),
                        policy=numa, threads=threads, emulator=emulator, numa_nodes=numa_nodes)
         holding = plan.allocation(name, vcpus, memory_mib)
         self.ledger.begin_create(rec, holding.cpus, holding.memory)
