@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ppec.errors import BadInput
+from ppec.numa.topology import parse_cpulist
 from ppec.units import MIB, parse_size
 
 DEFAULT_PATH = Path("/etc/ppec/agent.toml")
@@ -48,18 +49,11 @@ class AgentConfig:
 
 
 def parse_cpu_list(text: str) -> frozenset[int]:
-    """``"0-1,4"`` -> {0, 1, 4}, the Linux cpulist syntax."""
-    cpus: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise BadInput(f"invalid CPU list {text!r}") from None
-        if first < 0 or last < first:
-            raise BadInput(f"invalid CPU range {part!r} in {text!r}")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)
+    """``"0-1,4"`` -> {0, 1, 4}; a config error is bad input, not a crash."""
+    try:
+        return parse_cpulist(text)
+    except ValueError as e:
+        raise BadInput(f"invalid CPU list {text!r}: {e}") from None
 
 
 def load(path: Path | None) -> AgentConfig:

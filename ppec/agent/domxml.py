@@ -6,10 +6,11 @@ Never string concatenation: names and paths go through ElementTree's escaping.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ppec.numa import Plan
+from ppec.numa.topology import format_cpulist as cpulist
+from ppec.numa.topology import parse_cpulist
 
 NS = "https://ppec.dev/xmlns/vm/1"
 ET.register_namespace("ppec", NS)
@@ -68,31 +69,6 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     if text is not None:
         el.text = text
     return el
-
-
-def cpulist(cpus: Iterable[int]) -> str:
-    """{0, 1, 2, 5} -> ``0-2,5``: the syntax libvirt and the kernel use."""
-    ids = sorted(set(cpus))
-    runs: list[str] = []
-    i = 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        runs.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ",".join(runs)
-
-
-def parse_cpulist(text: str) -> frozenset[int]:
-    out: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if part.startswith("^"):
-            out.discard(int(part[1:]))
-            continue
-        lo, sep, hi = part.partition("-")
-        out.update(range(int(lo), int(hi) + 1) if sep else (int(lo),))
-    return frozenset(out)
 
 
 def metadata_element(spec: DomainSpec) -> ET.Element:

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ppec.agent import domxml
+from ppec.numa.topology import format_cpulist
 
 FOREIGN_DOMAIN = "FOREIGN_DOMAIN"      # a domain ppec (this host's agent) did not create
 DOMAIN_MISSING = "DOMAIN_MISSING"      # a ppec VM libvirt no longer has
@@ -69,8 +70,8 @@ def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
             alerts.append(Alert(DISK_REMOVED, name, f"{where}: {gone} detached outside ppec"))
     if held is not None and live_held is not None and held != live_held:
         alerts.append(Alert(PINNING_CHANGED, name,
-                            f"ppec holds CPUs {domxml.cpulist(held[0]) or '-'} memory "
-                            f"{list(held[1])}, live XML has {domxml.cpulist(live_held[0]) or '-'}"
+                            f"ppec holds CPUs {format_cpulist(held[0]) or '-'} memory "
+                            f"{list(held[1])}, live XML has {format_cpulist(live_held[0]) or '-'}"
                             f" memory {list(live_held[1])}"))
     # Same code twice (live and config) says one thing: keep the first.
     seen, out = set(), []

@@ -28,6 +28,7 @@ from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord
 from ppec.clock import utc_now
 from ppec.errors import AlreadyExists, Conflict, NoCapacity, NotFound, PpecError
+from ppec.numa.topology import format_cpulist
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,8 @@ class AgentService:
             if held is not None and (held.cpus, held.memory) == (cpus, memory):
                 continue
             notes.append(f"{rec.name}: ledger held CPUs "
-                         f"{domxml.cpulist(held.cpus) if held else '-'}, live XML has "
-                         f"{domxml.cpulist(cpus) or '-'}; the live XML wins")
+                         f"{format_cpulist(held.cpus) if held else '-'}, live XML has "
+                         f"{format_cpulist(cpus) or '-'}; the live XML wins")
             log.warning("drift: %s", notes[-1])
             try:
                 self.ledger.replace_holdings(rec.name, cpus, memory)
@@ -180,7 +181,7 @@ class AgentService:
             nodes.append({
                 "node": cell.id, "cpus": len(ids), "reserved": len(reserved),
                 "dedicated": len(dedicated), "free": len(free),
-                "free_cpus": domxml.cpulist(free), "memory_mib": cell.memory_mib,
+                "free_cpus": format_cpulist(free), "memory_mib": cell.memory_mib,
                 "bound_mib": bound, "free_mib": cell.memory_mib - bound,
                 "vms": sorted({held[c] for c in dedicated} | {
                     a.vm for a in allocs if any(c == cell.id for c, _ in a.memory)}),
@@ -352,7 +353,7 @@ class AgentService:
                 self.hv.pin_float(a.vm, pool, host_cpus)
             except PpecError as e:   # the VM keeps running; its pins are reported as drift
                 log.warning("could not re-pin shared VM %s to %s: %s", a.vm,
-                            domxml.cpulist(pool), e)
+                            format_cpulist(pool), e)
 
     def _undo_create(self, rec: VmRecord, *, defined: bool, disk: bool = True) -> None:
         """Reverse a create step by step; each step tolerates the one before not having run."""

@@ -49,17 +49,38 @@ class Topology:
                 return cell.id
         raise KeyError(cpu)
 
-    def with_reserved(self, reserved: Iterable[int]) -> Topology:
-        return Topology(self.cells, frozenset(reserved))
 
 
 def parse_cpulist(text: str) -> frozenset[int]:
-    """Linux cpulist syntax: ``0-3,8,10-11``."""
+    """The cpulist syntax of the kernel and libvirt: ``0-3,8,10-11``, ``0-7,^3``.
+
+    Raises ValueError on anything else (a reversed range, a negative number, a word).
+    """
     out: set[int] = set()
     for part in filter(None, (p.strip() for p in text.split(","))):
+        if part.startswith("^"):
+            out.discard(int(part[1:]))
+            continue
         lo, sep, hi = part.partition("-")
-        out.update(range(int(lo), int(hi) + 1) if sep else (int(lo),))
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if first < 0 or last < first:
+            raise ValueError(f"invalid CPU range {part!r}")
+        out.update(range(first, last + 1))
     return frozenset(out)
+
+
+def format_cpulist(cpus: Iterable[int]) -> str:
+    """{0, 1, 2, 5} -> ``0-2,5``."""
+    ids = sorted(set(cpus))
+    runs: list[str] = []
+    i = 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        runs.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ",".join(runs)
 
 
 def from_capabilities(xml: str, reserved: frozenset[int] = frozenset()) -> Topology:

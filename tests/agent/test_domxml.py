@@ -57,12 +57,6 @@ def test_live_pins_read_back_what_was_written() -> None:
     assert owner is not None and owner.numa == spec.numa
 
 
-def test_cpulist_round_trip() -> None:
-    assert domxml.cpulist({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
-    assert domxml.parse_cpulist("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
-    assert domxml.parse_cpulist("0-3,^1") == {0, 2, 3}
-
-
 def test_names_and_paths_are_escaped_not_concatenated() -> None:
     spec = domxml.DomainSpec(**{**SPEC.__dict__, "disk_path": "/d/<a&b>'\".qcow2"})
     root = ET.fromstring(domxml.build_domain(spec))

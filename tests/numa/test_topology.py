@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from ppec.numa import from_capabilities, from_sysfs, single_node
-from ppec.numa.topology import parse_cpulist
+from ppec.numa.topology import format_cpulist, parse_cpulist
 from tests.numa.conftest import FIXTURES, load
 
 
@@ -64,3 +64,13 @@ def test_single_node_and_cpulist() -> None:
     t = single_node(4, 1024)
     assert len(t.cells) == 1 and t.cpu_ids == {0, 1, 2, 3}
     assert parse_cpulist("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+
+
+def test_cpulist_round_trip() -> None:
+    """One parser and one formatter serve the agent's config, sysfs and libvirt's XML."""
+    assert format_cpulist({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    assert parse_cpulist("0-2,5,7-8") == {0, 1, 2, 5, 7, 8}
+    assert parse_cpulist("0-3,^1") == {0, 2, 3}
+    for bad in ("3-1", "-1", "x", "1-y"):
+        with pytest.raises(ValueError):
+            parse_cpulist(bad)
