@@ -42,9 +42,13 @@ def key_blob(line: str) -> tuple[str, bytes]:
         raise BadInput(f"not an SSH public key: {line[:40]!r}") from None
 
 
-def fingerprint(line: str) -> str:
-    _, blob = key_blob(line)
+def blob_fingerprint(blob: bytes) -> str:
+    """OpenSSH's SHA256 fingerprint of a public key blob."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def fingerprint(line: str) -> str:
+    return blob_fingerprint(key_blob(line)[1])
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,6 @@ class PpecError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         self.host = host
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "details": self.details}
-
     def __str__(self) -> str:
         return f"{self.host}: {self.message}" if self.host else self.message
 
@@ -97,13 +94,6 @@ class Conflict(PpecError):
     """The object is in a state that does not allow the operation."""
 
     code = "CONFLICT"
-
-
-class PartialFailure(PpecError):
-    """Some hosts answered and some did not (exit 5); results carry the per-host detail."""
-
-    code = "PARTIAL"
-    exit_code = EXIT_PARTIAL
 
 
 # Codes an agent may send back, mapped to the class the client re-raises, so that the

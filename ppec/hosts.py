@@ -8,7 +8,7 @@ from typing import Any
 
 from ppec.context import Context
 from ppec.errors import BadInput, PpecError
-from ppec.fleet.client import AgentClient, HostResult, fan_out
+from ppec.fleet.client import AgentClient, fan_out
 from ppec.store import Host
 from ppec.units import check_host_name
 
@@ -80,6 +80,3 @@ def status(ctx: Context, names: list[str]) -> list[Status]:
             out.append(Status(r.host, False, "", 0.0, r.error.message, r.error.code))
     return out
 
-
-def failed(results: list[HostResult]) -> list[HostResult]:
-    return [r for r in results if not r.ok]

@@ -15,7 +15,7 @@ from typing import Any
 from ppec.clock import utc_now
 from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound
 from ppec.store import Store
-from ppec.units import check_host_name
+from ppec.units import check_label
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -79,7 +79,7 @@ def _parse_range(text: str, net: Network) -> tuple[str, str]:
 
 def add_pool(store: Store, name: str, vrf: str, cidr: str, gateway: str = "",
              reserve: list[str] | None = None, dns: list[str] | None = None) -> Pool:
-    check_host_name(name)
+    check_label(name, "pool name")
     if not vrf:
         raise BadInput("--vrf is required")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,8 +11,10 @@ from ppec import ipdb, snapshots
 from ppec.context import Context
 from ppec.errors import BadInput, NoCapacity
 from ppec.store import Host
+from ppec.units import check_label
 
-_GROUP = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
+# ppec.placement.model.SPREADS, repeated: importing ppec.placement pulls in numpy, and
+# this module is on the path of `ppec --help`.
 SPREADS = ("host", "rack", "power_domain")
 
 
@@ -45,9 +46,8 @@ class Ask:
                            f"{self.vcpus} vCPUs")
         if self.spread not in SPREADS:
             raise BadInput(f"--spread must be one of {', '.join(SPREADS)}, not {self.spread!r}")
-        if self.ha_group and not _GROUP.fullmatch(self.ha_group):
-            raise BadInput(f"invalid HA group name {self.ha_group!r}: use lower-case letters, "
-                           f"digits, '.', '_' and '-' (no spaces)", code="BAD_NAME")
+        if self.ha_group:
+            check_label(self.ha_group, "HA group name")
         if self.spread != "host" and not self.ha_group:
             raise BadInput("--spread applies to an HA group: give --ha-group too")
         known_regions = sorted({h.region for h in hosts if h.region})

@@ -51,9 +51,14 @@ def check_vm_name(name: str) -> str:
     return name
 
 
-def check_host_name(name: str) -> str:
+def check_label(name: str, what: str) -> str:
+    """Host, pool and HA group names: one alphabet, one message."""
     if not _HOST_NAME.fullmatch(name):
-        raise BadInput(f"invalid host name {name!r}: use 1-63 lower-case letters, digits, "
-                       f"'.', '_' and '-', starting and ending with a letter or digit",
-                       code="BAD_NAME")
+        raise BadInput(f"invalid {what} {name!r}: use 1-63 lower-case letters, digits, "
+                       f"'.', '_' and '-' (no spaces), starting and ending with a letter or "
+                       f"digit", code="BAD_NAME")
     return name
+
+
+def check_host_name(name: str) -> str:
+    return check_label(name, "host name")

@@ -32,6 +32,7 @@ def store(store_url: str) -> Iterator[Store]:
     ({"reserve": ["10.1.0.5"]}, "not inside"),
     ({"dns": ["dns.example"]}, "invalid DNS"),
     ({"vrf": ""}, "--vrf is required"),
+    ({"name": "Bad Pool"}, "invalid pool name 'Bad Pool'"),
 ])
 def test_bad_pools(store: Store, kw: dict[str, object], words: str) -> None:
     args: dict[str, object] = {"name": "p1", "vrf": "blue", "cidr": "10.0.0.0/24", **kw}

@@ -7,18 +7,16 @@ is always refused.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from pathlib import Path
 
 import paramiko
 
+from ppec.approvals import blob_fingerprint
 from ppec.errors import AuthError, HostKeyError, TransportError
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    return blob_fingerprint(key.asbytes())
 
 
 def known_hosts_name(address: str, port: int) -> str:
