@@ -96,12 +96,20 @@ class Conflict(PpecError):
     code = "CONFLICT"
 
 
+class DetachPending(PpecError):
+    """The guest has not released a disk in time: out of the saved config, volume kept,
+    finished by a later detach or list (exit 1)."""
+
+    code = "DETACH_PENDING"
+
+
 # Codes an agent may send back, mapped to the class the client re-raises, so that the
 # exit code an operator sees does not depend on whether the check ran locally or remotely.
 _BY_CODE: dict[str, type[PpecError]] = {
     cls.code: cls
     for cls in (PpecError, BadInput, NotFound, AlreadyExists, NoCapacity, TransportError,
-                HostKeyError, AuthError, ProtocolError, HypervisorError, StorageError, Conflict)
+                HostKeyError, AuthError, ProtocolError, HypervisorError, StorageError, Conflict,
+                DetachPending)
 }
 _BY_CODE.update({
     "BAD_PARAMS": BadInput, "UNKNOWN_METHOD": ProtocolError, "LINE_TOO_LONG": ProtocolError,

@@ -22,6 +22,7 @@ from ppec.approvals import (
 from ppec.clock import utc_now
 from ppec.context import Context
 from ppec.errors import Conflict, NotFound
+from ppec.units import check_disk_target
 
 
 def approvers(ctx: Context) -> Approvers:
@@ -67,14 +68,31 @@ def create(ctx: Context, signer: Signer, operation: str, rtype: str, resource: s
     return show(ctx, request_id)
 
 
+def _hosts(ctx: Context, vm: str, host: str | None) -> tuple[str, str]:
+    """(inventory name, agent's own name) of the VM's host. A request binds to the agent's
+    name (what the agent checks), asked of it now; the inventory name rides along to find
+    the host again at execution."""
+    inventory = host or ctx.store.vm(vm).host
+    return inventory, str(ctx.client(ctx.store.host(inventory)).call("ping")["host"])
+
+
 def request_vm_delete(ctx: Context, signer: Signer, name: str,
                       host: str | None = None) -> dict[str, Any]:
-    """The request binds to the host's own name (what its agent checks), asked of the agent
-    now; the inventory name rides along to find the host again at execution."""
-    inventory = host or ctx.store.vm(name).host
-    agent_name = str(ctx.client(ctx.store.host(inventory)).call("ping")["host"])
+    inventory, agent_name = _hosts(ctx, name, host)
     return create(ctx, signer, "delete", "vm", name, host=agent_name,
                   params={"inventory_host": inventory})
+
+
+def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
+                        keep_volume: bool, timeout: int,
+                        host: str | None = None) -> dict[str, Any]:
+    """The approval names VM/target and whether the volume is kept: the agent refuses a
+    call that differs."""
+    check_disk_target(target)
+    inventory, agent_name = _hosts(ctx, vm, host)
+    return create(ctx, signer, "detach", "disk", f"{vm}/{target}", host=agent_name,
+                  params={"inventory_host": inventory, "keep_volume": keep_volume,
+                          "timeout": timeout})
 
 
 def show(ctx: Context, request_id: int) -> dict[str, Any]:
@@ -134,7 +152,7 @@ def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
 
 def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     """Run an approved request, once: the request is marked executed before it runs."""
-    from ppec import vms
+    from ppec import disks, vms
     doc = _row(ctx, request_id)
     p = doc["payload"]
     # Re-check everything at the moment of execution: expiry, signatures, edits.
@@ -148,6 +166,11 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
         if p["operation"] == "vm.delete":
             result = vms.delete(ctx, p["resource"], p["params"].get("inventory_host"),
                                 approval=envelope)
+        elif p["operation"] == "disk.detach":
+            vm, _, target = str(p["resource"]).partition("/")
+            result = disks.detach(ctx, vm, target, timeout=int(p["params"]["timeout"]),
+                                  keep_volume=bool(p["params"]["keep_volume"]),
+                                  host=p["params"].get("inventory_host"), approval=envelope)
         elif p["operation"] == "ip.release":
             result = ipdb.release(ctx.store, p["params"]["vrf"], p["resource"])
         else:

@@ -51,6 +51,16 @@ def check_vm_name(name: str) -> str:
     return name
 
 
+_DISK_TARGET = re.compile(r"(vd|sd|hd)[a-z]{1,3}")
+
+
+def check_disk_target(target: str) -> str:
+    if not _DISK_TARGET.fullmatch(target):
+        raise BadInput(f"invalid disk target {target!r}: a device name such as vdb or sdc "
+                       f"(see `ppec disk list VM`)", code="BAD_TARGET")
+    return target
+
+
 def check_label(name: str, what: str) -> str:
     """Host, pool and HA group names: one alphabet, one message."""
     if not _HOST_NAME.fullmatch(name):

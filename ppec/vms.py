@@ -20,7 +20,7 @@ MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts on
 
 
 def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | None = None,
-           dry_run: bool = False) -> dict[str, Any]:
+           dry_run: bool = False, boot: dict[str, str] | None = None) -> dict[str, Any]:
     """Place, claim, build: the name and the HA spread key are claimed in the store first
     (constraints), then the host's agent builds under its lock and re-checks the fit.
     An agent that refuses late, or an HA member that lands first, moves the VM to the next
@@ -81,6 +81,8 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                     if free_ips is not None else None
                 params = {"vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
                           "disk_bytes": ask.disk_bytes, "image": image, **ask.agent_params()}
+                if boot:
+                    params["boot"] = boot
                 if address is not None:
                     params["network"] = {"address": f"{address['address']}/{address['prefix']}",
                                          "gateway": address["gateway"], "dns": address["dns"]}
@@ -143,7 +145,7 @@ def _create_on(client: AgentClient, name: str, params: dict[str, Any]) -> dict[s
                 f"`ppec vm delete {name}`", host=client.host.name) from None
 
 
-def _locate(ctx: Context, name: str, host: str | None) -> Host:
+def locate(ctx: Context, name: str, host: str | None) -> Host:
     check_vm_name(name)
     if host:
         return ctx.store.host(host)
@@ -160,17 +162,17 @@ def list_all(ctx: Context, host: str | None = None) -> tuple[list[dict[str, Any]
 
 
 def show(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = _locate(ctx, name, host)
+    target = locate(ctx, name, host)
     return {**ctx.client(target).call("vm.get", name=name), "host": target.name}
 
 
 def xml(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = _locate(ctx, name, host)
+    target = locate(ctx, name, host)
     return {**ctx.client(target).call("vm.xml", name=name), "host": target.name}
 
 
 def start(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = _locate(ctx, name, host)
+    target = locate(ctx, name, host)
     result = {**ctx.client(target).call("vm.start", name=name), "host": target.name}
     _sync_row(ctx, name, result)
     return result
@@ -178,7 +180,7 @@ def start(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
 
 def stop(ctx: Context, name: str, *, force: bool = False, timeout: int = 60,
          host: str | None = None) -> dict[str, Any]:
-    target = _locate(ctx, name, host)
+    target = locate(ctx, name, host)
     result = {**ctx.client(target).call("vm.stop", name=name, force=force, timeout=timeout),
               "host": target.name}
     _sync_row(ctx, name, result)
@@ -188,7 +190,7 @@ def stop(ctx: Context, name: str, *, force: bool = False, timeout: int = 60,
 def delete(ctx: Context, name: str, host: str | None = None,
            approval: dict[str, Any] | None = None) -> dict[str, Any]:
     """Delete a VM; ``approval`` is the maker-checker envelope the agent verifies itself."""
-    target = _locate(ctx, name, host)
+    target = locate(ctx, name, host)
     try:
         result = {**ctx.client(target).call("vm.delete", approval=approval, name=name),
                   "host": target.name}

@@ -33,6 +33,13 @@ class AgentConfig:
     drift_interval: float = 300.0
     approvers_file: str = "/etc/ppec/approvers.toml"
     allowed_uids: tuple[int, ...] = ()
+    volume_quota: str = "0"        # total virtual size of all volumes on the host; 0: none
+    max_volumes: int = 1024        # VM root disks plus data disks on the host
+
+    @property
+    def volume_quota_bytes(self) -> int:
+        return parse_size(self.volume_quota, what="volume_quota") \
+            if self.volume_quota not in ("", "0") else 0
 
     @property
     def reserved_memory_mib(self) -> int:
@@ -87,6 +94,10 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise BadInput(f"{source}: drift_interval must be seconds (0: off)")
             values[key] = float(value)
+        elif key == "max_volumes":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadInput(f"{source}: max_volumes must be a whole number of at least 1")
+            values[key] = value
         elif key in ("lock_timeout", "cpu_overcommit"):
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise BadInput(f"{source}: {key} must be a positive number")
@@ -101,4 +112,5 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
                        f"not {config.domain_type!r}")
     parse_cpu_list(config.reserved_cpus)
     config.reserved_memory_mib  # noqa: B018 -- validates the size early
+    config.volume_quota_bytes  # noqa: B018
     return config

@@ -32,6 +32,27 @@ class DomainSpec:
     numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
     seed_path: str = ""             # cloud-init NoCloud ISO, attached as a CD-ROM
     address: str = ""               # the VM's address (CIDR), recorded in the metadata
+    boot: KernelBoot | None = None  # direct kernel boot instead of the disk's boot loader
+    console_log: str = ""           # serial console copied here (by virtlogd)
+
+
+@dataclass(frozen=True)
+class KernelBoot:
+    kernel: str
+    initrd: str = ""
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    """One ``<disk>`` of a domain's XML."""
+
+    target: str
+    bus: str
+    device: str       # disk | cdrom
+    path: str
+    alias: str        # live XML only: the name libvirt's device events use
+    serial: str
 
 
 @dataclass(frozen=True)
@@ -136,20 +157,64 @@ def cpu_element(plan: Plan, vcpus: int) -> ET.Element:
 def os_element(spec: DomainSpec) -> ET.Element:
     os_el = ET.Element("os")
     _sub(os_el, "type", "hvm", arch=spec.arch)
-    _sub(os_el, "boot", dev="hd")
+    if spec.boot is None:
+        _sub(os_el, "boot", dev="hd")
+    else:
+        _sub(os_el, "kernel", spec.boot.kernel)
+        if spec.boot.initrd:
+            _sub(os_el, "initrd", spec.boot.initrd)
+        if spec.boot.cmdline:
+            _sub(os_el, "cmdline", spec.boot.cmdline)
     return os_el
 
 
-def disk_element(path: str, target: str, fmt: str = "qcow2", bus: str = "virtio") -> ET.Element:
+def disk_element(path: str, target: str, fmt: str = "qcow2", bus: str = "virtio",
+                 serial: str = "") -> ET.Element:
     disk = ET.Element("disk", type="file", device="disk")
     _sub(disk, "driver", name="qemu", type=fmt)
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev=target, bus=bus)
+    if serial:   # what the guest sees (/sys/block/*/serial, /dev/disk/by-id)
+        _sub(disk, "serial", serial)
     return disk
 
 
-def console_elements() -> list[ET.Element]:
+def scsi_controller_element() -> ET.Element:
+    return ET.Element("controller", type="scsi", model="virtio-scsi")
+
+
+def has_scsi_controller(root: ET.Element) -> bool:
+    return any(c.get("type") == "scsi" for c in root.findall("devices/controller"))
+
+
+def disks(root: ET.Element) -> list[DiskInfo]:
+    out = []
+    for disk in root.findall("devices/disk"):
+        target, src = disk.find("target"), disk.find("source")
+        alias = disk.find("alias")
+        out.append(DiskInfo(
+            target=target.get("dev", "") if target is not None else "",
+            bus=target.get("bus", "") if target is not None else "",
+            device=disk.get("device", "disk"),
+            path=(src.get("file") or src.get("dev") or "") if src is not None else "",
+            alias=alias.get("name", "") if alias is not None else "",
+            serial=disk.findtext("serial", "")))
+    return out
+
+
+def disk_xml(root: ET.Element, target: str) -> str | None:
+    """The ``<disk>`` element for ``target`` as libvirt wrote it, for detaching it."""
+    for disk in root.findall("devices/disk"):
+        el = disk.find("target")
+        if el is not None and el.get("dev") == target:
+            return ET.tostring(disk, encoding="unicode")
+    return None
+
+
+def console_elements(log_path: str = "") -> list[ET.Element]:
     serial = ET.Element("serial", type="pty")
+    if log_path:
+        _sub(serial, "log", file=log_path, append="on")
     _sub(serial, "target", port="0")
     console = ET.Element("console", type="pty")
     _sub(console, "target", type="serial", port="0")
@@ -180,7 +245,7 @@ def build_domain(spec: DomainSpec) -> str:
     devices.append(disk_element(spec.disk_path, "vda"))
     if spec.seed_path:
         devices.append(cdrom_element(spec.seed_path))
-    devices.extend(console_elements())
+    devices.extend(console_elements(spec.console_log))
     _sub(devices, "memballoon", model="none")
     ET.indent(dom)
     return ET.tostring(dom, encoding="unicode")
@@ -221,8 +286,7 @@ def live_pins(root: ET.Element) -> LivePins:
 
 
 def disk_paths(root: ET.Element) -> list[str]:
-    return [src.get("file") or src.get("dev") or ""
-            for src in root.findall("devices/disk/source")]
+    return [d.path for d in disks(root) if d.path]
 
 
 def vcpu_count(root: ET.Element) -> int:

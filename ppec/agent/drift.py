@@ -42,11 +42,16 @@ def _memory(root: ET.Element) -> set[int]:
 
 
 def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
-               expected_disks: set[str], live: ET.Element, config: ET.Element,
+               expected_disks: dict[str, set[str]], optional_disks: set[str],
+               live: ET.Element, config: ET.Element,
                held: tuple[frozenset[int], tuple[tuple[int, int], ...]] | None,
                live_held: tuple[frozenset[int], tuple[tuple[int, int], ...]] | None
                ) -> list[Alert]:
-    """Every difference between what ppec built and set, and one VM's live and saved XML."""
+    """Every difference between what ppec built and set, and one VM's live and saved XML.
+
+    ``expected_disks`` maps "live" and "config" to the paths ppec put there (a disk whose
+    detach is pending is live only); ``optional_disks`` may be present or not (the seed ISO,
+    a disk mid-attach)."""
     alerts = []
     state = "running" if active else "shut-off"
     if state != power:
@@ -64,9 +69,9 @@ def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
                                 f"{'/'.join(map(str, sorted(mem)))} MiB, ppec built "
                                 f"{memory_mib} MiB"))
         disks = set(domxml.disk_paths(root))
-        for extra in sorted(disks - expected_disks):
+        for extra in sorted(disks - expected_disks[where] - optional_disks):
             alerts.append(Alert(DISK_ADDED, name, f"{where}: {extra} attached outside ppec"))
-        for gone in sorted({p for p in expected_disks if p.endswith(".qcow2")} - disks):
+        for gone in sorted(expected_disks[where] - disks):
             alerts.append(Alert(DISK_REMOVED, name, f"{where}: {gone} detached outside ppec"))
     if held is not None and live_held is not None and held != live_held:
         alerts.append(Alert(PINNING_CHANGED, name,

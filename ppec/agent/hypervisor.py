@@ -43,6 +43,26 @@ def _quiet(_ctx: Any, _err: Any) -> None:
 
 libvirt.registerErrorHandler(_quiet, None)
 
+_events_lock = threading.Lock()
+_events_running = False
+
+
+def _start_event_loop() -> None:
+    """libvirt delivers domain events (device-removed) only to a process that runs its
+    event loop, registered before the first connection is opened."""
+    global _events_running
+    with _events_lock:
+        if _events_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _events_running = True
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -81,6 +101,7 @@ class Hypervisor:
         self.uri = uri
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        _start_event_loop()
 
     def _connection(self) -> libvirt.virConnect:
         with self._lock:
@@ -209,6 +230,26 @@ class Hypervisor:
         except NotFound:
             return None
 
+    def disk_users(self, path: str) -> list[tuple[str, str]]:
+        """(domain, target) of every disk backed by ``path`` in any domain's live or saved
+        XML, whoever made the domain."""
+        def scan(conn: libvirt.virConnect) -> list[tuple[str, str]]:
+            users = []
+            for dom in conn.listAllDomains(0):
+                try:
+                    xmls = [dom.XMLDesc(0)]
+                    if dom.isActive() and dom.isPersistent():
+                        xmls.append(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+                    continue
+                found = {d.target for x in xmls for d in domxml.disks(ET.fromstring(x))
+                         if d.path and os.path.realpath(d.path) == path}
+                users += [(dom.name(), t) for t in sorted(found)]
+            return users
+        return self._call("list disk users", scan)
+
     def define(self, xml: str) -> None:
         self._call("define domain", lambda c: c.defineXML(xml))
 
@@ -250,3 +291,77 @@ class Hypervisor:
                 return True
             time.sleep(0.2)
         return False
+
+    # -- devices --------------------------------------------------------------------------
+
+    def attach_device(self, name: str, xml: str) -> None:
+        """Add a device to the persistent config and, if the domain runs, live; libvirt
+        changes the config only when the live attach worked."""
+        def attach(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByName(name)
+            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            if dom.isActive():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+            dom.attachDeviceFlags(xml, flags)
+        self._call(f"attach device to {name}", attach)
+
+    def detach_config(self, name: str, xml: str) -> None:
+        """Remove a device from the persistent config only (takes effect at next start)."""
+        self._call(f"remove device from {name}'s config",
+                   lambda c: c.lookupByName(name).detachDeviceFlags(
+                       xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+    def detach_live(self, name: str, target: str, path: str, timeout: float) -> bool:
+        """Ask the guest to release disk ``target`` (backed by ``path``) and wait for
+        libvirt's device-removed event. True once removal is confirmed (or the disk is not
+        live at all), False when the guest has not released it within ``timeout``.
+
+        detachDeviceAlias returns at once; only the event (or the disk gone from the live
+        XML, which covers an event lost to a reconnect) proves the guest let go.
+        """
+        def live_alias(dom: libvirt.virDomain) -> str | None:
+            if not dom.isActive():
+                return None
+            for disk in domxml.disks(ET.fromstring(dom.XMLDesc(0))):
+                if disk.target == target and disk.path == path:
+                    return disk.alias or None
+            return None
+
+        def detach(conn: libvirt.virConnect) -> bool:
+            dom = conn.lookupByName(name)
+            alias = live_alias(dom)
+            if alias is None:
+                return True
+            removed, failed = threading.Event(), threading.Event()
+
+            def on_removed(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
+                if dev_alias == alias:
+                    removed.set()
+
+            def on_failed(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
+                if dev_alias == alias:
+                    failed.set()
+
+            callbacks = [
+                conn.domainEventRegisterAny(dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+                                            on_removed, None),
+                conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED, on_failed, None)]
+            try:
+                dom.detachDeviceAlias(alias, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                deadline = time.monotonic() + timeout
+                while True:
+                    if removed.wait(min(0.5, max(deadline - time.monotonic(), 0))):
+                        return True
+                    if failed.is_set():
+                        raise HypervisorError(f"the guest of {name} refused to release "
+                                              f"{target}", code="DETACH_FAILED")
+                    if live_alias(dom) is None:
+                        return True
+                    if time.monotonic() >= deadline:
+                        return False
+            finally:
+                for cb in callbacks:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        conn.domainEventDeregisterAny(cb)
+        return self._call(f"detach {target} from {name}", detach)

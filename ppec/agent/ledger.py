@@ -69,6 +69,24 @@ MIGRATIONS = [
         PRIMARY KEY (code, object)
     )
     """,
+    # Data disks: written before each step of an attach or detach (see AgentService).
+    """
+    CREATE TABLE disks (
+        vm          TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
+        target      TEXT NOT NULL,
+        path        TEXT NOT NULL UNIQUE,
+        bytes       INTEGER NOT NULL,
+        bus         TEXT NOT NULL,
+        format      TEXT NOT NULL,
+        owned       INTEGER NOT NULL,
+        keep        INTEGER NOT NULL DEFAULT 0,
+        state       TEXT NOT NULL CHECK (state IN
+                        ('attaching', 'attached', 'detaching', 'detach-pending')),
+        created_at  TEXT NOT NULL,
+        updated_at  TEXT NOT NULL,
+        PRIMARY KEY (vm, target)
+    )
+    """,
 ]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
          " created_at, policy, threads, emulator, numa_nodes")
@@ -90,6 +108,23 @@ class VmRecord:
     threads: str = "prefer"
     emulator: str = "share"
     numa_nodes: int = 0          # 0: auto
+
+
+@dataclass(frozen=True)
+class DiskRecord:
+    vm: str
+    target: str
+    path: str
+    bytes: int
+    bus: str
+    format: str
+    owned: bool        # ppec made the volume (attach --size); else attached with --path
+    keep: bool         # the detach in progress keeps the volume
+    state: str
+    created_at: str
+
+
+_DISK_COLS = "vm, target, path, bytes, bus, format, owned, keep, state, created_at"
 
 
 class Ledger:
@@ -201,6 +236,37 @@ class Ledger:
         """The row and, by cascade, every CPU and MiB it held."""
         with self._tx() as db:
             db.execute("DELETE FROM vms WHERE name=?", (name,))
+
+    def begin_attach(self, disk: DiskRecord) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(f"INSERT INTO disks ({_DISK_COLS}, updated_at) "
+                           f"VALUES ({','.join('?' * 11)})",
+                           (disk.vm, disk.target, disk.path, disk.bytes, disk.bus, disk.format,
+                            int(disk.owned), int(disk.keep), disk.state, disk.created_at,
+                            utc_now()))
+        except sqlite3.IntegrityError as e:
+            raise AlreadyExists(f"the ledger already has disk {disk.target} of {disk.vm} or "
+                                f"volume {disk.path} ({e})") from None
+
+    def set_disk(self, vm: str, target: str, state: str, keep: bool | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE disks SET state=?, keep=COALESCE(?, keep), updated_at=? "
+                       "WHERE vm=? AND target=?",
+                       (state, None if keep is None else int(keep), utc_now(), vm, target))
+
+    def remove_disk(self, vm: str, target: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM disks WHERE vm=? AND target=?", (vm, target))
+
+    def disks(self, vm: str | None = None) -> list[DiskRecord]:
+        where, args = ("WHERE vm=?", (vm,)) if vm is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_DISK_COLS} FROM disks {where} "
+                                    f"ORDER BY vm, length(target), target", args).fetchall()
+        return [DiskRecord(vm=r[0], target=r[1], path=r[2], bytes=r[3], bus=r[4], format=r[5],
+                           owned=bool(r[6]), keep=bool(r[7]), state=r[8], created_at=r[9])
+                for r in rows]
 
     def get(self, name: str) -> VmRecord | None:
         with self._lock:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ppec.errors import BadInput
-from ppec.units import check_vm_name
+from ppec.units import check_disk_target, check_vm_name
 
 # Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
 # (lock_timeout) plus the work itself.
@@ -38,9 +38,15 @@ class Method:
     # (resource type, operation) for maker-checker: when the host's approvers file lists
     # it, the request must carry an approval the agent verifies itself.
     approval_for: tuple[str, str] | None = None
+    # What the approval names: the resource built from the params, and the params whose
+    # values the approved request fixed (an approval to detach and keep a volume must not
+    # delete it).
+    approval_resource: Callable[[Mapping[str, Any]], str] = lambda p: str(p.get("name"))
+    approval_binds: tuple[str, ...] = ()
 
 
 _NAME = Param(str, check=check_vm_name)
+_TARGET = Param(str, check=check_disk_target)
 
 
 def _one_of(*allowed: str) -> Callable[[Any], Any]:
@@ -75,6 +81,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                           check=_one_of("share", "isolate")),
         # {"address": "10.0.0.5/24", "gateway": …, "dns": […]}: a cloud-init seed ISO
         "network": Param(dict, required=False, default=None),
+        # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot
+        "boot": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),
     Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True,
            approval_for=("vm", "delete")),
@@ -84,6 +92,24 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "force": Param(bool, required=False, default=False),
         "timeout": Param(int, required=False, default=60, minimum=1, maximum=3600),
     }, tier="slow", mutating=True),
+    # Lists resolve pending detaches (deleting volumes), so they take the lock.
+    Method("disk.list", "disk_list", {"name": _NAME}, tier="normal", mutating=True),
+    Method("disk.attach", "disk_attach", {
+        "name": _NAME,
+        "size_bytes": Param(int, required=False, default=0, minimum=0, maximum=1 << 50),
+        "path": Param(str, required=False, default=""),
+        "bus": Param(str, required=False, default="virtio", check=_one_of("virtio", "scsi")),
+    }, tier="slow", mutating=True),
+    # The wait for the guest happens under the host lock (bounded by timeout), so nothing
+    # else changes the VM's disks meanwhile.
+    Method("disk.detach", "disk_detach", {
+        "name": _NAME,
+        "target": _TARGET,
+        "timeout": Param(int, required=False, default=20, minimum=1, maximum=300),
+        "keep_volume": Param(bool, required=False, default=False),
+    }, tier="slow", mutating=True, approval_for=("disk", "detach"),
+        approval_resource=lambda p: f"{p.get('name')}/{p.get('target')}",
+        approval_binds=("keep_volume",)),
 )}
 
 

@@ -210,8 +210,14 @@ class AgentServer:
         rtype, op = method.approval_for
         check_approval(self.approvers, payload, str(approval.get("maker_sig", "")),
                        str(approval.get("checker", "")), str(approval.get("checker_sig", "")),
-                       operation=f"{rtype}.{op}", resource=params.get("name"),
+                       operation=f"{rtype}.{op}", resource=method.approval_resource(params),
                        host=self.config.host)
+        approved = payload.get("params")
+        approved = approved if isinstance(approved, dict) else {}
+        for key in method.approval_binds:
+            if approved.get(key) != params.get(key):
+                raise Forbidden(f"the approved request has {key}={approved.get(key)!r}, this "
+                                f"call {key}={params.get(key)!r}")
         if not self.service.ledger.use_nonce(str(payload["nonce"]), digest(payload)):
             raise Forbidden(f"request {payload['nonce'][:8]}… was already executed on "
                             f"{self.config.host}")

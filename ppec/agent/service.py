@@ -24,16 +24,17 @@ import ppec
 from ppec import numa
 from ppec.agent import domxml, drift, seed, storage
 from ppec.agent.config import AgentConfig, parse_cpu_list
+from ppec.agent.diskops import DiskOps
 from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord
 from ppec.clock import utc_now
-from ppec.errors import AlreadyExists, Conflict, NoCapacity, NotFound, PpecError
+from ppec.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound, PpecError
 from ppec.numa.topology import format_cpulist
 
 log = logging.getLogger(__name__)
 
 
-class AgentService:
+class AgentService(DiskOps):
     def __init__(self, config: AgentConfig, hypervisor: Hypervisor, ledger: Ledger) -> None:
         self.config = config
         self.hv = hypervisor
@@ -84,7 +85,7 @@ class AgentService:
             elif rec.state == "deleting":
                 self._finish_delete(rec, dom)
                 done.append(f"{rec.name}: interrupted delete finished")
-        return done + self.rebuild_holdings()
+        return done + self.recover_disks() + self.rebuild_holdings()
 
     def rebuild_holdings(self) -> list[str]:
         """Re-read every VM's CPUs and memory from its live XML; the live XML wins.
@@ -224,9 +225,10 @@ class AgentService:
                                          "in the ledger, gone from libvirt"))
                 continue
             live_xml = self.hv.xml(rec.name)
+            expected, optional = self._expected_disks(rec)
             found += drift.compare_vm(
                 rec.name, rec.vcpus, rec.memory_mib, rec.power, dom.active,
-                {rec.disk_path, str(self._seed_path(rec.name))}, ET.fromstring(live_xml),
+                expected, optional, ET.fromstring(live_xml),
                 ET.fromstring(self.hv.xml(rec.name, inactive=True)),
                 held.get(rec.name) if rec.policy == "dedicated" else None,
                 self._live_holdings(rec, live_xml) if rec.policy == "dedicated" else None)
@@ -274,11 +276,14 @@ class AgentService:
     def vm_create(self, name: str, vcpus: int, memory_mib: int, disk_bytes: int,
                   image: str, numa: str = "shared", numa_nodes: int = 0,
                   threads: str = "prefer", emulator: str = "share",
-                  network: dict[str, Any] | None = None) -> dict[str, Any]:
+                  network: dict[str, Any] | None = None,
+                  boot: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.hv.find(name) is not None or self.ledger.get(name) is not None:
             raise AlreadyExists(f"a domain named {name} already exists on {self.config.host}")
         net = seed.check_network(network) if network is not None else None
+        kernel = self._check_boot(boot) if boot is not None else None
         plan = self._fit(vcpus, memory_mib, numa, numa_nodes, threads, emulator)
+        self.check_quota(disk_bytes)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         rec = VmRecord(name=name, uuid=str(uuid.uuid4()), state="creating", vcpus=vcpus,
                        memory_mib=memory_mib, disk_path=str(self.storage_dir / f"{name}.qcow2"),
@@ -304,7 +309,8 @@ class AgentService:
                 plan=plan, numa=domxml.NumaPolicy(numa, threads, emulator,
                                                   str(numa_nodes or "auto")),
                 seed_path=str(self._seed_path(name)) if net else "",
-                address=net["address"] if net else "")))
+                address=net["address"] if net else "", boot=kernel,
+                console_log=str(self._console_log(name)))))
             defined = True
             step = "start domain"
             self.hv.start(name)
@@ -325,6 +331,25 @@ class AgentService:
     def _seed_path(self, name: str) -> Path:
         # Derived from the name, so every undo and recovery path can find it.
         return self.storage_dir / f"{name}-seed.iso"
+
+    def _console_log(self, name: str) -> Path:
+        return self.storage_dir / f"{name}-console.log"
+
+    def _check_boot(self, boot: dict[str, Any]) -> domxml.KernelBoot:
+        """Direct kernel boot: kernel and initrd from the image dir, like base images."""
+        unknown = set(boot) - {"kernel", "initrd", "cmdline"}
+        if unknown or not isinstance(boot.get("kernel"), str) or not all(
+                isinstance(boot.get(k, ""), str) for k in ("initrd", "cmdline")):
+            raise BadInput("boot must be {kernel: path, initrd: path, cmdline: text}",
+                           code="BAD_PARAMS")
+        image_dir = Path(self.config.image_dir)
+        storage.check_image_path(boot["kernel"], image_dir, "kernel")
+        if boot.get("initrd"):
+            storage.check_image_path(boot["initrd"], image_dir, "initrd")
+        if len(boot.get("cmdline", "")) > 4096:
+            raise BadInput("kernel command line longer than 4096 characters")
+        return domxml.KernelBoot(boot["kernel"], boot.get("initrd", ""),
+                                 boot.get("cmdline", ""))
 
     def _fit(self, vcpus: int, memory_mib: int, policy: str, numa_nodes: int, threads: str,
              emulator: str) -> numa.Plan:
@@ -364,6 +389,7 @@ class AgentService:
         if disk:
             storage.remove_volume(Path(rec.disk_path), self.storage_dir)
         storage.remove_volume(self._seed_path(rec.name), self.storage_dir)
+        storage.remove_logs(self.storage_dir, self._console_log(rec.name).stem)
         self.ledger.remove(rec.name)
 
     def _owned(self, name: str) -> tuple[Domain | None, VmRecord]:
@@ -379,19 +405,22 @@ class AgentService:
     def vm_delete(self, name: str) -> dict[str, Any]:
         dom, rec = self._owned(name)
         self.ledger.set_state(name, "deleting")
-        self._finish_delete(rec, dom)
+        kept = self._finish_delete(rec, dom)
         return {"name": name, "host": self.config.host, "deleted": True,
-                "disk_path": rec.disk_path}
+                "disk_path": rec.disk_path, "volumes_kept": kept}
 
-    def _finish_delete(self, rec: VmRecord, dom: Domain | None) -> None:
+    def _finish_delete(self, rec: VmRecord, dom: Domain | None) -> list[str]:
         if dom is not None:
             self.hv.destroy(rec.name)
             self.hv.undefine(rec.name)
+        kept = self.remove_vm_disks(rec.name)
         storage.remove_volume(Path(rec.disk_path), self.storage_dir)
         storage.remove_volume(self._seed_path(rec.name), self.storage_dir)
+        storage.remove_logs(self.storage_dir, self._console_log(rec.name).stem)
         self.ledger.remove(rec.name)
         if rec.policy == "dedicated":
             self._repin_shared()
+        return kept
 
     def vm_start(self, name: str) -> dict[str, Any]:
         dom, _ = self._owned(name)

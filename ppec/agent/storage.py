@@ -12,7 +12,7 @@ from ppec.errors import BadInput, StorageError
 from ppec.units import format_size
 
 
-def _qemu_img(*args: str) -> str:
+def qemu_img(*args: str) -> str:
     try:
         done = subprocess.run(["qemu-img", *args], capture_output=True, text=True,
                               timeout=120, check=False)
@@ -26,18 +26,23 @@ def _qemu_img(*args: str) -> str:
     return done.stdout
 
 
-def image_info(path: str, image_dir: Path) -> tuple[str, int]:
-    """(format, virtual size) of a base image, which must live in the image dir: a VM's
-    disk layered on any other host file would let its guest read that file."""
+def check_image_path(path: str, image_dir: Path, what: str = "image") -> None:
+    """Base images, kernels and initrds come only from the image dir: a VM given any other
+    host file would let its guest read that file."""
     p = Path(path)
     if not p.is_absolute():
-        raise BadInput(f"image path {path!r} must be absolute (a path on the host)")
+        raise BadInput(f"{what} path {path!r} must be absolute (a path on the host)")
     if not p.resolve().is_relative_to(image_dir.resolve()):
-        raise BadInput(f"image {path} is not under the image dir {image_dir}",
+        raise BadInput(f"{what} {path} is not under the image dir {image_dir}",
                        code="IMAGE_OUTSIDE")
     if not p.is_file():
-        raise BadInput(f"image {path} does not exist on this host", code="NOT_FOUND")
-    info = json.loads(_qemu_img("info", "--output=json", "-U", path))
+        raise BadInput(f"{what} {path} does not exist on this host", code="NOT_FOUND")
+
+
+def image_info(path: str, image_dir: Path) -> tuple[str, int]:
+    """(format, virtual size) of a base image in the image dir."""
+    check_image_path(path, image_dir)
+    info = json.loads(qemu_img("info", "--output=json", "-U", path))
     return str(info["format"]), int(info["virtual-size"])
 
 
@@ -63,8 +68,14 @@ def create_volume(path: Path, size: int, image: str = "",
                            f"({format_size(virtual)})")
         args += ["-b", image, "-F", fmt]
     check_space(path.parent, size)
-    _qemu_img(*args, str(path), str(size))
+    qemu_img(*args, str(path), str(size))
     os.chmod(path, 0o600)
+
+
+def remove_logs(storage_dir: Path, stem: str) -> None:
+    """A VM's console log and the copies virtlogd rotated out (stem.log, stem.log.0, …)."""
+    for log in storage_dir.glob(f"{stem}.log*"):
+        remove_volume(log, storage_dir)
 
 
 def remove_volume(path: Path, storage_dir: Path) -> bool:

@@ -16,6 +16,7 @@ from ppec.cli import (
     capacity,
     completion,
     config_cmd,
+    disk,
     host,
     ip,
     output,
@@ -35,6 +36,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(host.app, name="host")
 app.add_typer(vm.app, name="vm")
+app.add_typer(disk.app, name="disk")
 app.add_typer(agent_cmd.app, name="agent")
 app.add_typer(ip.app, name="ip")
 app.add_typer(request.app, name="request")

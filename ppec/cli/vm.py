@@ -12,6 +12,7 @@ from ppec.cli import options as opt
 from ppec.cli import output
 from ppec.cli.common import context, held, partial_exit, resources
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.errors import BadInput
 from ppec.units import MIB, format_size
 
 app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
@@ -41,6 +42,11 @@ def create(
     image: Annotated[str, typer.Option(
         help="Base image path on the host; the root disk is a copy-on-write overlay.")] = "",
     host: Annotated[str | None, typer.Option(help="Build on this host.")] = None,
+    kernel: Annotated[str, typer.Option(
+        help="Boot this kernel directly (a path in the host's image dir) instead of the "
+             "disk's boot loader.")] = "",
+    initrd: Annotated[str, typer.Option(help="Initrd for --kernel (image dir).")] = "",
+    cmdline: Annotated[str, typer.Option(help="Kernel command line for --kernel.")] = "",
     region: opt.Region = "",
     vrf: opt.Vrf = "",
     tag: opt.Tag = None,
@@ -59,7 +65,10 @@ def create(
     with context() as ctx:
         ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk), numa, numa_nodes,
                            threads, emulator, region, vrf, tag, ha_group, spread)
-        doc = vms.create(ctx, name, ask, image=image, host=host, dry_run=dry_run)
+        if (initrd or cmdline) and not kernel:
+            raise BadInput("--initrd and --cmdline go with --kernel")
+        boot = {"kernel": kernel, "initrd": initrd, "cmdline": cmdline} if kernel else None
+        doc = vms.create(ctx, name, ask, image=image, host=host, dry_run=dry_run, boot=boot)
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")
