@@ -333,7 +333,8 @@ class AgentService(DiskOps):
         return self.storage_dir / f"{name}-seed.iso"
 
     def _console_log(self, name: str) -> Path:
-        return self.storage_dir / f"{name}-console.log"
+        # Written by virtlogd (root), kept out of the storage dir, which holds volumes only.
+        return Path(self.config.state_dir) / "console" / f"{name}.log"
 
     def _check_boot(self, boot: dict[str, Any]) -> domxml.KernelBoot:
         """Direct kernel boot: kernel and initrd from the image dir, like base images."""
@@ -389,7 +390,7 @@ class AgentService(DiskOps):
         if disk:
             storage.remove_volume(Path(rec.disk_path), self.storage_dir)
         storage.remove_volume(self._seed_path(rec.name), self.storage_dir)
-        storage.remove_logs(self.storage_dir, self._console_log(rec.name).stem)
+        storage.remove_logs(self._console_log(rec.name))
         self.ledger.remove(rec.name)
 
     def _owned(self, name: str) -> tuple[Domain | None, VmRecord]:
@@ -416,7 +417,7 @@ class AgentService(DiskOps):
         kept = self.remove_vm_disks(rec.name)
         storage.remove_volume(Path(rec.disk_path), self.storage_dir)
         storage.remove_volume(self._seed_path(rec.name), self.storage_dir)
-        storage.remove_logs(self.storage_dir, self._console_log(rec.name).stem)
+        storage.remove_logs(self._console_log(rec.name))
         self.ledger.remove(rec.name)
         if rec.policy == "dedicated":
             self._repin_shared()
@@ -460,3 +461,5 @@ def ensure_dirs(config: AgentConfig) -> None:
     for path in (config.state_dir, config.storage_dir):
         os.makedirs(path, exist_ok=True)
         os.chmod(path, 0o711)
+    # Console logs may show what a guest printed (passwords typed at a prompt): root only.
+    os.makedirs(Path(config.state_dir) / "console", mode=0o700, exist_ok=True)

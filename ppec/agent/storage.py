@@ -72,10 +72,10 @@ def create_volume(path: Path, size: int, image: str = "",
     os.chmod(path, 0o600)
 
 
-def remove_logs(storage_dir: Path, stem: str) -> None:
-    """A VM's console log and the copies virtlogd rotated out (stem.log, stem.log.0, …)."""
-    for log in storage_dir.glob(f"{stem}.log*"):
-        remove_volume(log, storage_dir)
+def remove_logs(log: Path) -> None:
+    """A VM's console log and the copies virtlogd rotated out (x.log, x.log.0, …)."""
+    for path in log.parent.glob(f"{log.name}*"):
+        path.unlink(missing_ok=True)
 
 
 def remove_volume(path: Path, storage_dir: Path) -> bool:

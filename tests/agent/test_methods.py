@@ -29,4 +29,5 @@ def test_refusals(params: dict[str, object], words: str) -> None:
 def test_every_method_has_a_known_tier_and_mutators_are_marked() -> None:
     assert all(m.tier in TIMEOUTS for m in METHODS.values())
     assert {n for n, m in METHODS.items() if m.mutating} == {
-        "vm.create", "vm.delete", "vm.start", "vm.stop", "drift.check"}
+        "vm.create", "vm.delete", "vm.start", "vm.stop", "drift.check", "disk.attach",
+        "disk.detach", "disk.list"}
