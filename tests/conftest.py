@@ -72,6 +72,28 @@ def qemu_agent(qemu_dir: Path) -> Iterator[Agent]:
     agent.kill()
 
 
+@pytest.fixture(scope="session")
+def guest(qemu_ready: None) -> Path:
+    """The tiny test guest (kernel + busybox initramfs), built from Debian packages."""
+    build = Path(__file__).parent / "guest" / "build.sh"
+    done = subprocess.run([str(build)], capture_output=True, text=True, check=False,
+                          timeout=600)
+    if done.returncode != 0:
+        pytest.skip(f"the test guest could not be built: {done.stderr.strip()[-500:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def guest_agent(qemu_dir: Path, guest: Path) -> Iterator[Agent]:
+    """An agent on real libvirtd + QEMU whose image dir holds the test guest. TCG: this
+    machine's nested KVM starts domains but hangs a Linux guest (DESIGN.md)."""
+    agent = Agent(qemu_dir / "agent", host=unique("g"), libvirt_uri="qemu:///system",
+                  extra={"cpu_overcommit": 12.0, "image_dir": str(guest),
+                         "domain_type": "qemu"}).start()
+    yield agent
+    agent.kill()
+
+
 PG_ADMIN = "postgresql://ppec:ppec@127.0.0.1:5432/postgres"
 
 

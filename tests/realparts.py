@@ -168,6 +168,48 @@ class Agent:
     def volumes(self) -> set[str]:
         return {p.name for p in self.storage.iterdir()} if self.storage.exists() else set()
 
+    def disk_rows(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(vm, target) -> (state, path) of the ledger's data disks, read with sqlite3."""
+        with contextlib.closing(sqlite3.connect(self.ledger)) as db:
+            return {(v, t): (s, p) for v, t, s, p in
+                    db.execute("SELECT vm, target, state, path FROM disks")}
+
+    def console(self, vm: str) -> Console:
+        return Console(self.root / "state" / "console" / f"{vm}.log")
+
+
+@dataclass
+class Console:
+    """A guest's serial console as virtlogd wrote it. The test guest (tests/guest/init)
+    prints "PPEC-DISKS vda:<sectors>:<serial> …" whenever its block devices change."""
+
+    path: Path
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace") if self.path.exists() else ""
+
+    def disks(self) -> dict[str, tuple[int, str]] | None:
+        """The guest's block devices by its last report: name -> (512-byte sectors, serial)."""
+        lines = [ln for ln in self.text().splitlines() if ln.startswith("PPEC-DISKS")]
+        if not lines:
+            return None
+        out = {}
+        for item in lines[-1].split()[1:]:
+            name, size, serial = [*item.split(":"), "", ""][:3]
+            if size:   # a device caught mid-removal has no size: already leaving
+                out[name] = (int(size), serial)
+        return out
+
+    def wait(self, check: Any, timeout: float = 120) -> dict[str, tuple[int, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            disks = self.disks()
+            if disks is not None and check(disks):
+                return disks
+            time.sleep(0.2)
+        raise AssertionError(f"guest console never showed the expected disks; last: "
+                             f"{self.disks()}\n{self.text()[-2000:]}")
+
 
 @dataclass
 class Sshd:

@@ -44,7 +44,8 @@ def policy_toml(people: dict[str, Path], extra: str = "") -> str:
             f'[operators.bob]\nkey = "{pub(people["bob"])}"\nroles = ["sre"]\n'
             f'[operators.carol]\nkey = "{pub(people["carol"])}"\nroles = ["netops"]\n'
             '[approval.vm]\noperations = ["delete"]\napprovers = ["sre"]\n'
-            '[approval.ip]\noperations = ["release"]\napprovers = ["netops"]\n' + extra)
+            '[approval.ip]\noperations = ["release"]\napprovers = ["netops"]\n'
+            '[approval.disk]\noperations = ["detach"]\napprovers = ["sre"]\n' + extra)
 
 
 @pytest.fixture
@@ -195,8 +196,9 @@ def test_reject_and_cancel(cli: Cli, mc: Agent, people: dict[str, Path]) -> None
 # -- the agent refuses on its own, whatever a client sends ------------------------------
 
 
-def _send(agent: Agent, approval: object) -> dict[str, object]:
-    msg = protocol.request(1, "vm.delete", {"name": "web"})
+def _send(agent: Agent, approval: object, method: str = "vm.delete",
+          **params: object) -> dict[str, object]:
+    msg = protocol.request(1, method, params or {"name": "web"})
     if approval is not None:
         msg["approval"] = approval
     with socket.socket(socket.AF_UNIX) as s:
@@ -211,11 +213,12 @@ def _key(path: Path) -> object:
 
 
 def _envelope(people: dict[str, Path], maker: str, checker: str, signer: str | None = None,
-              **changes: object) -> dict[str, object]:
+              operation: str = "vm.delete", resource: str = "web",
+              params: dict[str, object] | None = None, **changes: object) -> dict[str, object]:
     appr = Approvers.from_mapping(__import__("tomllib").loads(policy_toml(people)))
     op = appr.named(maker)
     assert op is not None
-    payload = new_payload("vm.delete", "vm", "web", op, host="t1")
+    payload = new_payload(operation, operation.split(".")[0], resource, op, params, host="t1")
     payload.update(changes.pop("before", {}))  # type: ignore[arg-type]
     maker_sig = sign(_key(people[maker]), PURPOSE_REQUEST, digest(payload))
     checker_sig = sign(_key(people[signer or checker]), PURPOSE_APPROVE, digest(payload))
@@ -258,6 +261,34 @@ def test_forgeries_sent_straight_to_the_agent(mc: Agent, people: dict[str, Path]
     assert reply["error"]["code"] == "FORBIDDEN", reply  # type: ignore[index]
     assert words in reply["error"]["message"], reply  # type: ignore[index]
     assert "web" in mc.ledger_rows()
+
+
+@pytest.mark.parametrize(("case", "words"), [
+    ("none", "disk.detach needs an approved request on this host"),
+    ("other-target", "approval is for disk web/vdb, not web/vdc"),
+    ("keep-dropped", "the approved request has keep_volume=True, this call keep_volume=False"),
+    ("vm-approval", "approval is for vm.delete, not disk.detach"),
+])
+def test_disk_detach_approvals_bind_the_target_and_keep_volume(
+        mc: Agent, people: dict[str, Path], case: str, words: str) -> None:
+    """The agent checks a detach's approval before touching anything: an approval to detach
+    vdb and keep its volume is not one to delete vdc's, or vdb's."""
+    keep = {"keep_volume": True}
+    env: object = None
+    call: dict[str, object] = {"name": "web", "target": "vdb", "keep_volume": False}
+    if case == "other-target":
+        env = _envelope(people, "alice", "bob", operation="disk.detach", resource="web/vdb",
+                        params=keep)
+        call = {"name": "web", "target": "vdc", "keep_volume": True}
+    elif case == "keep-dropped":
+        env = _envelope(people, "alice", "bob", operation="disk.detach", resource="web/vdb",
+                        params=keep)
+    elif case == "vm-approval":
+        env = _envelope(people, "alice", "bob")
+    reply = _send(mc, env, "disk.detach", **call)
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "FORBIDDEN", reply  # type: ignore[index]
+    assert words in reply["error"]["message"], reply  # type: ignore[index]
 
 
 def test_the_agent_executes_an_approval_once(mc: Agent, people: dict[str, Path],

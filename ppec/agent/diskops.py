@@ -256,6 +256,7 @@ class DiskOps:
             saved = domxml.disk_xml(ET.fromstring(self.hv.xml(name, inactive=True)), target)
             if saved is not None:
                 self.hv.detach_config(name, saved)
+                log.info("%s: %s removed from the saved config", name, target)
             if not self.hv.detach_live(name, target, disk.path, timeout):
                 self.ledger.set_disk(name, target, "detach-pending")
                 raise DetachPending(
@@ -265,6 +266,7 @@ class DiskOps:
                     f"{name}` again to finish", details={
                         "vm": name, "target": target, "path": disk.path,
                         "state": "detach-pending", "volume": "kept"})
+            log.info("%s: %s released by the guest (libvirt: device removed)", name, target)
         return self._finish_detach(disk, keep)
 
     def _finish_detach(self, disk: DiskRecord, keep: bool) -> dict[str, Any]:
@@ -274,6 +276,7 @@ class DiskOps:
         if disk.owned and not keep:
             storage.remove_volume(Path(disk.path), self.storage_dir)
             volume, reason = "deleted", ""
+            log.info("%s: %s's volume %s deleted", disk.vm, disk.target, disk.path)
         self.ledger.remove_disk(disk.vm, disk.target)
         return {"vm": disk.vm, "host": self.config.host, "target": disk.target,
                 "path": disk.path, "detached": True, "volume": volume, "reason": reason}
