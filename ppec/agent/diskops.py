@@ -20,7 +20,8 @@ import logging
 import secrets
 import string
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from itertools import count, product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,11 @@ class DiskOps:
     hv: Hypervisor
     ledger: Ledger
     storage_dir: Path
+    # Set by the server: releases the host lock for the duration (see AgentServer).
+    unlocked: Callable[[], AbstractContextManager[Any]] = nullcontext
+    # Detaches waiting for their guest right now (with the host lock let go); a
+    # 'detaching' row not in here was left by a request that failed or a crash.
+    _in_flight: set[tuple[str, str]]
 
     def _owned(self, name: str) -> tuple[Domain | None, VmRecord]:
         raise NotImplementedError
@@ -250,6 +256,9 @@ class DiskOps:
                                f"(`ppec vm delete {name}`)", code="ROOT_DISK")
             raise Conflict(f"disk {target} of {name} ({known.path}) was not attached by "
                            f"ppec; refusing to touch it", code="NOT_OWNED")
+        if (name, target) in self._in_flight:
+            raise Conflict(f"a detach of {target} from {name} is already waiting for the "
+                           f"guest; see `ppec disk list {name}`", code="BUSY")
         keep = keep_volume or disk.keep   # once asked to keep, a volume is never deleted
         self.ledger.set_disk(name, target, "detaching", keep=keep)
         if dom is not None:
@@ -257,7 +266,22 @@ class DiskOps:
             if saved is not None:
                 self.hv.detach_config(name, saved)
                 log.info("%s: %s removed from the saved config", name, target)
-            if not self.hv.detach_live(name, target, disk.path, timeout):
+            self._in_flight.add((name, target))
+            try:
+                # The guest may take its time: other requests go on meanwhile.
+                released = self.hv.detach_live(name, target, disk.path, timeout,
+                                               self.unlocked)
+            finally:
+                self._in_flight.discard((name, target))
+            # The lock is ours again; while it was not, the VM may have been deleted (its
+            # disks with it) or the detach finished by a list.
+            current = next((d for d in self.ledger.disks(name)
+                            if d.target == target and d.path == disk.path), None)
+            if current is None:
+                return {"vm": name, "host": self.config.host, "target": target,
+                        "path": disk.path, "detached": True, "volume": "gone",
+                        "reason": "the VM was deleted meanwhile"}
+            if not released:
                 self.ledger.set_disk(name, target, "detach-pending")
                 raise DetachPending(
                     f"detach pending: the guest of {name} has not released {target} within "
@@ -293,7 +317,8 @@ class DiskOps:
         """Finish detaches the guest has completed since they timed out."""
         notes = []
         for disk in self.ledger.disks(name):
-            if disk.state not in ("detach-pending", "detaching"):
+            if disk.state not in ("detach-pending", "detaching") or \
+                    (disk.vm, disk.target) in self._in_flight:
                 continue
             saved, live = self._gone(disk, dom)
             if not saved and not live:

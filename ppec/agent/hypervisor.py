@@ -14,6 +14,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -311,13 +312,19 @@ class Hypervisor:
                    lambda c: c.lookupByName(name).detachDeviceFlags(
                        xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
-    def detach_live(self, name: str, target: str, path: str, timeout: float) -> bool:
+    def detach_live(self, name: str, target: str, path: str, timeout: float,
+                    waiting: Callable[[], AbstractContextManager[Any]] = nullcontext
+                    ) -> bool:
         """Ask the guest to release disk ``target`` (backed by ``path``) and wait for
         libvirt's device-removed event. True once removal is confirmed (or the disk is not
-        live at all), False when the guest has not released it within ``timeout``.
+        live at all, or the domain is gone), False when the guest has not released it
+        within ``timeout``. The wait runs inside ``waiting()`` (the agent lets go of its
+        host lock there).
 
         detachDeviceAlias returns at once; only the event (or the disk gone from the live
-        XML, which covers an event lost to a reconnect) proves the guest let go.
+        XML, which covers an event lost to a reconnect) proves the guest let go. (virsh's
+        detach-device waits 5 s and then reports success even when the guest has not let
+        go: its "success" proves nothing.)
         """
         def live_alias(dom: libvirt.virDomain) -> str | None:
             if not dom.isActive():
@@ -350,16 +357,22 @@ class Hypervisor:
             try:
                 dom.detachDeviceAlias(alias, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                 deadline = time.monotonic() + timeout
-                while True:
-                    if removed.wait(min(0.5, max(deadline - time.monotonic(), 0))):
-                        return True
-                    if failed.is_set():
-                        raise HypervisorError(f"the guest of {name} refused to release "
-                                              f"{target}", code="DETACH_FAILED")
-                    if live_alias(dom) is None:
-                        return True
-                    if time.monotonic() >= deadline:
-                        return False
+                with waiting():
+                    while True:
+                        if removed.wait(min(0.5, max(deadline - time.monotonic(), 0))):
+                            return True
+                        if failed.is_set():
+                            raise HypervisorError(f"the guest of {name} refused to release "
+                                                  f"{target}", code="DETACH_FAILED")
+                        try:
+                            if live_alias(dom) is None:
+                                return True
+                        except libvirt.libvirtError as e:
+                            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                                return True   # deleted meanwhile: no guest holds it
+                            raise
+                        if time.monotonic() >= deadline:
+                            return False
             finally:
                 for cb in callbacks:
                     with contextlib.suppress(libvirt.libvirtError):

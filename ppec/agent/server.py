@@ -16,6 +16,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,6 +48,18 @@ class AgentServer:
         self.allowed_uids = {0, os.getuid(), *config.allowed_uids}
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
+        service.unlocked = self._unlocked
+
+    @contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Inside a locked request: let other requests change the host while this one waits
+        on something slow (a guest releasing a disk). The caller re-reads its state after;
+        regaining the lock is bounded by lock_timeout like any request."""
+        self.host_lock.release()
+        try:
+            yield
+        finally:
+            self.host_lock.acquire()
 
     # -- socket -----------------------------------------------------------------------------
 

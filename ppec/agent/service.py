@@ -43,6 +43,7 @@ class AgentService(DiskOps):
         self.started = time.time()
         self._domain_type: str | None = None
         self._topology: numa.Topology | None = None
+        self._in_flight = set()
 
     @property
     def domain_type(self) -> str:

@@ -427,3 +427,52 @@ def test_detach_waits_for_a_second_person_when_policy_says_so(
         # The domain goes with qemu_dir's clean-up: vm delete would need its own approval.
     finally:
         agent.kill()
+
+
+def test_a_detach_waiting_for_its_guest_does_not_hold_up_the_host(
+        gcli: Cli, guest_agent: Agent, guest: Path) -> None:
+    """The agent lets go of the host lock while the guest takes its time: other changes
+    on the host go on, and the same disk cannot be detached twice at once."""
+    vm, other = unique("g"), unique("n")
+    console = boot(gcli, guest_agent, guest, vm)
+    path = Path(str(attach(gcli, vm, "--size", "16M")["path"]))
+    console.wait(lambda d: "vdb" in d)
+    virsh("suspend", vm)
+    waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120",
+                                "-o", "json"], env=gcli.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    _wait(lambda: "vdb" not in blk(vm, inactive=True))
+    gcli.ok("vm", "create", other, *NO_OS)            # not queued behind the detach
+    again = gcli.run("disk", "detach", vm, "vdb", "-o", "json")
+    assert again.returncode == 1 and error(again)["code"] == "BUSY"
+    assert "already waiting for the guest" in str(error(again)["message"])
+    assert disk_list(gcli, vm)["vdb"]["state"] == "detaching"
+    assert waiting.poll() is None and path.exists()
+    virsh("resume", vm)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["volume"] == "deleted" and not path.exists()
+    console.wait(lambda d: "vdb" not in d, timeout=10)
+    assert guest_agent.disk_rows() == {}
+    for name in (vm, other):
+        gcli.ok("vm", "delete", name)
+
+
+def test_a_vm_deleted_while_its_detach_waits(gcli: Cli, guest_agent: Agent,
+                                             guest: Path) -> None:
+    vm = unique("g")
+    console = boot(gcli, guest_agent, guest, vm)
+    path = Path(str(attach(gcli, vm, "--size", "16M")["path"]))
+    console.wait(lambda d: "vdb" in d)
+    virsh("suspend", vm)
+    waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120",
+                                "-o", "json"], env=gcli.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    _wait(lambda: "vdb" not in blk(vm, inactive=True))
+    gcli.ok("vm", "delete", vm)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert (json.loads(out)["volume"], json.loads(out)["reason"]) == (
+        "gone", "the VM was deleted meanwhile")
+    assert not path.exists() and guest_agent.volumes() == set()
+    assert guest_agent.disk_rows() == {} and guest_agent.ledger_rows() == {}
