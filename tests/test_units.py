@@ -2,8 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ppec.agent.diskops import device_names
 from ppec.errors import BadInput
-from ppec.units import check_host_name, check_vm_name, format_size, parse_size
+from ppec.units import check_disk_target, check_host_name, check_vm_name, format_size, parse_size
 
 
 @pytest.mark.parametrize(("text", "value"), [
@@ -45,3 +46,22 @@ def test_host_names() -> None:
     assert check_host_name("bm-01.rack_2") == "bm-01.rack_2"
     with pytest.raises(BadInput):
         check_host_name("BM 01")
+
+
+@pytest.mark.parametrize("target", ["vdb", "sda", "hdc", "vdaa", "vdzzz"])
+def test_disk_targets(target: str) -> None:
+    assert check_disk_target(target) == target
+
+
+@pytest.mark.parametrize("target", ["", "vd", "xvda", "vdb1", "VDB", "vdb\n", "../vdb",
+                                    "vdaaaa"])
+def test_disk_targets_refused(target: str) -> None:
+    with pytest.raises(BadInput, match="invalid disk target"):
+        check_disk_target(target)
+
+
+def test_device_names_follow_the_kernel_order() -> None:
+    names = device_names("vd")
+    first = [next(names) for _ in range(28)]
+    assert first[:3] == ["vda", "vdb", "vdc"] and first[25:] == ["vdz", "vdaa", "vdab"]
+    assert all(check_disk_target(n) for n in first)

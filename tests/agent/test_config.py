@@ -28,6 +28,9 @@ def test_embedded_default_file_parses_to_the_defaults() -> None:
     ({"lock_timeout": -1}, "lock_timeout"),
     ({"allowed_uids": ["x"]}, "allowed_uids"),
     ({"host": 5}, "host must be a string"),
+    ({"volume_quota": "lots"}, "invalid volume_quota"),
+    ({"max_volumes": 0}, "max_volumes must be a whole number of at least 1"),
+    ({"max_volumes": True}, "max_volumes must be a whole number"),
 ])
 def test_bad_config(data: dict[str, object], words: str) -> None:
     with pytest.raises(BadInput, match=re.escape(words)):

@@ -476,3 +476,23 @@ def test_a_vm_deleted_while_its_detach_waits(gcli: Cli, guest_agent: Agent,
         "gone", "the VM was deleted meanwhile")
     assert not path.exists() and guest_agent.volumes() == set()
     assert guest_agent.disk_rows() == {} and guest_agent.ledger_rows() == {}
+
+
+def test_kernel_boot_takes_files_from_the_image_dir_only(gcli: Cli, guest_agent: Agent,
+                                                         guest: Path) -> None:
+    vm = unique("k")
+    cases = [
+        (("--kernel", "/etc/passwd"), 2, "kernel /etc/passwd is not under the image dir"),
+        (("--kernel", str(guest / "vmlinuz"), "--initrd", "/etc/shadow"), 2,
+         "initrd /etc/shadow is not under the image dir"),
+        (("--kernel", str(guest / "missing")), 2, "does not exist on this host"),
+        (("--initrd", str(guest / "initrd.img")), 2, "--initrd and --cmdline go with --kernel"),
+    ]
+    for args, code, words in cases:
+        done = gcli.run("vm", "create", vm, *NO_OS, *args)
+        assert done.returncode == code, (args, done.stderr)
+        assert words in done.stderr, (args, done.stderr)
+    assert guest_agent.volumes() == set() and guest_agent.ledger_rows() == {}
+    assert gcli.store_vms() == []
+    assert subprocess.run(["virsh", "domstate", vm], capture_output=True,
+                          check=False).returncode != 0

@@ -28,6 +28,43 @@ def test_golden() -> None:
     assert xml + "\n" == GOLDEN.read_text()
 
 
+GOLDEN_KERNEL = Path(__file__).parent / "golden" / "domain-kernel-boot.xml"
+KERNEL_SPEC = domxml.DomainSpec(**{
+    **SPEC.__dict__, "domain_type": "qemu",
+    "boot": domxml.KernelBoot("/var/lib/ppec/images/vmlinuz", "/var/lib/ppec/images/initrd",
+                              "console=ttyS0 quiet"),
+    "console_log": "/var/lib/ppec/console/web-01.log"})
+
+
+def test_golden_kernel_boot_with_console_log() -> None:
+    xml = domxml.build_domain(KERNEL_SPEC)
+    if os.environ.get("PPEC_UPDATE_GOLDEN"):
+        GOLDEN_KERNEL.write_text(xml + "\n")
+    assert xml + "\n" == GOLDEN_KERNEL.read_text()
+    root = ET.fromstring(xml)
+    assert root.find("os/boot") is None   # the kernel boots, not the disk
+    assert root.find("devices/serial/log").get("file") == KERNEL_SPEC.console_log  # type: ignore[union-attr]
+
+
+def test_data_disk_and_reading_disks_back() -> None:
+    root = ET.fromstring(domxml.build_domain(SPEC))
+    devices = root.find("devices")
+    assert devices is not None
+    devices.append(domxml.disk_element("/d/x.qcow2", "vdb", serial="ppec-vdb"))
+    devices.append(domxml.disk_element("/d/y.raw", "sda", fmt="raw", bus="scsi"))
+    assert not domxml.has_scsi_controller(root)
+    devices.append(domxml.scsi_controller_element())
+    assert domxml.has_scsi_controller(root)
+    got = [(d.target, d.bus, d.device, d.path, d.serial) for d in domxml.disks(root)]
+    assert got == [("vda", "virtio", "disk", SPEC.disk_path, ""),
+                   ("vdb", "virtio", "disk", "/d/x.qcow2", "ppec-vdb"),
+                   ("sda", "scsi", "disk", "/d/y.raw", "")]
+    one = domxml.disk_xml(root, "vdb")
+    assert one is not None and "ppec-vdb" in one and "/d/x.qcow2" in one
+    assert domxml.disk_xml(root, "vdz") is None
+    assert domxml.disk_paths(root) == [SPEC.disk_path, "/d/x.qcow2", "/d/y.raw"]
+
+
 def _dedicated_spec() -> domxml.DomainSpec:
     """12 vCPUs over two cells of the four-node fixture, emulator isolated."""
     topo = load("four-node")
