@@ -22,11 +22,12 @@ def attach(ctx: Context, vm: str, *, size_bytes: int = 0, path: str = "",
 
 
 def detach(ctx: Context, vm: str, target: str, *, timeout: int = 20,
-           keep_volume: bool = False, host: str | None = None,
+           keep_volume: bool = False, path: str = "", host: str | None = None,
            approval: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Detach; ``approval`` is the maker-checker envelope the agent verifies itself."""
+    """Detach; ``approval`` is the maker-checker envelope the agent verifies itself, and
+    ``path`` the volume it names."""
     check_disk_target(target)
     where = locate(ctx, vm, host)
     return {**ctx.client(where).call("disk.detach", approval=approval, name=vm, target=target,
-                                     timeout=timeout, keep_volume=keep_volume),
+                                     timeout=timeout, keep_volume=keep_volume, path=path),
             "host": where.name}

@@ -96,6 +96,12 @@ class Conflict(PpecError):
     code = "CONFLICT"
 
 
+class LockBusy(PpecError):
+    """The host lock was not obtained within lock_timeout."""
+
+    code = "BUSY"
+
+
 class DetachPending(PpecError):
     """The guest has not released a disk in time: out of the saved config, volume kept,
     finished by a later detach or list (exit 1)."""
@@ -109,7 +115,7 @@ _BY_CODE: dict[str, type[PpecError]] = {
     cls.code: cls
     for cls in (PpecError, BadInput, NotFound, AlreadyExists, NoCapacity, TransportError,
                 HostKeyError, AuthError, ProtocolError, HypervisorError, StorageError, Conflict,
-                DetachPending)
+                DetachPending, LockBusy)
 }
 _BY_CODE.update({
     "BAD_PARAMS": BadInput, "UNKNOWN_METHOD": ProtocolError, "LINE_TOO_LONG": ProtocolError,

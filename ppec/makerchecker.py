@@ -88,11 +88,16 @@ def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                         host: str | None = None) -> dict[str, Any]:
     """The approval names VM/target and whether the volume is kept: the agent refuses a
     call that differs."""
+    from ppec import disks
     check_disk_target(target)
     inventory, agent_name = _hosts(ctx, vm, host)
+    # The volume too: a later disk under the same target name is not what was approved.
+    found = [d for d in disks.list_(ctx, vm, inventory)["disks"] if d["target"] == target]
+    if not found or found[0]["kind"] != "data":
+        raise NotFound(f"VM {vm} has no data disk {target} (see `ppec disk list {vm}`)")
     return create(ctx, signer, "detach", "disk", f"{vm}/{target}", host=agent_name,
                   params={"inventory_host": inventory, "keep_volume": keep_volume,
-                          "timeout": timeout})
+                          "timeout": timeout, "path": found[0]["path"]})
 
 
 def show(ctx: Context, request_id: int) -> dict[str, Any]:
@@ -170,6 +175,7 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
             vm, _, target = str(p["resource"]).partition("/")
             result = disks.detach(ctx, vm, target, timeout=int(p["params"]["timeout"]),
                                   keep_volume=bool(p["params"]["keep_volume"]),
+                                  path=str(p["params"]["path"]),
                                   host=p["params"].get("inventory_host"), approval=envelope)
         elif p["operation"] == "ip.release":
             result = ipdb.release(ctx.store, p["params"]["vrf"], p["resource"])

@@ -268,6 +268,7 @@ def test_forgeries_sent_straight_to_the_agent(mc: Agent, people: dict[str, Path]
     ("other-target", "approval is for disk web/vdb, not web/vdc"),
     ("keep-dropped", "the approved request has keep_volume=True, this call keep_volume=False"),
     ("vm-approval", "approval is for vm.delete, not disk.detach"),
+    ("other-volume", "the approved request has path='/v/a.qcow2', this call path='/v/b.qcow2'"),
 ])
 def test_disk_detach_approvals_bind_the_target_and_keep_volume(
         mc: Agent, people: dict[str, Path], case: str, words: str) -> None:
@@ -285,6 +286,10 @@ def test_disk_detach_approvals_bind_the_target_and_keep_volume(
                         params=keep)
     elif case == "vm-approval":
         env = _envelope(people, "alice", "bob")
+    elif case == "other-volume":
+        env = _envelope(people, "alice", "bob", operation="disk.detach", resource="web/vdb",
+                        params={"keep_volume": False, "path": "/v/a.qcow2"})
+        call = {**call, "path": "/v/b.qcow2"}
     reply = _send(mc, env, "disk.detach", **call)
     assert reply["ok"] is False
     assert reply["error"]["code"] == "FORBIDDEN", reply  # type: ignore[index]

@@ -33,6 +33,7 @@ from ppec.errors import (
     BadInput,
     Conflict,
     DetachPending,
+    LockBusy,
     NoCapacity,
     NotFound,
     PpecError,
@@ -80,16 +81,22 @@ class DiskOps:
 
     def _xml_disks(self, name: str, dom: Domain | None) -> tuple[list[domxml.DiskInfo],
                                                                   list[domxml.DiskInfo]]:
-        """(live, persistent) disks of a domain; no live disks when it is not running."""
+        """(live, persistent) disks of a domain. A domain that is not running has no live
+        disks, unless it was suspended to disk (managed save): its guest resumes with the
+        disks of the saved image, so those are live."""
         if dom is None:
             return [], []
         config = domxml.disks(ET.fromstring(self.hv.xml(name, inactive=True)))
-        live = domxml.disks(ET.fromstring(self.hv.xml(name))) if dom.active else []
+        if dom.active:
+            live = domxml.disks(ET.fromstring(self.hv.xml(name)))
+        else:
+            saved = self.hv.saved_state_xml(name)
+            live = domxml.disks(ET.fromstring(saved)) if saved else []
         return live, config
 
     def disk_list(self, name: str) -> dict[str, Any]:
         dom, rec = self._owned(name)
-        notes = self._resolve_pending(name, dom)
+        notes = self._settle_vm(name, dom)
         live, config = self._xml_disks(name, dom)
         rows = {d.target: d for d in self.ledger.disks(name)}
         seed = str(self._seed_path(name))
@@ -130,10 +137,11 @@ class DiskOps:
         if rec.state != "present":
             raise Conflict(f"VM {name} is {rec.state}; try again when it is present",
                            code="BUSY")
-        self._resolve_pending(name, dom)
+        self._settle_vm(name, dom)
         target = self._free_target(name, dom, bus)
         if path:
-            fmt, size = self._check_existing(path)
+            # From here on the resolved path: what was checked is what libvirt gets.
+            fmt, size, path = self._check_existing(path)
         else:
             self.check_quota(size_bytes)
             storage.check_space(self.storage_dir, size_bytes)
@@ -155,6 +163,15 @@ class DiskOps:
             self.hv.attach_device(name, ET.tostring(domxml.disk_element(
                 path, target, fmt, bus, serial=f"ppec-{target}"), encoding="unicode"))
         except Exception as e:
+            if step == "attach" and self._maybe_attached(disk):
+                # libvirt may have attached it before the call failed (a connection lost
+                # mid-call): never delete what a guest may have. Settled by the next
+                # list/attach/detach of this VM, or at restart.
+                log.warning("attach %s to %s failed (%s) and libvirt's view is unclear; "
+                            "kept as 'attaching' for the next check", target, name, e)
+                raise PpecError(f"attach to {name}: {e}; whether {target} was attached is "
+                                f"unknown: `ppec disk list {name}` settles it",
+                                code="OUTCOME_UNKNOWN") from None
             log.warning("attach %s to %s failed at %s: %s; undoing", target, name, step, e)
             if made:
                 storage.remove_volume(Path(path), self.storage_dir)
@@ -170,6 +187,14 @@ class DiskOps:
                 "size_bytes": size, "bus": bus, "format": fmt, "serial": f"ppec-{target}",
                 "live": dom.active, "persistent": True,
                 "volume": "ppec" if disk.owned else "path"}
+
+    def _maybe_attached(self, disk: DiskRecord) -> bool:
+        """After a failed attach call: is the disk in libvirt anyway (or can we not tell)?"""
+        try:
+            saved, live = self._where(disk, self.hv.find(disk.vm))
+        except PpecError:
+            return True
+        return saved or live
 
     def _free_target(self, name: str, dom: Domain, bus: str) -> str:
         live, config = self._xml_disks(name, dom)
@@ -199,7 +224,7 @@ class DiskOps:
                              code="VOLUME_QUOTA",
                              details={"used_bytes": used, "quota_bytes": quota})
 
-    def _check_existing(self, path: str) -> tuple[str, int]:
+    def _check_existing(self, path: str) -> tuple[str, int, str]:
         """An existing volume may be attached only from the storage dir, unused by any
         domain (libvirt's, live or saved) and not open by any QEMU (its image lock)."""
         p = Path(path)
@@ -227,12 +252,16 @@ class DiskOps:
         except StorageError as e:   # most often: another process holds its write lock
             raise Conflict(f"volume {path} cannot be opened: {e.message}",
                            code="VOLUME_IN_USE") from None
-        if info.get("backing-filename"):
-            raise BadInput(f"volume {path} has a backing file ({info['backing-filename']}); "
-                           f"only standalone volumes can be attached", code="VOLUME_BACKED")
+        # A volume naming other files (a backing file, a qcow2 external data file) would
+        # hand the guest those files too.
+        data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
+        if info.get("backing-filename") or data_file:
+            raise BadInput(f"volume {path} refers to another file "
+                           f"({info.get('backing-filename') or data_file}); only standalone "
+                           f"volumes can be attached", code="VOLUME_BACKED")
         if info["format"] not in ("qcow2", "raw"):
             raise BadInput(f"volume {path} is {info['format']}, not qcow2 or raw")
-        return str(info["format"]), int(info["virtual-size"])
+        return str(info["format"]), int(info["virtual-size"]), str(real)
 
     def _ensure_scsi_controller(self, name: str, dom: Domain) -> None:
         root = ET.fromstring(self.hv.xml(name, inactive=not dom.active))
@@ -243,9 +272,16 @@ class DiskOps:
     # -- detach -----------------------------------------------------------------------------
 
     def disk_detach(self, name: str, target: str, timeout: int = 20,
-                    keep_volume: bool = False) -> dict[str, Any]:
+                    keep_volume: bool = False, path: str = "") -> dict[str, Any]:
+        """``path``, when given, must be the disk's volume: an approved request names the
+        volume it approved, so a later disk under the same target name is not it."""
         dom, rec = self._owned(name)
+        before = next((d for d in self.ledger.disks(name) if d.target == target), None)
+        self._settle_vm(name, dom)
         disk = next((d for d in self.ledger.disks(name) if d.target == target), None)
+        if disk is None and before is not None:
+            # A pending detach the guest (or a power-off) had completed: finished just now.
+            return self._detached(before, before.keep)
         if disk is None:
             live, config = self._xml_disks(name, dom)
             known = next((d for d in live + config if d.target == target), None)
@@ -256,6 +292,9 @@ class DiskOps:
                                f"(`ppec vm delete {name}`)", code="ROOT_DISK")
             raise Conflict(f"disk {target} of {name} ({known.path}) was not attached by "
                            f"ppec; refusing to touch it", code="NOT_OWNED")
+        if path and path != disk.path:
+            raise Conflict(f"disk {target} of {name} is now {disk.path}, not {path} (the "
+                           f"volume the request named)", code="DISK_CHANGED")
         if (name, target) in self._in_flight:
             raise Conflict(f"a detach of {target} from {name} is already waiting for the "
                            f"guest; see `ppec disk list {name}`", code="BUSY")
@@ -266,21 +305,14 @@ class DiskOps:
             if saved is not None:
                 self.hv.detach_config(name, saved)
                 log.info("%s: %s removed from the saved config", name, target)
-            self._in_flight.add((name, target))
-            try:
-                # The guest may take its time: other requests go on meanwhile.
-                released = self.hv.detach_live(name, target, disk.path, timeout,
-                                               self.unlocked)
-            finally:
-                self._in_flight.discard((name, target))
+            if not dom.active and self.hv.saved_state_xml(name):
+                released = False   # suspended to disk: its guest wakes up with the disk
+            else:
+                released = self._wait_for_guest(disk, timeout)
             # The lock is ours again; while it was not, the VM may have been deleted (its
-            # disks with it) or the detach finished by a list.
-            current = next((d for d in self.ledger.disks(name)
-                            if d.target == target and d.path == disk.path), None)
-            if current is None:
-                return {"vm": name, "host": self.config.host, "target": target,
-                        "path": disk.path, "detached": True, "volume": "gone",
-                        "reason": "the VM was deleted meanwhile"}
+            # disks with it), even re-created with a disk of the same name and volume.
+            if self._row(disk) is None:
+                return {**self._detached(disk, keep), "reason": "the VM was deleted meanwhile"}
             if not released:
                 self.ledger.set_disk(name, target, "detach-pending")
                 raise DetachPending(
@@ -293,39 +325,89 @@ class DiskOps:
             log.info("%s: %s released by the guest (libvirt: device removed)", name, target)
         return self._finish_detach(disk, keep)
 
+    def _wait_for_guest(self, disk: DiskRecord, timeout: int) -> bool:
+        """Ask for the live removal and wait, with the host lock let go meanwhile."""
+        key = (disk.vm, disk.target)
+        self._in_flight.add(key)
+        try:
+            return self.hv.detach_live(disk.vm, disk.target, disk.path, timeout,
+                                       self.unlocked)
+        except LockBusy:
+            # The lock was not ours again in time: touch nothing. The row stays
+            # 'detaching' with no request waiting on it, which the next check settles.
+            raise DetachPending(
+                f"detach pending: {disk.target} of {disk.vm} is out of the saved config, "
+                f"but the host lock stayed busy after waiting for the guest; the volume is "
+                f"kept; `ppec disk list {disk.vm}` finishes it", details={
+                    "vm": disk.vm, "target": disk.target, "path": disk.path,
+                    "state": "detaching", "volume": "kept"}) from None
+        finally:
+            self._in_flight.discard(key)
+
+    def _row(self, disk: DiskRecord) -> DiskRecord | None:
+        """The ledger's row for this very disk (same target, volume and creation)."""
+        return next((d for d in self.ledger.disks(disk.vm)
+                     if (d.target, d.path, d.created_at) ==
+                     (disk.target, disk.path, disk.created_at)), None)
+
     def _finish_detach(self, disk: DiskRecord, keep: bool) -> dict[str, Any]:
         """The guest has let go (libvirt said so): now, and only now, the volume may go."""
-        volume = "kept"
-        reason = "asked to keep it" if keep else "attached with --path"
         if disk.owned and not keep:
             storage.remove_volume(Path(disk.path), self.storage_dir)
-            volume, reason = "deleted", ""
             log.info("%s: %s's volume %s deleted", disk.vm, disk.target, disk.path)
         self.ledger.remove_disk(disk.vm, disk.target)
-        return {"vm": disk.vm, "host": self.config.host, "target": disk.target,
-                "path": disk.path, "detached": True, "volume": volume, "reason": reason}
+        return self._detached(disk, keep)
 
-    def _gone(self, disk: DiskRecord, dom: Domain | None) -> tuple[bool, bool]:
-        """(still in the saved config, still live) for a disk of the ledger."""
+    def _detached(self, disk: DiskRecord, keep: bool) -> dict[str, Any]:
+        """The answer for a finished detach: what became of the volume, and why."""
+        deleted = disk.owned and not keep
+        return {"vm": disk.vm, "host": self.config.host, "target": disk.target,
+                "path": disk.path, "detached": True,
+                "volume": "deleted" if deleted else "kept",
+                "reason": "" if deleted else
+                ("asked to keep it" if keep else "attached with --path")}
+
+    def _where(self, disk: DiskRecord, dom: Domain | None) -> tuple[bool, bool]:
+        """(in the saved config, live) for a disk of the ledger, as libvirt has it now."""
         live, config = self._xml_disks(disk.vm, dom)
 
         def has(disks: list[domxml.DiskInfo]) -> bool:
             return any(d.target == disk.target and d.path == disk.path for d in disks)
         return has(config), has(live)
 
-    def _resolve_pending(self, name: str, dom: Domain | None) -> list[str]:
-        """Finish detaches the guest has completed since they timed out."""
-        notes = []
-        for disk in self.ledger.disks(name):
-            if disk.state not in ("detach-pending", "detaching") or \
-                    (disk.vm, disk.target) in self._in_flight:
-                continue
-            saved, live = self._gone(disk, dom)
-            if not saved and not live:
-                done = self._finish_detach(disk, disk.keep)
-                notes.append(f"{name}: pending detach of {disk.target} completed; volume "
-                             f"{done['volume']}")
-                log.info("%s", notes[-1])
+    def _settle(self, disk: DiskRecord, dom: Domain | None) -> str | None:
+        """Bring one row no request is working on in line with libvirt; what was done.
+
+        Used at start-up (after a crash) and before each disk request (after a timeout,
+        a lost connection, or a guest that answered late)."""
+        where = f"{disk.vm}: {disk.target} ({disk.path})"
+        if disk.state == "attached" or (disk.vm, disk.target) in self._in_flight:
+            return None
+        saved, live = self._where(disk, dom)
+        if disk.state == "attaching":
+            if saved or live:
+                self.ledger.set_disk(disk.vm, disk.target, "attached")
+                return f"{where}: interrupted attach had finished; attached"
+            if disk.owned:
+                storage.remove_volume(Path(disk.path), self.storage_dir)
+            self.ledger.remove_disk(disk.vm, disk.target)
+            return f"{where}: interrupted attach undone"
+        if saved:
+            # Still in the saved config: the detach had changed nothing.
+            self.ledger.set_disk(disk.vm, disk.target, "attached")
+            return f"{where}: interrupted detach had changed nothing; attached"
+        if live:
+            if disk.state == "detach-pending":
+                return None
+            self.ledger.set_disk(disk.vm, disk.target, "detach-pending")
+            return f"{where}: detach pending (guest still has it); volume kept"
+        done = self._finish_detach(disk, disk.keep)
+        return f"{where}: pending detach completed; volume {done['volume']}"
+
+    def _settle_vm(self, name: str, dom: Domain | None) -> list[str]:
+        notes = [n for d in self.ledger.disks(name) if (n := self._settle(d, dom))]
+        for note in notes:
+            log.info("%s", note)
         return notes
 
     # -- recovery and deletion ------------------------------------------------------------
@@ -337,32 +419,9 @@ class DiskOps:
             rec = self.ledger.get(disk.vm)
             if rec is None or rec.state != "present":
                 continue   # the VM's own recovery takes its disks with it
-            dom = self.hv.find(disk.vm)
-            saved, live = self._gone(disk, dom)
-            where = f"{disk.vm}: {disk.target} ({disk.path})"
-            if disk.state == "attaching":
-                if saved or live:
-                    self.ledger.set_disk(disk.vm, disk.target, "attached")
-                    notes.append(f"{where}: interrupted attach had finished; kept")
-                else:
-                    if disk.owned:
-                        storage.remove_volume(Path(disk.path), self.storage_dir)
-                    self.ledger.remove_disk(disk.vm, disk.target)
-                    notes.append(f"{where}: interrupted attach undone")
-            elif disk.state in ("detaching", "detach-pending"):
-                if saved:
-                    # The detach had not yet changed anything: the disk stays as it was.
-                    self.ledger.set_disk(disk.vm, disk.target, "attached")
-                    notes.append(f"{where}: interrupted detach had changed nothing; attached")
-                elif live:
-                    self.ledger.set_disk(disk.vm, disk.target, "detach-pending")
-                    notes.append(f"{where}: detach pending (guest still has it); volume kept")
-                else:
-                    done = self._finish_detach(disk, disk.keep)
-                    notes.append(f"{where}: interrupted detach finished; volume "
-                                 f"{done['volume']}")
-        for note in notes:
-            log.warning("recovery: %s", note)
+            if (note := self._settle(disk, self.hv.find(disk.vm))) is not None:
+                notes.append(note)
+                log.warning("recovery: %s", note)
         return notes
 
     def remove_vm_disks(self, name: str) -> list[str]:

@@ -202,6 +202,19 @@ def disks(root: ET.Element) -> list[DiskInfo]:
     return out
 
 
+def disk_sources(root: ET.Element) -> list[tuple[str, str]]:
+    """(target, file) for every file a disk reads: its image and its backing chain."""
+    out = []
+    for disk in root.findall("devices/disk"):
+        el = disk.find("target")
+        target = el.get("dev", "") if el is not None else ""
+        for src in disk.iter("source"):
+            path = src.get("file") or src.get("dev") or ""
+            if path:
+                out.append((target, path))
+    return out
+
+
 def disk_xml(root: ET.Element, target: str) -> str | None:
     """The ``<disk>`` element for ``target`` as libvirt wrote it, for detaching it."""
     for disk in root.findall("devices/disk"):

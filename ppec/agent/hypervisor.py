@@ -232,8 +232,8 @@ class Hypervisor:
             return None
 
     def disk_users(self, path: str) -> list[tuple[str, str]]:
-        """(domain, target) of every disk backed by ``path`` in any domain's live or saved
-        XML, whoever made the domain."""
+        """(domain, target) of every disk backed by ``path`` (as its image or anywhere in
+        its backing chain) in any domain's live or saved XML, whoever made the domain."""
         def scan(conn: libvirt.virConnect) -> list[tuple[str, str]]:
             users = []
             for dom in conn.listAllDomains(0):
@@ -245,8 +245,9 @@ class Hypervisor:
                     if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise
                     continue
-                found = {d.target for x in xmls for d in domxml.disks(ET.fromstring(x))
-                         if d.path and os.path.realpath(d.path) == path}
+                found = {target for x in xmls
+                         for target, source in domxml.disk_sources(ET.fromstring(x))
+                         if os.path.realpath(source) == path}
                 users += [(dom.name(), t) for t in sorted(found)]
             return users
         return self._call("list disk users", scan)
@@ -317,21 +318,22 @@ class Hypervisor:
                     ) -> bool:
         """Ask the guest to release disk ``target`` (backed by ``path``) and wait for
         libvirt's device-removed event. True once removal is confirmed (or the disk is not
-        live at all, or the domain is gone), False when the guest has not released it
-        within ``timeout``. The wait runs inside ``waiting()`` (the agent lets go of its
-        host lock there).
+        live at all, or the domain is gone), False when it cannot be confirmed within
+        ``timeout`` (the guest is silent, or libvirt went away meanwhile). The wait runs
+        inside ``waiting()`` (the agent lets go of its host lock there).
 
-        detachDeviceAlias returns at once; only the event (or the disk gone from the live
-        XML, which covers an event lost to a reconnect) proves the guest let go. (virsh's
+        detachDeviceAlias returns at once; only the event, or the disk gone from the live
+        XML (polled, in case the event is missed), proves the guest let go. (virsh's
         detach-device waits 5 s and then reports success even when the guest has not let
         go: its "success" proves nothing.)
         """
         def live_alias(dom: libvirt.virDomain) -> str | None:
+            """The disk's alias when it is live; "" when live without one; None if not."""
             if not dom.isActive():
                 return None
             for disk in domxml.disks(ET.fromstring(dom.XMLDesc(0))):
                 if disk.target == target and disk.path == path:
-                    return disk.alias or None
+                    return disk.alias
             return None
 
         def detach(conn: libvirt.virConnect) -> bool:
@@ -339,6 +341,10 @@ class Hypervisor:
             alias = live_alias(dom)
             if alias is None:
                 return True
+            if not alias:
+                log.warning("%s: live disk %s has no alias; cannot ask for its removal",
+                            name, target)
+                return False
             removed, failed = threading.Event(), threading.Event()
 
             def on_removed(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
@@ -349,13 +355,15 @@ class Hypervisor:
                 if dev_alias == alias:
                     failed.set()
 
-            callbacks = [
-                conn.domainEventRegisterAny(dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-                                            on_removed, None),
-                conn.domainEventRegisterAny(
-                    dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED, on_failed, None)]
+            callbacks: list[int] = []
             try:
+                callbacks.append(conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed, None))
+                callbacks.append(conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED, on_failed, None))
                 dom.detachDeviceAlias(alias, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                log.info("%s: asked the guest to release %s (%s); waiting up to %.0f s",
+                         name, target, alias, timeout)
                 deadline = time.monotonic() + timeout
                 with waiting():
                     while True:
@@ -370,7 +378,10 @@ class Hypervisor:
                         except libvirt.libvirtError as e:
                             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                                 return True   # deleted meanwhile: no guest holds it
-                            raise
+                            # libvirtd restarted or the connection broke: unconfirmed.
+                            log.warning("%s: lost sight of %s while waiting: %s", name,
+                                        target, e.get_error_message())
+                            return False
                         if time.monotonic() >= deadline:
                             return False
             finally:
@@ -378,3 +389,13 @@ class Hypervisor:
                     with contextlib.suppress(libvirt.libvirtError):
                         conn.domainEventDeregisterAny(cb)
         return self._call(f"detach {target} from {name}", detach)
+
+    def saved_state_xml(self, name: str) -> str | None:
+        """The domain XML inside a managed-save image (a suspended-to-disk guest that will
+        resume with exactly these devices), or None when there is none."""
+        def get(conn: libvirt.virConnect) -> str | None:
+            dom = conn.lookupByName(name)
+            if not dom.hasManagedSaveImage(0):
+                return None
+            return str(dom.managedSaveGetXMLDesc(0))
+        return self._call(f"read {name}'s managed-save image", get)

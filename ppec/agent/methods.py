@@ -14,8 +14,21 @@ from ppec.errors import BadInput
 from ppec.units import check_disk_target, check_vm_name
 
 # Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
-# (lock_timeout) plus the work itself.
+# (lock_timeout, 300 s by default) plus the work itself; every locked method gets at least
+# that (see client_timeout).
 TIMEOUTS = {"fast": 30.0, "normal": 90.0, "slow": 600.0}
+
+
+def client_timeout(method: str, params: Mapping[str, Any]) -> float:
+    """How long a client waits for ``method``'s reply."""
+    m = METHODS.get(method)
+    if m is None:
+        return TIMEOUTS["fast"]
+    timeout = TIMEOUTS["slow"] if m.mutating else TIMEOUTS[m.tier]
+    wait = params.get(m.wait_param) if m.wait_param else None
+    if isinstance(wait, int | float) and not isinstance(wait, bool):
+        timeout += float(wait)
+    return timeout
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,9 @@ class Method:
     params: Mapping[str, Param] = field(default_factory=dict)
     tier: str = "fast"
     mutating: bool = False      # runs under the host lock
+    # A parameter giving seconds the handler may wait (for a guest): added to the client's
+    # timeout, so a long --timeout is not cut short by the tier's.
+    wait_param: str | None = None
     # (resource type, operation) for maker-checker: when the host's approvers file lists
     # it, the request must carry an approval the agent verifies itself.
     approval_for: tuple[str, str] | None = None
@@ -91,7 +107,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "name": _NAME,
         "force": Param(bool, required=False, default=False),
         "timeout": Param(int, required=False, default=60, minimum=1, maximum=3600),
-    }, tier="slow", mutating=True),
+    }, tier="slow", mutating=True, wait_param="timeout"),
     # Lists resolve pending detaches (deleting volumes), so they take the lock.
     Method("disk.list", "disk_list", {"name": _NAME}, tier="normal", mutating=True),
     Method("disk.attach", "disk_attach", {
@@ -100,16 +116,16 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "path": Param(str, required=False, default=""),
         "bus": Param(str, required=False, default="virtio", check=_one_of("virtio", "scsi")),
     }, tier="slow", mutating=True),
-    # The wait for the guest happens under the host lock (bounded by timeout), so nothing
-    # else changes the VM's disks meanwhile.
+    # The wait for the guest happens with the host lock let go (see AgentServer).
     Method("disk.detach", "disk_detach", {
         "name": _NAME,
         "target": _TARGET,
         "timeout": Param(int, required=False, default=20, minimum=1, maximum=300),
         "keep_volume": Param(bool, required=False, default=False),
-    }, tier="slow", mutating=True, approval_for=("disk", "detach"),
+        "path": Param(str, required=False, default=""),   # must be the disk's volume
+    }, tier="slow", mutating=True, wait_param="timeout", approval_for=("disk", "detach"),
         approval_resource=lambda p: f"{p.get('name')}/{p.get('target')}",
-        approval_binds=("keep_volume",)),
+        approval_binds=("keep_volume", "path")),
 )}
 
 

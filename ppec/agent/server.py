@@ -29,7 +29,7 @@ from ppec.agent.config import AgentConfig
 from ppec.agent.methods import METHODS, Method, check_params
 from ppec.agent.service import AgentService
 from ppec.approvals import Approvers, Forbidden, check_approval, digest
-from ppec.errors import PpecError, ProtocolError
+from ppec.errors import LockBusy, PpecError, ProtocolError
 
 log = logging.getLogger(__name__)
 _ENVELOPE = {"v", "id", "method", "params", "approval"}
@@ -59,7 +59,11 @@ class AgentServer:
         try:
             yield
         finally:
-            self.host_lock.acquire()
+            try:
+                self.host_lock.acquire()
+            except Timeout:
+                raise LockBusy(f"host lock {self.config.lock_path} still held after "
+                               f"{self.config.lock_timeout:.0f}s") from None
 
     # -- socket -----------------------------------------------------------------------------
 
@@ -194,8 +198,8 @@ class AgentServer:
                         self._check_approval(method, clean, msg.get("approval"))
                         result = handler(**clean)
                 except Timeout:
-                    raise PpecError(f"host lock {self.config.lock_path} still held after "
-                                    f"{self.config.lock_timeout:.0f}s", code="BUSY") from None
+                    raise LockBusy(f"host lock {self.config.lock_path} still held after "
+                                   f"{self.config.lock_timeout:.0f}s") from None
             else:
                 result = handler(**clean)
             return protocol.reply_ok(msg_id, result)

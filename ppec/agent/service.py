@@ -286,6 +286,12 @@ class AgentService(DiskOps):
         plan = self._fit(vcpus, memory_mib, numa, numa_nodes, threads, emulator)
         self.check_quota(disk_bytes)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
+        # The VM's volumes are named after it; files by those names (a kept data volume,
+        # say) are someone else's, and undo or delete would remove them.
+        for derived in (self.storage_dir / f"{name}.qcow2", self._seed_path(name)):
+            if derived.exists() or derived.is_symlink():
+                raise AlreadyExists(f"{derived} already exists on {self.config.host}; a VM "
+                                    f"named {name} would take it over", code="VOLUME_EXISTS")
         rec = VmRecord(name=name, uuid=str(uuid.uuid4()), state="creating", vcpus=vcpus,
                        memory_mib=memory_mib, disk_path=str(self.storage_dir / f"{name}.qcow2"),
                        disk_bytes=disk_bytes, image=image, power="running", created_at=utc_now(),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ppec import protocol
-from ppec.agent.methods import METHODS, TIMEOUTS
+from ppec.agent.methods import client_timeout
 from ppec.errors import PpecError, ProtocolError, TransportError, from_wire
 from ppec.fleet.transport import LineReader, LocalStream, Stream
 from ppec.store import Host
@@ -66,7 +66,7 @@ class AgentClient:
 
     def _call(self, method: str, params: dict[str, Any],
               approval: dict[str, Any] | None = None) -> Any:
-        timeout = TIMEOUTS[METHODS[method].tier] if method in METHODS else TIMEOUTS["fast"]
+        timeout = client_timeout(method, params)
         reader = self._open()
         msg_id = next(self._ids)
         assert self._stream is not None

@@ -184,7 +184,7 @@ def test_a_guest_that_is_not_running_then_comes_up_completes_the_detach(
     else:
         listed = gcli.ok("disk", "list", vm)
         assert "vdb" not in listed.stdout
-        assert "pending detach of vdb completed; volume deleted" in listed.stderr
+        assert f"{vm}: vdb ({path}): pending detach completed; volume deleted" in listed.stderr
     assert not path.exists() and "vdb" not in blk(vm) and guest_agent.disk_rows() == {}
     gcli.ok("vm", "delete", vm)
 
@@ -236,6 +236,12 @@ def test_bad_attaches_and_detaches_say_why_and_create_nothing(
     backed = guest_agent.storage / "backed.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(foreign_vol),
                     "-F", "qcow2", str(backed)], check=True)
+    # A qcow2 whose data lives in another file (a guest can write such a header into a
+    # raw volume): attaching it would hand the guest that file.
+    data_file = guest_agent.storage / "data-file.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    f"data_file={qemu_dir / 'outside.raw'},data_file_raw=on", str(data_file),
+                    "8M"], check=True)
     before = (guest_agent.volumes(), guest_agent.disk_rows(), blk(vm), blk(vm, inactive=True))
     cases = [
         (("disk", "attach", vm, "--path", str(used)), 1, "VOLUME_IN_USE",
@@ -251,7 +257,9 @@ def test_bad_attaches_and_detaches_say_why_and_create_nothing(
         (("disk", "attach", vm, "--path", str(guest_agent.storage / "nope.qcow2")), 2,
          "NOT_FOUND", "does not exist"),
         (("disk", "attach", vm, "--path", str(backed)), 2, "VOLUME_BACKED",
-         "has a backing file"),
+         f"refers to another file ({foreign_vol})"),
+        (("disk", "attach", vm, "--path", str(data_file)), 2, "VOLUME_BACKED",
+         f"refers to another file ({qemu_dir / 'outside.raw'})"),
         (("disk", "attach", vm, "--size", "900T"), 1, "NO_SPACE", "not enough space in"),
         (("disk", "attach", vm, "--size", "-5G"), 2, "BAD_SIZE", "invalid disk size"),
         (("disk", "attach", vm), 2, "BAD_INPUT", "give --size"),
@@ -329,8 +337,10 @@ def test_agent_killed_between_config_removal_and_volume_deletion(
     detach = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120"],
                               env=gcli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-    # The agent has taken the disk out of the saved config and now waits for the guest.
-    _wait(lambda: "vdb" not in blk(vm, inactive=True))
+    # The agent has taken the disk out of the saved config, asked the guest to release it,
+    # and now waits.
+    _wait(lambda: f"{vm}: asked the guest to release vdb" in guest_agent.log())
+    assert "vdb" not in blk(vm, inactive=True)
     assert guest_agent.disk_rows() == {(vm, "vdb"): ("detaching", str(path))}
     if moment == "guest-released-it":
         assert guest_agent.proc is not None
@@ -354,7 +364,8 @@ def test_agent_killed_between_config_removal_and_volume_deletion(
         assert "vdb" not in disk_list(gcli, vm)
     else:
         # Recovery: libvirt says the guest let go, so the volume goes and the row with it.
-        assert "interrupted detach finished; volume deleted" in guest_agent.log()
+        assert f"recovery: {vm}: vdb ({path}): pending detach completed; volume deleted" \
+            in guest_agent.log()
     assert guest_agent.disk_rows() == {}
     assert not path.exists()
     assert "vdb" not in blk(vm) and "vdb" not in blk(vm, inactive=True)
@@ -473,7 +484,7 @@ def test_a_vm_deleted_while_its_detach_waits(gcli: Cli, guest_agent: Agent,
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert (json.loads(out)["volume"], json.loads(out)["reason"]) == (
-        "gone", "the VM was deleted meanwhile")
+        "deleted", "the VM was deleted meanwhile")
     assert not path.exists() and guest_agent.volumes() == set()
     assert guest_agent.disk_rows() == {} and guest_agent.ledger_rows() == {}
 
@@ -496,3 +507,55 @@ def test_kernel_boot_takes_files_from_the_image_dir_only(gcli: Cli, guest_agent:
     assert gcli.store_vms() == []
     assert subprocess.run(["virsh", "domstate", vm], capture_output=True,
                           check=False).returncode != 0
+
+
+def test_path_is_resolved_once_and_names_of_vm_volumes_stay_theirs(
+        gcli: Cli, guest_agent: Agent, qemu_dir: Path) -> None:
+    """A symlink to a volume is attached as the volume itself (what was checked is what
+    the guest gets); a VM cannot be named so that its volumes would be a kept volume."""
+    vm = unique("n")
+    gcli.ok("vm", "create", vm, *NO_OS)
+    vol = guest_agent.storage / "kept-data.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(vol), "8M"], check=True)
+    link = qemu_dir / "link.qcow2"
+    link.symlink_to(vol)
+    disk = attach(gcli, vm, "--path", str(link))
+    assert disk["path"] == str(vol)
+    assert blk(vm)["vdb"] == str(vol) and blk(vm, inactive=True)["vdb"] == str(vol)
+    assert guest_agent.disk_rows() == {(vm, "vdb"): ("attached", str(vol))}
+    # A symlink out of the storage dir is refused whatever it is called.
+    outside = qemu_dir / "outside.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(outside), "8M"], check=True)
+    sneaky = guest_agent.storage / "sneaky.qcow2"
+    sneaky.symlink_to(outside)
+    done = gcli.run("disk", "attach", vm, "--path", str(sneaky), "-o", "json")
+    assert done.returncode == 2 and error(done)["code"] == "VOLUME_OUTSIDE"
+    sneaky.unlink()
+    # `vm create kept-data` would make (and on delete remove) kept-data.qcow2: refused.
+    done = gcli.run("vm", "create", "kept-data", *NO_OS, "-o", "json")
+    assert done.returncode == 2 and error(done)["code"] == "VOLUME_EXISTS", done.stderr
+    assert vol.exists() and gcli.store_vms() == [vm]
+    gcli.ok("vm", "delete", vm)
+    assert vol.exists()
+
+
+def test_a_guest_suspended_to_disk_keeps_its_disk_pending(gcli: Cli,
+                                                          guest_agent: Agent) -> None:
+    """A managed-save image holds the guest with its disks: while it exists, a pending
+    detach must not be taken as done (the guest would wake up with a deleted volume)."""
+    vm = unique("n")
+    gcli.ok("vm", "create", vm, *NO_OS)
+    path = Path(str(attach(gcli, vm, "--size", "8M")["path"]))
+    done = gcli.run("disk", "detach", vm, "vdb", "--timeout", "1", "-o", "json")
+    assert done.returncode == 1 and error(done)["code"] == "DETACH_PENDING"
+    virsh("managedsave", vm)
+    listed = disk_list(gcli, vm)["vdb"]
+    assert (listed["state"], listed["live"], listed["persistent"]) == (
+        "detach-pending", True, False)
+    done = gcli.run("disk", "detach", vm, "vdb", "--timeout", "1", "-o", "json")
+    assert done.returncode == 1 and error(done)["code"] == "DETACH_PENDING"
+    assert path.exists()
+    virsh("managedsave-remove", vm)     # the saved guest is gone: nothing holds the disk
+    assert "vdb" not in disk_list(gcli, vm) and not path.exists()
+    assert guest_agent.disk_rows() == {}
+    gcli.ok("vm", "delete", vm)

@@ -31,3 +31,17 @@ def test_every_method_has_a_known_tier_and_mutators_are_marked() -> None:
     assert {n for n, m in METHODS.items() if m.mutating} == {
         "vm.create", "vm.delete", "vm.start", "vm.stop", "drift.check", "disk.attach",
         "disk.detach", "disk.list"}
+
+
+def test_client_timeouts_cover_the_lock_and_the_wait_asked_for() -> None:
+    from ppec.agent.methods import client_timeout
+    assert client_timeout("ping", {}) == TIMEOUTS["fast"]
+    assert client_timeout("vm.list", {}) == TIMEOUTS["normal"]
+    # Locked methods may queue behind the host lock: at least the slow tier.
+    assert client_timeout("vm.start", {"name": "x"}) == TIMEOUTS["slow"]
+    assert client_timeout("disk.list", {"name": "x"}) == TIMEOUTS["slow"]
+    # ... plus the seconds the caller lets the handler wait for a guest.
+    assert client_timeout("disk.detach", {"timeout": 300}) == TIMEOUTS["slow"] + 300
+    assert client_timeout("vm.stop", {"timeout": 3600}) == TIMEOUTS["slow"] + 3600
+    assert client_timeout("vm.stop", {"timeout": True}) == TIMEOUTS["slow"]
+    assert client_timeout("no.such", {}) == TIMEOUTS["fast"]
