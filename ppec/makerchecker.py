@@ -100,6 +100,17 @@ def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                           "timeout": timeout, "path": found[0]["path"]})
 
 
+def request_agent_update(ctx: Context, signer: Signer, host: str) -> dict[str, Any]:
+    """The approval names the host and the exact files (the digest of this ppec's
+    manifest): the agent refuses any other set."""
+    from ppec.syncer import Desired
+    want = Desired.here()
+    agent_name = str(ctx.client(ctx.store.host(host)).call("ping")["host"])
+    return create(ctx, signer, "update", "agent", "agent", host=agent_name,
+                  params={"inventory_host": host, "version": want.version,
+                          "digest": want.digest})
+
+
 def show(ctx: Context, request_id: int) -> dict[str, Any]:
     doc = _row(ctx, request_id)
     p = doc["payload"]
@@ -177,6 +188,8 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
                                   keep_volume=bool(p["params"]["keep_volume"]),
                                   path=str(p["params"]["path"]),
                                   host=p["params"].get("inventory_host"), approval=envelope)
+        elif p["operation"] == "agent.update":
+            result = _agent_update(ctx, p, envelope)
         elif p["operation"] == "ip.release":
             result = ipdb.release(ctx.store, p["params"]["vrf"], p["resource"])
         else:
@@ -191,6 +204,21 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     audit.append(ctx.store, actor or doc["checker"], "executed", request_id,
                  {"result": result})
     return {**show(ctx, request_id), "result": result}
+
+
+def _agent_update(ctx: Context, payload: dict[str, Any],
+                  envelope: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from ppec.syncer import Desired, sync_host
+    want = Desired.here()
+    if want.digest != payload["params"]["digest"]:
+        raise Conflict(f"this ppec's files ({want.version}, {want.digest[:12]}) are not the "
+                       f"ones approved ({payload['params']['version']}, "
+                       f"{payload['params']['digest'][:12]}); make a new request",
+                       code="UPDATE_MISMATCH")
+    host = ctx.store.host(payload["params"]["inventory_host"])
+    return asdict(sync_host(ctx, host, want, approval=envelope))
 
 
 def reject(ctx: Context, signer: Signer, request_id: int, reason: str) -> dict[str, Any]:

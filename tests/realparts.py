@@ -112,6 +112,7 @@ class Agent:
     libvirt_uri: str = TEST_NODE_URI
     extra: dict[str, Any] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)   # e.g. PYTHONPATH: another ppec
 
     @property
     def socket(self) -> Path:
@@ -140,7 +141,8 @@ class Agent:
         self.write_config()
         log = open(self.root / "agent.log", "ab")  # noqa: SIM115 -- lives with the process
         self.proc = subprocess.Popen([AGENT, "serve", "--config", str(self.config_path),
-                                      "--log-level", "DEBUG"], stdout=log, stderr=log)
+                                      "--log-level", "DEBUG"], stdout=log, stderr=log,
+                                     env={**os.environ, **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
+
+from filelock import Timeout
 
 from ppec.agent import config as agent_config
 from ppec.agent.hypervisor import Hypervisor
@@ -45,4 +48,19 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
     server.install_signal_handlers()
     server.start_drift_checks()
     server.serve_forever()
+    if service.restart_requested:
+        restart(server)
     return 0
+
+
+def restart(server: AgentServer) -> None:
+    """Become the updated agent: same PID, same arguments, the new files. Taking the host
+    lock first lets any state change in progress finish; exec closes every descriptor
+    (Python's are close-on-exec), so the lock and the old socket go with the old code."""
+    try:
+        server.host_lock.acquire()
+    except Timeout:   # a change stuck past lock_timeout: recovery at start settles it
+        log.warning("host lock still held; restarting anyway")
+    log.info("restarting on the updated files")
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])

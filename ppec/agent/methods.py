@@ -74,6 +74,16 @@ def _one_of(*allowed: str) -> Callable[[Any], Any]:
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ping", "ping"),
+    Method("agent.manifest", "agent_manifest"),
+    # Replaces the agent's own files and restarts it (VMs untouched); the approval, when
+    # policy asks for one, names the exact files by their digest.
+    Method("agent.update", "agent_update", {
+        "version": Param(str),
+        "manifest": Param(dict),    # the whole desired package: relative path -> sha256
+        "bundle": Param(str),
+        "digest": Param(str),
+    }, tier="slow", mutating=True, approval_for=("agent", "update"),
+        approval_resource=lambda p: "agent", approval_binds=("digest",)),
     Method("host.info", "host_info"),
     Method("host.numa", "host_numa"),
     Method("host.snapshot", "host_snapshot"),

@@ -163,7 +163,13 @@ class AgentServer:
                     reply = protocol.reply_error(None, line.code, line.message)
                 else:
                     reply = self.handle_line(line)
-                if not _send(stream, reply):
+                sent = _send(stream, reply)
+                if self.service.restart_requested:
+                    # The new files are in place and the caller has its answer: stop
+                    # serving; the daemon re-executes itself on the new code.
+                    self.stop()
+                    return
+                if not sent:
                     return
 
     def handle_line(self, line: bytes) -> dict[str, Any]:

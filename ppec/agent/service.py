@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -22,7 +23,7 @@ import psutil
 
 import ppec
 from ppec import numa
-from ppec.agent import domxml, drift, seed, storage
+from ppec.agent import domxml, drift, files, seed, storage
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.diskops import DiskOps
 from ppec.agent.hypervisor import Domain, Hypervisor
@@ -44,6 +45,9 @@ class AgentService(DiskOps):
         self._domain_type: str | None = None
         self._topology: numa.Topology | None = None
         self._in_flight = set()
+        # Set by agent.update once the new files are in place: the server stops after
+        # replying and the daemon re-executes itself on them.
+        self.restart_requested = False
 
     @property
     def domain_type(self) -> str:
@@ -133,6 +137,26 @@ class AgentService(DiskOps):
         return dom is not None and dom.owner is not None and dom.owner.host == self.config.host
 
     # -- read-only --------------------------------------------------------------------------
+
+    def agent_manifest(self) -> dict[str, Any]:
+        root = files.package_root()
+        found = files.manifest(root)
+        return {"host": self.config.host, "version": ppec.__version__, "root": str(root),
+                "files": found, "digest": files.digest(ppec.__version__, found)}
+
+    def agent_update(self, version: str, manifest: dict[str, Any], bundle: str,
+                     digest: str) -> dict[str, Any]:
+        """Swap in the operator's files (under the host lock: no VM change is half-done),
+        then restart on them; running VMs are libvirtd's and are not touched."""
+        if files.digest(version, manifest) != digest:
+            raise BadInput("the manifest does not match its digest", code="BAD_UPDATE")
+        if self._in_flight:
+            raise Conflict("a disk detach is waiting for its guest; update after it ends",
+                           code="BUSY")
+        result = files.apply(files.package_root(), version, manifest, bundle, sys.executable)
+        self.restart_requested = True
+        return {"host": self.config.host, "from": ppec.__version__, **result,
+                "restarting": True}
 
     def ping(self) -> dict[str, Any]:
         return {"host": self.config.host, "version": ppec.__version__, "time": time.time()}

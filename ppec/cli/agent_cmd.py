@@ -7,12 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ppec import hosts
+from ppec import hosts, makerchecker, syncer
+from ppec.approvals import Signer
 from ppec.cli import output
-from ppec.cli.common import context, partial_exit
+from ppec.cli.common import context, held, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.errors import EXIT_PENDING
 
-app = typer.Typer(help="Host agents: status.", no_args_is_help=True)
+app = typer.Typer(help="Host agents: status, sync (keep their files at this version).",
+                  no_args_is_help=True)
 
 
 @app.command("status")
@@ -28,3 +31,39 @@ def status(
                      [("host", "HOST"), ("ok", "OK"), ("version", "VERSION"),
                       ("latency_ms", "MS"), ("error", "ERROR")])
     partial_exit(sum(not r["ok"] for r in rows), len(rows))
+
+
+@app.command("sync")
+def sync(
+    names: Annotated[list[str] | None, typer.Argument(help="Hosts; default all.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Only compare: list the files that differ.")] = False,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """Bring each host's agent to this ppec's files, compared by SHA-256.
+
+    The agent stages the new files, checks them and that they import, swaps them in
+    atomically and restarts itself; running VMs are not touched. Exit 5 when some hosts
+    failed, 1 when all did. When policy says so ([approval.agent] operations = ["update"]),
+    this makes one request per host instead (exit 4); each approval names these files."""
+    output.use(fmt)
+    with context() as ctx:
+        if not dry_run and makerchecker.needs(ctx, "agent", "update"):
+            signer = Signer(output.current.get("identity"))
+            targets = names or [h.name for h in ctx.store.hosts()]
+            requests = [makerchecker.request_agent_update(ctx, signer, n) for n in targets]
+            if len(requests) == 1:
+                held(fmt, requests[0])
+            output.emit_list(fmt, {"requests": requests}, "requests",
+                             [("id", "ID"), ("operation", "OPERATION"), ("host", "HOST"),
+                              ("state", "STATE")])
+            raise typer.Exit(EXIT_PENDING)
+        rows = [asdict(s) for s in syncer.sync(ctx, names or [], dry_run=dry_run)]
+    if fmt is not Fmt.json:
+        rows = [{**r, "changed": len(r["changed"]), "removed": len(r["removed"])}
+                for r in rows]
+    output.emit_list(fmt, {"hosts": rows}, "hosts",
+                     [("host", "HOST"), ("state", "STATE"), ("version", "FROM"),
+                      ("to", "TO"), ("changed", "CHANGED"), ("removed", "REMOVED"),
+                      ("error", "ERROR")])
+    partial_exit(sum(r["state"] == "failed" for r in rows), len(rows))

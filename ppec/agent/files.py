@@ -1,0 +1,155 @@
+"""The agent's own files: a manifest by checksum, and an update that swaps them whole.
+
+The desired version is the operator's own ppec package: ``ppec agent sync`` sends the files
+whose checksums differ (a tar.gz, base64, inside one protocol line) with the full desired
+manifest. The agent stages a complete copy next to its package, checks every checksum and
+that the staged code imports, then exchanges the two directories in one atomic rename
+(``renameat2(RENAME_EXCHANGE)``) and re-executes itself (same PID). VMs are libvirtd's
+children, so they never notice. Stdlib only: the operator side imports this too.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ppec.errors import BadInput, PpecError
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".py", ".toml", ".typed")   # what makes up the package; nothing else is synced
+_RENAME_EXCHANGE = 2
+
+
+def package_root() -> Path:
+    import ppec
+    return Path(ppec.__file__).resolve().parent
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def manifest(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every package file under ``root``."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if "__pycache__" in rel.parts or not path.is_file() or path.suffix not in SUFFIXES:
+            continue
+        out[rel.as_posix()] = _sha256(path.read_bytes())
+    return out
+
+
+def digest(version: str, files: dict[str, str]) -> str:
+    """One checksum for a version and its manifest (what an approval can name)."""
+    return _sha256(json.dumps({"version": version, "files": files}, sort_keys=True,
+                              separators=(",", ":")).encode())
+
+
+def pack(root: Path, names: list[str]) -> str:
+    """The named files as base64 of a tar.gz (regular files only, relative names)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in sorted(names):
+            data = (root / name).read_bytes()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def check_name(name: str) -> str:
+    """A package-relative file name: no absolute paths, no '..', one of our suffixes."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or not p.parts or any(part in ("", ".", "..") for part in p.parts) \
+            or p.suffix not in SUFFIXES or "__pycache__" in p.parts or "\\" in name:
+        raise BadInput(f"file name {name!r} is not a package file", code="BAD_UPDATE")
+    return name
+
+
+def unpack(bundle: str) -> dict[str, bytes]:
+    """Read the bundle's regular files by name; never extract (no links, no paths out)."""
+    try:
+        raw = base64.b64decode(bundle, validate=True)
+        out = {}
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
+            for member in tar.getmembers():
+                if not member.isfile():
+                    raise BadInput(f"bundle entry {member.name!r} is not a regular file",
+                                   code="BAD_UPDATE")
+                stream = tar.extractfile(member)
+                assert stream is not None
+                out[check_name(member.name)] = stream.read()
+    except (ValueError, tarfile.TarError, OSError) as e:
+        raise BadInput(f"update bundle unreadable: {e}", code="BAD_UPDATE") from None
+    return out
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories atomically; there is never a moment without a package."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    if libc.renameat2(at_fdcwd, bytes(a), at_fdcwd, bytes(b), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}")
+
+
+def apply(root: Path, version: str, files: dict[str, str], bundle: str,
+          python: str) -> dict[str, Any]:
+    """Make ``root`` hold exactly ``files`` (the desired manifest), from what it has plus
+    ``bundle``; all or nothing. Returns what changed."""
+    for name, sha in files.items():
+        check_name(name)
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise BadInput(f"manifest entry {name!r} has no sha256", code="BAD_UPDATE")
+    current = manifest(root)
+    changed = sorted(n for n, sha in files.items() if current.get(n) != sha)
+    removed = sorted(n for n in current if n not in files)
+    contents = unpack(bundle)
+    if sorted(contents) != changed:
+        raise BadInput(f"the bundle has {sorted(contents)}, the manifest says "
+                       f"{changed} differ", code="BAD_UPDATE")
+    for name, data in contents.items():
+        if _sha256(data) != files[name]:
+            raise BadInput(f"{name}: checksum does not match the manifest", code="BAD_UPDATE")
+    work = root.parent / f".{root.name}-update-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    stage = work / root.name
+    try:
+        shutil.copytree(root, stage, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in removed:
+            (stage / name).unlink()
+        for name, data in contents.items():
+            (stage / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / name).write_bytes(data)
+        if manifest(stage) != files:
+            raise PpecError("staged files do not match the manifest", code="BAD_UPDATE")
+        # The new code must at least import, as the agent and the proxy will import it.
+        # -P and cwd: nothing but the staged copy may answer the import.
+        pkg = root.name
+        check = (f"import {pkg}, {pkg}.agent.daemon, {pkg}.agent.proxy\n"
+                 f"assert {pkg}.__file__.startswith({str(stage)!r}), {pkg}.__file__")
+        done = subprocess.run(
+            [python, "-P", "-c", check], cwd=work,
+            env={**os.environ, "PYTHONPATH": str(work)}, capture_output=True, text=True,
+            timeout=60, check=False)
+        if done.returncode != 0:
+            raise PpecError(f"the new files do not import: "
+                            f"{done.stderr.strip().splitlines()[-1:]}", code="BAD_UPDATE")
+        _exchange(root, stage)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("agent files updated to %s: %d changed, %d removed", version, len(changed),
+             len(removed))
+    return {"version": version, "changed": changed, "removed": removed}

@@ -1,0 +1,205 @@
+"""`ppec agent sync`: an agent running older files is brought to this ppec's files by
+checksum and restarts on them, with its VMs untouched. The old agent runs from a copy of
+the package (PYTHONPATH), so the update rewrites that copy, never this checkout."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shutil
+import socket
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import ppec
+from ppec import protocol
+from ppec.agent import files
+from tests.realparts import Agent, Cli, domain_state, qemu_pid, unique
+
+TINY = ("--cpus", "1", "--memory", "64M", "--disk", "16M")
+
+
+def old_copy(where: Path) -> Path:
+    """A copy of ppec as an older release: another version string, one module it does
+    not have yet, one module the new release dropped. Returns the PYTHONPATH dir."""
+    pkg = where / "site" / "ppec"
+    shutil.copytree(files.package_root(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    init = pkg / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{ppec.__version__}"', '"0.0.9"'))
+    (pkg / "disks.py").unlink()
+    (pkg / "agent" / "retired.py").write_text("# dropped by the new release\n")
+    return pkg.parent
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pid_cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_sync_brings_the_agent_to_this_version_and_vms_keep_running(
+        cli: Cli, qemu_dir: Path) -> None:
+    site = old_copy(qemu_dir)
+    agent = Agent(qemu_dir / "agent", host=unique("s"), libvirt_uri="qemu:///system",
+                  env={"PYTHONPATH": str(site)}).start()
+    try:
+        cli.ok("host", "add", "s", "--address", "local", "--socket", str(agent.socket))
+        vm = unique("vm")
+        cli.ok("vm", "create", vm, *TINY)
+        qemu = qemu_pid(vm)
+        assert agent.proc is not None
+        pid = agent.proc.pid
+        status = json.loads(cli.ok("agent", "status", "-o", "json").stdout)["agents"]
+        assert status[0]["version"] == "0.0.9"
+
+        dry = json.loads(cli.ok("agent", "sync", "--dry-run", "-o", "json").stdout)["hosts"]
+        assert [(h["state"], h["version"], h["to"]) for h in dry] == [
+            ("outdated", "0.0.9", ppec.__version__)]
+        assert dry[0]["changed"] == ["__init__.py", "disks.py"]
+        assert dry[0]["removed"] == ["agent/retired.py"]
+        assert (site / "ppec" / "agent" / "retired.py").exists()   # a dry run changes nothing
+
+        done = json.loads(cli.ok("agent", "sync", "-o", "json").stdout)["hosts"]
+        assert [(h["state"], h["version"], h["to"]) for h in done] == [
+            ("updated", "0.0.9", ppec.__version__)]
+        # The copy now holds exactly this checkout's files, checked by checksum.
+        assert files.manifest(site / "ppec") == files.manifest(files.package_root())
+        assert not (site / "ppec" / "agent" / "retired.py").exists()
+        # The same process (exec, same PID), serving the new version; the VM never noticed.
+        assert agent.proc.poll() is None and agent.proc.pid == pid
+        assert "serve" in pid_cmdline(pid)
+        status = json.loads(cli.ok("agent", "status", "-o", "json").stdout)["agents"]
+        assert status[0]["version"] == ppec.__version__
+        assert domain_state(vm) == "running" and qemu_pid(vm) == qemu
+        listed = json.loads(cli.ok("vm", "list", "-o", "json").stdout)["vms"]
+        assert [(v["name"], v["state"]) for v in listed] == [(vm, "running")]
+        assert "restarting on the updated files" in agent.log()
+        # Nothing left to do the second time.
+        again = json.loads(cli.ok("agent", "sync", "-o", "json").stdout)["hosts"]
+        assert [(h["state"], h["changed"]) for h in again] == [("current", [])]
+        cli.ok("vm", "delete", vm)
+    finally:
+        agent.kill()
+
+
+def _update(agent: Agent, manifest: dict[str, str], bundle: str, version: str = "9.9",
+            digest: str | None = None) -> dict[str, object]:
+    params = {"version": version, "manifest": manifest, "bundle": bundle,
+              "digest": digest or files.digest(version, manifest)}
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(agent.socket))
+        s.sendall(protocol.encode(protocol.request(1, "agent.update", params)))
+        return dict(json.loads(s.makefile("rb").readline()))
+
+
+def _bundle(entries: dict[str, bytes], link: str = "") -> str:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in entries.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+            tar.addfile(info)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("case", ["escape", "checksum", "digest", "link", "extra",
+                                  "does-not-import"])
+def test_bad_updates_are_refused_and_change_nothing(tmp_path: Path, case: str) -> None:
+    site = old_copy(tmp_path)
+    agent = Agent(tmp_path / "agent", host="t1", env={"PYTHONPATH": str(site)}).start()
+    try:
+        before = files.manifest(site / "ppec")
+        want = dict(before)
+        good = b"__version__ = '9.9'\n"
+        want["__init__.py"] = sha(good)
+        bundle = _bundle({"__init__.py": good})
+        digest = None
+        if case == "escape":
+            want["../evil.py"] = sha(b"x")
+            bundle = _bundle({"__init__.py": good, "../evil.py": b"x"})
+            words = "is not a package file"
+        elif case == "checksum":
+            bundle = _bundle({"__init__.py": b"import os; os.system('id')\n"})
+            words = "checksum does not match the manifest"
+        elif case == "digest":
+            digest = "0" * 64
+            words = "the manifest does not match its digest"
+        elif case == "link":
+            bundle = _bundle({"__init__.py": good}, link="agent/x.py")
+            words = "is not a regular file"
+        elif case == "extra":
+            bundle = _bundle({"__init__.py": good, "agent/sneaky.py": b"x"})
+            words = "the manifest says"
+        else:
+            broken = b"raise ImportError('not this one')\n"
+            want["agent/daemon.py"] = sha(broken)
+            bundle = _bundle({"__init__.py": good, "agent/daemon.py": broken})
+            words = "the new files do not import"
+        reply = _update(agent, want, bundle, digest=digest)
+        assert reply["ok"] is False, reply
+        assert reply["error"]["code"] in ("BAD_UPDATE", "BAD_PARAMS"), reply  # type: ignore[index]
+        assert words in reply["error"]["message"], reply  # type: ignore[index]
+        assert files.manifest(site / "ppec") == before
+        assert not (tmp_path / "evil.py").exists() and not (site / "evil.py").exists()
+        assert not list(site.glob(".ppec-update-*"))
+        # Still the old agent, still serving.
+        assert agent.proc is not None and agent.proc.poll() is None
+        ping = _ping(agent)
+        assert ping["version"] == "0.0.9"
+    finally:
+        agent.kill()
+
+
+def _ping(agent: Agent) -> dict[str, object]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(agent.socket))
+        s.sendall(protocol.encode(protocol.request(1, "ping", {})))
+        return dict(json.loads(s.makefile("rb").readline())["result"])
+
+
+def test_under_policy_an_update_waits_for_a_second_person(cli: Cli, tmp_path: Path) -> None:
+    from tests.realparts import make_key
+    from tests.test_makerchecker import as_, policy_toml
+    people = {who: tmp_path / f"{who}_ed25519" for who in ("alice", "bob", "carol")}
+    for key in people.values():
+        make_key(key)
+    config = tmp_path / "config.toml"
+    config.write_text(policy_toml(people, '[approval.agent]\noperations = ["update"]\n'
+                                          'approvers = ["sre"]\n'))
+    cli.env["PPEC_CONFIG"] = str(config)
+    approvers = tmp_path / "approvers.toml"
+    cli.ok("config", "export-approvers", str(approvers))
+    approvers.chmod(0o644)
+    site = old_copy(tmp_path)
+    agent = Agent(tmp_path / "agent", host="t1", env={"PYTHONPATH": str(site)},
+                  extra={"approvers_file": str(approvers)}).start()
+    try:
+        cli.ok("host", "add", "t1", "--address", "local", "--socket", str(agent.socket))
+        before = files.manifest(site / "ppec")
+        # Straight to the agent, no approval: refused, nothing written.
+        reply = _update(agent, files.manifest(files.package_root()), _bundle({}))
+        assert reply["ok"] is False
+        assert "agent.update needs an approved request" in reply["error"]["message"]  # type: ignore[index]
+        held = as_(cli, people["alice"], "agent", "sync", "-o", "json")
+        assert held.returncode == 4, held.stderr  # type: ignore[attr-defined]
+        request = json.loads(held.stdout)  # type: ignore[attr-defined]
+        assert request["operation"] == "agent.update"
+        assert files.manifest(site / "ppec") == before
+        done = as_(cli, people["bob"], "request", "approve", str(request["id"]), "-o", "json")
+        assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
+        result = json.loads(done.stdout)["result"]  # type: ignore[attr-defined]
+        assert (result["state"], result["version"]) == ("updated", "0.0.9")
+        assert files.manifest(site / "ppec") == files.manifest(files.package_root())
+        assert _ping(agent)["version"] == ppec.__version__
+    finally:
+        agent.kill()
