@@ -31,16 +31,23 @@ def _hash(entry: dict[str, Any]) -> str:
 def append(store: Store, actor: str, action: str, request_id: int | None,
            detail: dict[str, Any]) -> dict[str, Any]:
     with store.transaction() as db:
-        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
-        entry = {"seq": seq, "at": utc_now("microseconds"),
-                 "actor": actor, "action": action, "request_id": request_id,
-                 "detail": json.dumps(detail, sort_keys=True), "prev": prev}
-        entry["hash"] = _hash(entry)
-        db.execute("INSERT INTO audit (seq, at, actor, action, request_id, detail, prev, hash)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   [entry[k] for k in ("seq", "at", "actor", "action", "request_id",
-                                       "detail", "prev", "hash")])
+        return append_in(db, actor, action, request_id, detail)
+
+
+def append_in(db: Any, actor: str, action: str, request_id: int | None,
+              detail: dict[str, Any]) -> dict[str, Any]:
+    """Append inside the caller's transaction, so the entry and the change it records
+    commit together or not at all (writers are serialized: the chain cannot fork)."""
+    last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+    entry = {"seq": seq, "at": utc_now("microseconds"),
+             "actor": actor, "action": action, "request_id": request_id,
+             "detail": json.dumps(detail, sort_keys=True), "prev": prev}
+    entry["hash"] = _hash(entry)
+    db.execute("INSERT INTO audit (seq, at, actor, action, request_id, detail, prev, hash)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               [entry[k] for k in ("seq", "at", "actor", "action", "request_id",
+                                   "detail", "prev", "hash")])
     return entry
 
 

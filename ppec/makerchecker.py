@@ -62,9 +62,9 @@ def create(ctx: Context, signer: Signer, operation: str, rtype: str, resource: s
                    "updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                    (request_id, json.dumps(payload, sort_keys=True), hexdigest, maker.name,
                     sign(key, PURPOSE_REQUEST, hexdigest), utc_now()))
-    audit.append(ctx.store, maker.name, "request", request_id,
-                 {"operation": payload["operation"], "resource": resource, "host": host,
-                  "digest": hexdigest})
+        audit.append_in(db, maker.name, "request", request_id,
+                        {"operation": payload["operation"], "resource": resource,
+                         "host": host, "digest": hexdigest})
     return show(ctx, request_id)
 
 
@@ -130,7 +130,10 @@ def list_(ctx: Context, state: str | None = None) -> list[dict[str, Any]]:
     return [show(ctx, i) for i in ids]
 
 
-def _set(ctx: Context, request_id: int, expect: str, state: str, **fields: str) -> None:
+def _set(ctx: Context, request_id: int, expect: str, state: str,
+         entry: tuple[str, str, dict[str, Any]], **fields: str) -> None:
+    """Move a request from ``expect`` to ``state`` and append the audit ``entry`` (actor,
+    action, detail) in the same transaction: no change without its record."""
     sets = ", ".join([f"{k}=?" for k in fields] + ["state=?", "updated_at=?"])
     with ctx.store.transaction() as db:
         cur = db.execute(f"UPDATE requests SET {sets} WHERE id=? AND state=?",
@@ -140,6 +143,8 @@ def _set(ctx: Context, request_id: int, expect: str, state: str, **fields: str) 
                              (request_id,)).fetchone()
             raise Conflict(f"request {request_id} is {now[0] if now else 'gone'}, "
                            f"not {expect}", code="REQUEST_STATE")
+        actor, action, detail = entry
+        audit.append_in(db, actor, action, request_id, detail)
 
 
 def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
@@ -160,9 +165,9 @@ def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
         audit.append(ctx.store, checker.name, "approve-refused", request_id,
                      {"reason": e.message})
         raise
-    _set(ctx, request_id, "pending", "approved", checker=checker.name,
+    _set(ctx, request_id, "pending", "approved",
+         (checker.name, "approve", {"digest": doc["digest"]}), checker=checker.name,
          checker_sig=checker_sig)
-    audit.append(ctx.store, checker.name, "approve", request_id, {"digest": doc["digest"]})
     return execute(ctx, request_id, actor=checker.name)
 
 
@@ -173,9 +178,9 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     p = doc["payload"]
     # Re-check everything at the moment of execution: expiry, signatures, edits.
     check_approval(approvers(ctx), p, doc["maker_sig"], doc["checker"], doc["checker_sig"])
-    _set(ctx, request_id, "approved", "executed")
-    audit.append(ctx.store, actor or doc["checker"], "execute", request_id,
-                 {"operation": p["operation"], "resource": p["resource"]})
+    _set(ctx, request_id, "approved", "executed",
+         (actor or doc["checker"], "execute",
+          {"operation": p["operation"], "resource": p["resource"]}))
     envelope = {"payload": p, "maker_sig": doc["maker_sig"], "checker": doc["checker"],
                 "checker_sig": doc["checker_sig"]}
     try:
@@ -198,8 +203,8 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
         with ctx.store.transaction() as db:
             db.execute("UPDATE requests SET state='failed', note=?, updated_at=? WHERE id=?",
                        (str(e), utc_now(), request_id))
-        audit.append(ctx.store, actor or doc["checker"], "failed", request_id,
-                     {"error": str(e)})
+            audit.append_in(db, actor or doc["checker"], "failed", request_id,
+                            {"error": str(e)})
         raise
     audit.append(ctx.store, actor or doc["checker"], "executed", request_id,
                  {"result": result})
@@ -227,8 +232,8 @@ def reject(ctx: Context, signer: Signer, request_id: int, reason: str) -> dict[s
     check_request(approvers(ctx), doc["payload"], doc["maker_sig"])
     if who.name == doc["maker"]:
         raise Forbidden("the maker cancels (`ppec request cancel`), a checker rejects")
-    _set(ctx, request_id, "pending", "rejected", checker=who.name, note=reason)
-    audit.append(ctx.store, who.name, "reject", request_id, {"reason": reason})
+    _set(ctx, request_id, "pending", "rejected", (who.name, "reject", {"reason": reason}),
+         checker=who.name, note=reason)
     return show(ctx, request_id)
 
 
@@ -237,6 +242,5 @@ def cancel(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
     doc = _row(ctx, request_id)
     if who.name != doc["maker"]:
         raise Forbidden(f"only {doc['maker']}, who made request {request_id}, may cancel it")
-    _set(ctx, request_id, "pending", "cancelled")
-    audit.append(ctx.store, who.name, "cancel", request_id, {})
+    _set(ctx, request_id, "pending", "cancelled", (who.name, "cancel", {}))
     return show(ctx, request_id)

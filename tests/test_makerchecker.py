@@ -431,3 +431,23 @@ def test_an_operation_cannot_borrow_another_types_approvers(people: dict[str, Pa
     checker_sig = sign(_key(people["carol"]), PURPOSE_APPROVE, digest(payload))
     with pytest.raises(Forbidden, match="does not match operation"):
         check_approval(appr, payload, maker_sig, "carol", checker_sig, operation="vm.delete")
+
+
+def test_a_state_change_and_its_audit_entry_commit_together(cli: Cli, mc: Agent,
+                                                            people: dict[str, Path]) -> None:
+    """When the audit entry cannot be written, the change it records does not happen."""
+    rid = request_delete(cli, people)
+    with contextlib.closing(_store(cli)) as db, db:
+        db.execute("CREATE TRIGGER no_audit BEFORE INSERT ON audit "
+                   "BEGIN SELECT RAISE(ABORT, 'audit disk full'); END")
+    done = as_(cli, people["bob"], "request", "reject", str(rid), "--reason", "no")
+    assert done.returncode != 0  # type: ignore[attr-defined]
+    assert "audit disk full" in done.stderr  # type: ignore[attr-defined]
+    made = as_(cli, people["alice"], "vm", "delete", "web")
+    assert made.returncode != 0  # type: ignore[attr-defined]
+    with contextlib.closing(_store(cli)) as db:
+        assert db.execute("SELECT id, state FROM requests").fetchall() == [(rid, "pending")]
+        db.execute("DROP TRIGGER no_audit")
+        db.commit()
+    assert "web" in mc.ledger_rows()
+    assert "audit log intact: 1 entries" in cli.ok("audit", "verify").stdout
