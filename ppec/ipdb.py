@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.clock import utc_now
-from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound
+from ppec.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
 from ppec.store import Store
 from ppec.units import check_label
 
@@ -180,6 +180,23 @@ def release(store: Store, vrf: str, address: str) -> dict[str, Any]:
             raise NotFound(f"{address} is not allocated in VRF {vrf}")
         db.execute("DELETE FROM ip_addresses WHERE vrf=? AND address=?", (vrf, address))
     return {"vrf": vrf, "address": address, "released": True, "owner": row[0]}
+
+
+def update(store: Store, vrf: str, address: str, owner: str,
+           expect_owner: str | None = None) -> dict[str, Any]:
+    """Give an allocated address another owner. ``expect_owner``: only if it still has
+    this one (an approved request names the owner it saw)."""
+    with store.transaction() as db:
+        row = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND address=?",
+                         (vrf, address)).fetchone()
+        if row is None:
+            raise NotFound(f"{address} is not allocated in VRF {vrf}")
+        if expect_owner is not None and row[0] != expect_owner:
+            raise Conflict(f"{address} in VRF {vrf} is now owned by {row[0] or 'nobody'!r}, "
+                           f"not {expect_owner!r} as the request said", code="OWNER_CHANGED")
+        db.execute("UPDATE ip_addresses SET owner=? WHERE vrf=? AND address=?",
+                   (owner, vrf, address))
+    return {"vrf": vrf, "address": address, "owner": owner, "previous_owner": row[0]}
 
 
 def release_owner(store: Store, owner: str) -> list[str]:

@@ -195,6 +195,9 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
                                   host=p["params"].get("inventory_host"), approval=envelope)
         elif p["operation"] == "agent.update":
             result = _agent_update(ctx, p, envelope)
+        elif p["operation"] == "ip.update":
+            result = ipdb.update(ctx.store, p["params"]["vrf"], p["resource"],
+                                 p["params"]["owner"], expect_owner=p["params"]["from_owner"])
         elif p["operation"] == "ip.release":
             result = ipdb.release(ctx.store, p["params"]["vrf"], p["resource"])
         else:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from ppec import ipdb
-from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound
+from ppec.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
 from ppec.store import Store
 from tests.conftest import direct
 from tests.realparts import Agent, Cli
@@ -73,7 +73,12 @@ def test_given_address_taken_and_release(store: Store) -> None:
         ipdb.release(store, "blue", "10.0.0.10")
     with pytest.raises(BadInput, match="has no IP pool"):
         ipdb.allocate(store, "red")
-    assert ipdb.release(store, "blue", "10.0.0.9")["owner"] == "web-1"
+    assert ipdb.update(store, "blue", "10.0.0.9", "vip")["previous_owner"] == "web-1"
+    with pytest.raises(Conflict, match="is now owned by 'vip', not 'web-1'"):
+        ipdb.update(store, "blue", "10.0.0.9", "x", expect_owner="web-1")
+    with pytest.raises(NotFound):
+        ipdb.update(store, "blue", "10.0.0.10", "x")
+    assert ipdb.release(store, "blue", "10.0.0.9")["owner"] == "vip"
 
 
 def test_a_direct_duplicate_insert_fails_on_the_constraint(store_url: str,
@@ -165,6 +170,9 @@ def test_ip_cli_exit_codes(cli: Cli) -> None:
     assert done.returncode == 3 and "pool exhausted" in done.stderr
     assert cli.run("ip", "allocate", "--vrf", "nope").returncode == 2
     assert cli.run("ip", "release", "10.0.0.3", "--vrf", "blue").returncode == 2
+    assert cli.run("ip", "update", "10.0.0.3", "--vrf", "blue", "--owner", "x").returncode == 2
+    done = cli.ok("ip", "update", "10.0.0.2", "--vrf", "blue", "--owner", "vip")
+    assert "owner - -> vip" in done.stdout
     cli.ok("ip", "release", "10.0.0.2", "--vrf", "blue")
     pools = json.loads(cli.ok("ip", "pool", "list", "-o", "json").stdout)["pools"]
     assert [(p["name"], p["usable"]) for p in pools] == [("p1", 1)]

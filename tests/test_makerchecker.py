@@ -44,7 +44,7 @@ def policy_toml(people: dict[str, Path], extra: str = "") -> str:
             f'[operators.bob]\nkey = "{pub(people["bob"])}"\nroles = ["sre"]\n'
             f'[operators.carol]\nkey = "{pub(people["carol"])}"\nroles = ["netops"]\n'
             '[approval.vm]\noperations = ["delete"]\napprovers = ["sre"]\n'
-            '[approval.ip]\noperations = ["release"]\napprovers = ["netops"]\n'
+            '[approval.ip]\noperations = ["release", "update"]\napprovers = ["netops"]\n'
             '[approval.disk]\noperations = ["detach"]\napprovers = ["sre"]\n' + extra)
 
 
@@ -451,3 +451,35 @@ def test_a_state_change_and_its_audit_entry_commit_together(cli: Cli, mc: Agent,
         db.commit()
     assert "web" in mc.ledger_rows()
     assert "audit log intact: 1 entries" in cli.ok("audit", "verify").stdout
+
+
+
+def test_ip_owner_updates_wait_for_netops_and_name_the_owner_they_saw(
+        cli: Cli, mc: Agent, people: dict[str, Path]) -> None:
+    cli.ok("ip", "pool", "add", "p1", "--vrf", "blue", "--cidr", "10.9.0.0/24")
+    cli.ok("ip", "allocate", "--vrf", "blue", "--address", "10.9.0.5", "--owner", "lb-old")
+    first = as_(cli, people["alice"], "ip", "update", "10.9.0.5", "--vrf", "blue",
+                "--owner", "lb-new", "-o", "json")
+    second = as_(cli, people["alice"], "ip", "update", "10.9.0.5", "--vrf", "blue",
+                 "--owner", "lb-other", "-o", "json")
+    assert first.returncode == 4 and second.returncode == 4  # type: ignore[attr-defined]
+    ids = [json.loads(r.stdout)["id"] for r in (first, second)]  # type: ignore[attr-defined]
+    owner = {a["address"]: a["owner"] for a in json.loads(
+        cli.ok("ip", "list", "-o", "json").stdout)["addresses"]}
+    assert owner["10.9.0.5"] == "lb-old"                 # nothing changed yet
+    refused = as_(cli, people["bob"], "request", "approve", str(ids[0]))
+    assert refused.returncode == 1  # type: ignore[attr-defined]
+    assert "may not approve ip requests (needs: netops)" in refused.stderr  # type: ignore[attr-defined]
+    done = as_(cli, people["carol"], "request", "approve", str(ids[0]), "-o", "json")
+    assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
+    assert json.loads(done.stdout)["result"]["previous_owner"] == "lb-old"  # type: ignore[attr-defined]
+    # The second request was made against lb-old; the owner is lb-new now: refused.
+    stale = as_(cli, people["carol"], "request", "approve", str(ids[1]))
+    assert stale.returncode == 1  # type: ignore[attr-defined]
+    assert "is now owned by 'lb-new', not 'lb-old'" in stale.stderr  # type: ignore[attr-defined]
+    owner = {a["address"]: a["owner"] for a in json.loads(
+        cli.ok("ip", "list", "-o", "json").stdout)["addresses"]}
+    assert owner["10.9.0.5"] == "lb-new"
+    states = {r["id"]: r["state"] for r in json.loads(
+        cli.ok("request", "list", "-o", "json").stdout)["requests"]}
+    assert (states[ids[0]], states[ids[1]]) == ("executed", "failed")

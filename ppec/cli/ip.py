@@ -11,6 +11,7 @@ from ppec.approvals import Signer
 from ppec.cli import output
 from ppec.cli.common import context, held
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.errors import NotFound
 
 app = typer.Typer(help="IP pools per VRF: add pools, allocate, release, list.",
                   no_args_is_help=True)
@@ -87,3 +88,26 @@ def release(address: str, vrf: VrfOpt, fmt: OutputOpt = Fmt.table) -> None:
             return
         doc = ipdb.release(ctx.store, vrf, address)
     output.emit_record(fmt, doc, message=f"released {address} in VRF {vrf}")
+
+
+@app.command("update")
+def update(address: str, vrf: VrfOpt,
+           owner: Annotated[str, typer.Option(help="The new owner (free text).")],
+           fmt: OutputOpt = Fmt.table) -> None:
+    """Give an allocated address another owner (a maker-checker request when policy says
+    so; the request names the current owner, and is refused if that changed)."""
+    output.use(fmt)
+    with context() as ctx:
+        if makerchecker.needs(ctx, "ip", "update"):
+            current = next((a for a in ipdb.addresses(ctx.store, vrf)
+                            if a["address"] == address), None)
+            if current is None:
+                raise NotFound(f"{address} is not allocated in VRF {vrf}")
+            req = makerchecker.create(ctx, Signer(output.current.get("identity")), "update",
+                                      "ip", address, params={"vrf": vrf, "owner": owner,
+                                                             "from_owner": current["owner"]})
+            held(fmt, req)
+            return
+        doc = ipdb.update(ctx.store, vrf, address, owner)
+    output.emit_record(fmt, doc, message=f"{address} in VRF {vrf}: owner "
+                                         f"{doc['previous_owner'] or '-'} -> {owner}")
