@@ -121,6 +121,9 @@ _BY_CODE.update({
     "BAD_PARAMS": BadInput, "UNKNOWN_METHOD": ProtocolError, "LINE_TOO_LONG": ProtocolError,
     "BAD_JSON": ProtocolError, "FORBIDDEN": PpecError, "INTERNAL": PpecError,
     "NOT_OWNED": Conflict, "TIMEOUT": PpecError,
+    # The proxy's answer when the agent behind it does not listen: unreachable, as a
+    # dead agent is over a local socket.
+    "AGENT_UNREACHABLE": TransportError,
 })
 
 

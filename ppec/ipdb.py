@@ -186,6 +186,11 @@ def update(store: Store, vrf: str, address: str, owner: str,
            expect_owner: str | None = None) -> dict[str, Any]:
     """Give an allocated address another owner. ``expect_owner``: only if it still has
     this one (an approved request names the owner it saw)."""
+    if store.vm_or_none(owner) is not None:
+        # A VM's addresses go with the VM (deleting it releases what it owns): naming a
+        # VM here would let a VM delete release an address that is someone else's.
+        raise BadInput(f"{owner!r} is a VM; a VM's address comes with `ppec vm create`",
+                       code="OWNER_IS_VM")
     with store.transaction() as db:
         row = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND address=?",
                          (vrf, address)).fetchone()

@@ -100,15 +100,19 @@ def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                           "timeout": timeout, "path": found[0]["path"]})
 
 
-def request_agent_update(ctx: Context, signer: Signer, host: str) -> dict[str, Any]:
-    """The approval names the host and the exact files (the digest of this ppec's
-    manifest): the agent refuses any other set."""
+def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[str, Any]:
+    """One host's update (``compared``: its ``syncer.HostSync``). The approval names the
+    host and the exact files (the digest of this ppec's manifest; the agent refuses any
+    other set), and the payload lists each changed file with its checksum for the
+    checker to see."""
     from ppec.syncer import Desired
     want = Desired.here()
-    agent_name = str(ctx.client(ctx.store.host(host)).call("ping")["host"])
+    agent_name = str(ctx.client(ctx.store.host(compared.host)).call("ping")["host"])
     return create(ctx, signer, "update", "agent", "agent", host=agent_name,
-                  params={"inventory_host": host, "version": want.version,
-                          "digest": want.digest})
+                  params={"inventory_host": compared.host, "version": want.version,
+                          "digest": want.digest, "from_version": compared.version,
+                          "changed": {n: want.manifest[n] for n in compared.changed},
+                          "removed": compared.removed})
 
 
 def show(ctx: Context, request_id: int) -> dict[str, Any]:
@@ -158,6 +162,8 @@ def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
     if digest(doc["payload"]) != doc["digest"]:
         raise Forbidden(f"request {request_id}'s payload no longer matches its digest "
                         f"(edited in the store)")
+    if doc["payload"]["operation"] == "agent.update":
+        _check_same_files(doc["payload"])   # never sign files you do not have yourself
     checker_sig = sign(key, PURPOSE_APPROVE, doc["digest"])
     try:
         check_approval(appr, doc["payload"], doc["maker_sig"], checker.name, checker_sig)
@@ -214,17 +220,25 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     return {**show(ctx, request_id), "result": result}
 
 
+def _check_same_files(payload: dict[str, Any]) -> Any:
+    """The files this ppec would install must be the ones the request names."""
+    from ppec.syncer import Desired
+    want = Desired.here()
+    if want.digest != payload["params"]["digest"]:
+        raise Conflict(f"this ppec's files ({want.version}, {want.digest[:12]}) are not the "
+                       f"ones the request names ({payload['params']['version']}, "
+                       f"{payload['params']['digest'][:12]}); approve it from an install "
+                       f"of exactly those files, or make a new request",
+                       code="UPDATE_MISMATCH")
+    return want
+
+
 def _agent_update(ctx: Context, payload: dict[str, Any],
                   envelope: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from ppec.syncer import Desired, sync_host
-    want = Desired.here()
-    if want.digest != payload["params"]["digest"]:
-        raise Conflict(f"this ppec's files ({want.version}, {want.digest[:12]}) are not the "
-                       f"ones approved ({payload['params']['version']}, "
-                       f"{payload['params']['digest'][:12]}); make a new request",
-                       code="UPDATE_MISMATCH")
+    from ppec.syncer import sync_host
+    want = _check_same_files(payload)
     host = ctx.store.host(payload["params"]["inventory_host"])
     return asdict(sync_host(ctx, host, want, approval=envelope))
 

@@ -150,6 +150,11 @@ def test_vm_create_takes_an_address_from_its_hosts_vrf_and_delete_frees_it(
     assert [a["owner"] for a in json.loads(cli.ok("ip", "list", "-o", "json").stdout)[
         "addresses"]] == ["a2"]
     cli.ok("vm", "create", "a3", "--flavor", "tiny")
+    # An address given to a VM's name would be released when that VM is deleted.
+    cli.ok("ip", "pool", "add", "p9", "--vrf", "blue9", "--cidr", "10.9.9.0/29")
+    cli.ok("ip", "allocate", "--vrf", "blue9", "--address", "10.9.9.2", "--owner", "lb")
+    done = cli.run("ip", "update", "10.9.9.2", "--vrf", "blue9", "--owner", "a2")
+    assert done.returncode == 2 and "'a2' is a VM" in done.stderr
     no_pool = cli.run("vm", "create", "a4", "--flavor", "tiny", "--vrf", "red")
     assert no_pool.returncode == 2 and "unknown VRF 'red'" in no_pool.stderr
     cli.ok("host", "add", "t2", "--address", "local", "--socket", str(test_agent.socket),

@@ -10,6 +10,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from ppec.agent import config as agent_config
+from ppec.agent import files
 from ppec.agent.hypervisor import Hypervisor
 from ppec.agent.ledger import Ledger
 from ppec.agent.server import AgentServer
@@ -34,6 +35,7 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
         if approvers is not None:
             log.info("maker-checker enforced for %s (%d operators)",
                      ", ".join(sorted(approvers.rules)) or "nothing", len(approvers.operators))
+        files.cleanup(files.package_root())   # staging dirs an interrupted update left
         server = AgentServer(config, service, approvers)
         server.bind()   # first: refuses to start when another agent already serves here
         # Recovery runs under the host lock: a second agent started by mistake must not
@@ -48,7 +50,7 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
     server.install_signal_handlers()
     server.start_drift_checks()
     server.serve_forever()
-    if service.restart_requested:
+    if server.restarting:   # not after a SIGTERM: then the next start runs the new files
         restart(server)
     return 0
 
@@ -57,6 +59,9 @@ def restart(server: AgentServer) -> None:
     """Become the updated agent: same PID, same arguments, the new files. Taking the host
     lock first lets any state change in progress finish; exec closes every descriptor
     (Python's are close-on-exec), so the lock and the old socket go with the old code."""
+    if not server.wait_idle(server.config.lock_timeout):
+        log.warning("requests still unanswered after %.0f s; restarting anyway",
+                    server.config.lock_timeout)
     try:
         server.host_lock.acquire()
     except Timeout:   # a change stuck past lock_timeout: recovery at start settles it

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -105,10 +106,61 @@ def _exchange(a: Path, b: Path) -> None:
         raise OSError(err, f"renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}")
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_dirs(top: Path) -> None:
+    """fsync every directory under ``top`` (and it): the names must survive a power cut
+    too, not only the bytes."""
+    for d in [top, *(p for p in top.rglob("*") if p.is_dir())]:
+        _fsync_dir(d)
+
+
+def _import_check(python: str, work: Path, stage: Path) -> None:
+    """The staged code must import and run the agent's entry point, as ``ppec-agent serve``
+    and sshd's forced command ``ppec-agent proxy`` will (-P and its own cwd: nothing but the
+    stage may answer)."""
+    pkg = stage.name
+    check = (f"import {pkg}, {pkg}.agent.main, {pkg}.agent.daemon, {pkg}.agent.proxy, "
+             f"{pkg}.agent.service, {pkg}.agent.server\n"
+             f"assert {pkg}.__file__.startswith({str(stage)!r}), {pkg}.__file__")
+    env = {**os.environ, "PYTHONPATH": str(work)}
+    for args in (["-c", check], ["-m", f"{pkg}.agent.main", "default-config"]):
+        done = subprocess.run([python, "-P", *args], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise PpecError(f"the new files do not run: "
+                            f"{done.stderr.strip().splitlines()[-1:]}", code="BAD_UPDATE")
+
+
+def cleanup(root: Path) -> None:
+    """Staging dirs a crash left behind (the previous package, ``.ppec-previous``, stays:
+    it is the way back by hand)."""
+    for stale in root.parent.glob(f".{root.name}-update-*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def apply(root: Path, version: str, files: dict[str, str], bundle: str,
           python: str) -> dict[str, Any]:
     """Make ``root`` hold exactly ``files`` (the desired manifest), from what it has plus
-    ``bundle``; all or nothing. Returns what changed."""
+    ``bundle``; all or nothing. The replaced package is kept as ``.<name>-previous``.
+    Returns what changed."""
     for name, sha in files.items():
         check_name(name)
         if not isinstance(sha, str) or len(sha) != 64:
@@ -123,31 +175,27 @@ def apply(root: Path, version: str, files: dict[str, str], bundle: str,
     for name, data in contents.items():
         if _sha256(data) != files[name]:
             raise BadInput(f"{name}: checksum does not match the manifest", code="BAD_UPDATE")
-    work = root.parent / f".{root.name}-update-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    # A fresh 0700 dir of our own (mkdtemp creates it exclusively): nothing planted there.
+    work = Path(tempfile.mkdtemp(prefix=f".{root.name}-update-", dir=root.parent))
     stage = work / root.name
     try:
-        shutil.copytree(root, stage, ignore=shutil.ignore_patterns("__pycache__"))
-        for name in removed:
-            (stage / name).unlink()
-        for name, data in contents.items():
-            (stage / name).parent.mkdir(parents=True, exist_ok=True)
-            (stage / name).write_bytes(data)
+        # Exactly the manifest, as regular files: nothing else of the old package (an
+        # extension module, a link) is carried over to shadow what the manifest says.
+        for name, sha in files.items():
+            data = contents[name] if name in contents else (root / name).read_bytes()
+            if _sha256(data) != sha:
+                raise PpecError(f"{name} changed on disk during the update",
+                                code="BAD_UPDATE")
+            _write_synced(stage / name, data)
+        _sync_dirs(stage)
         if manifest(stage) != files:
             raise PpecError("staged files do not match the manifest", code="BAD_UPDATE")
-        # The new code must at least import, as the agent and the proxy will import it.
-        # -P and cwd: nothing but the staged copy may answer the import.
-        pkg = root.name
-        check = (f"import {pkg}, {pkg}.agent.daemon, {pkg}.agent.proxy\n"
-                 f"assert {pkg}.__file__.startswith({str(stage)!r}), {pkg}.__file__")
-        done = subprocess.run(
-            [python, "-P", "-c", check], cwd=work,
-            env={**os.environ, "PYTHONPATH": str(work)}, capture_output=True, text=True,
-            timeout=60, check=False)
-        if done.returncode != 0:
-            raise PpecError(f"the new files do not import: "
-                            f"{done.stderr.strip().splitlines()[-1:]}", code="BAD_UPDATE")
+        _import_check(python, work, stage)
         _exchange(root, stage)
+        _fsync_dir(root.parent)
+        previous = root.parent / f".{root.name}-previous"
+        shutil.rmtree(previous, ignore_errors=True)
+        os.rename(stage, previous)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("agent files updated to %s: %d changed, %d removed", version, len(changed),

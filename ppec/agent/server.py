@@ -49,6 +49,10 @@ class AgentServer:
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
         service.unlocked = self._unlocked
+        # Requests being handled or answered: a restart waits for them to be answered.
+        self._busy = 0
+        self._idle = threading.Condition()
+        self.restarting = False   # stopped because an update asked to restart
 
     @contextmanager
     def _unlocked(self) -> Iterator[None]:
@@ -159,22 +163,37 @@ class AgentServer:
                 line = _read_line(stream)
                 if line is None:
                     return
-                if isinstance(line, ProtocolError):
-                    reply = protocol.reply_error(None, line.code, line.message)
-                else:
-                    reply = self.handle_line(line)
-                sent = _send(stream, reply)
-                if self.service.restart_requested:
+                with self._idle:
+                    self._busy += 1
+                try:
+                    reply = protocol.reply_error(None, line.code, line.message) \
+                        if isinstance(line, ProtocolError) else self.handle_line(line)
+                    sent = _send(stream, reply)
+                finally:
+                    with self._idle:
+                        self._busy -= 1
+                        self._idle.notify_all()
+                if self.service.restart_requested and not self.restarting:
                     # The new files are in place and the caller has its answer: stop
                     # serving; the daemon re-executes itself on the new code.
+                    self.restarting = True
                     self.stop()
                     return
                 if not sent:
                     return
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Until every request being handled has been answered (False: gave up)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
     def handle_line(self, line: bytes) -> dict[str, Any]:
         msg_id: Any = None
         try:
+            if self.service.restart_requested:
+                # New files are in place and this process is about to become them: the
+                # old code must not start anything more.
+                raise LockBusy("the agent is restarting on updated files; try again")
             msg = protocol.decode(line)
             msg_id = msg.get("id")
             if not isinstance(msg_id, int | str) or isinstance(msg_id, bool):
@@ -201,6 +220,9 @@ class AgentServer:
             if method.mutating:
                 try:
                     with self.host_lock:
+                        if self.service.restart_requested:   # queued behind the update
+                            raise LockBusy("the agent is restarting on updated files; "
+                                           "try again")
                         self._check_approval(method, clean, msg.get("approval"))
                         result = handler(**clean)
                 except Timeout:

@@ -48,6 +48,10 @@ class AgentService(DiskOps):
         # Set by agent.update once the new files are in place: the server stops after
         # replying and the daemon re-executes itself on them.
         self.restart_requested = False
+        # What this process runs (read at start: the files on disk may be newer), and a
+        # new id per start, so a client can tell the restarted agent from the old one.
+        self.boot_id = str(uuid.uuid4())
+        self._running = files.manifest(files.package_root())
 
     @property
     def domain_type(self) -> str:
@@ -139,10 +143,11 @@ class AgentService(DiskOps):
     # -- read-only --------------------------------------------------------------------------
 
     def agent_manifest(self) -> dict[str, Any]:
-        root = files.package_root()
-        found = files.manifest(root)
-        return {"host": self.config.host, "version": ppec.__version__, "root": str(root),
-                "files": found, "digest": files.digest(ppec.__version__, found)}
+        """The files this process started with (not what is on disk now)."""
+        return {"host": self.config.host, "version": ppec.__version__,
+                "root": str(files.package_root()), "files": self._running,
+                "digest": files.digest(ppec.__version__, self._running),
+                "boot_id": self.boot_id}
 
     def agent_update(self, version: str, manifest: dict[str, Any], bundle: str,
                      digest: str) -> dict[str, Any]:
@@ -152,6 +157,9 @@ class AgentService(DiskOps):
             raise BadInput("the manifest does not match its digest", code="BAD_UPDATE")
         if self._in_flight:
             raise Conflict("a disk detach is waiting for its guest; update after it ends",
+                           code="BUSY")
+        if self.restart_requested:
+            raise Conflict("an update is already in place; the agent is restarting",
                            code="BUSY")
         result = files.apply(files.package_root(), version, manifest, bundle, sys.executable)
         self.restart_requested = True

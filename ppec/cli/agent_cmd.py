@@ -50,9 +50,15 @@ def sync(
     with context() as ctx:
         if not dry_run and makerchecker.needs(ctx, "agent", "update"):
             signer = Signer(output.current.get("identity"))
-            targets = names or [h.name for h in ctx.store.hosts()]
-            requests = [makerchecker.request_agent_update(ctx, signer, n) for n in targets]
-            if len(requests) == 1:
+            compared = syncer.sync(ctx, names or [], dry_run=True)
+            requests = [makerchecker.request_agent_update(ctx, signer, c)
+                        for c in compared if c.state == "outdated"]
+            for c in compared:
+                if c.state == "failed":
+                    output.error_line(f"{c.host}: {c.error}")
+            if not requests:
+                raise typer.Exit(0 if all(c.state == "current" for c in compared) else 1)
+            if len(requests) == 1 and len(compared) == 1:
                 held(fmt, requests[0])
             output.emit_list(fmt, {"requests": requests}, "requests",
                              [("id", "ID"), ("operation", "OPERATION"), ("host", "HOST"),

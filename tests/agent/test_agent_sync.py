@@ -71,6 +71,9 @@ def test_sync_brings_the_agent_to_this_version_and_vms_keep_running(
         # The copy now holds exactly this checkout's files, checked by checksum.
         assert files.manifest(site / "ppec") == files.manifest(files.package_root())
         assert not (site / "ppec" / "agent" / "retired.py").exists()
+        # The replaced package is kept beside it (the way back by hand), no staging left.
+        assert (site / ".ppec-previous" / "agent" / "retired.py").exists()
+        assert not list(site.glob(".ppec-update-*"))
         # The same process (exec, same PID), serving the new version; the VM never noticed.
         assert agent.proc.poll() is None and agent.proc.pid == pid
         assert "serve" in pid_cmdline(pid)
@@ -113,7 +116,7 @@ def _bundle(entries: dict[str, bytes], link: str = "") -> str:
 
 
 @pytest.mark.parametrize("case", ["escape", "checksum", "digest", "link", "extra",
-                                  "does-not-import"])
+                                  "entry-point-broken", "does-not-import"])
 def test_bad_updates_are_refused_and_change_nothing(tmp_path: Path, case: str) -> None:
     site = old_copy(tmp_path)
     agent = Agent(tmp_path / "agent", host="t1", env={"PYTHONPATH": str(site)}).start()
@@ -140,18 +143,24 @@ def test_bad_updates_are_refused_and_change_nothing(tmp_path: Path, case: str) -
         elif case == "extra":
             bundle = _bundle({"__init__.py": good, "agent/sneaky.py": b"x"})
             words = "the manifest says"
+        elif case == "entry-point-broken":
+            # ppec-agent's own entry module (serve and sshd's proxy both start there).
+            broken = b"def main(:\n"
+            want["agent/main.py"] = sha(broken)
+            bundle = _bundle({"__init__.py": good, "agent/main.py": broken})
+            words = "the new files do not run"
         else:
             broken = b"raise ImportError('not this one')\n"
             want["agent/daemon.py"] = sha(broken)
             bundle = _bundle({"__init__.py": good, "agent/daemon.py": broken})
-            words = "the new files do not import"
+            words = "the new files do not run"
         reply = _update(agent, want, bundle, digest=digest)
         assert reply["ok"] is False, reply
         assert reply["error"]["code"] in ("BAD_UPDATE", "BAD_PARAMS"), reply  # type: ignore[index]
         assert words in reply["error"]["message"], reply  # type: ignore[index]
         assert files.manifest(site / "ppec") == before
         assert not (tmp_path / "evil.py").exists() and not (site / "evil.py").exists()
-        assert not list(site.glob(".ppec-update-*"))
+        assert not list(site.glob(".ppec-update-*")) and not (site / ".ppec-previous").exists()
         # Still the old agent, still serving.
         assert agent.proc is not None and agent.proc.poll() is None
         ping = _ping(agent)
@@ -203,3 +212,56 @@ def test_under_policy_an_update_waits_for_a_second_person(cli: Cli, tmp_path: Pa
         assert _ping(agent)["version"] == ppec.__version__
     finally:
         agent.kill()
+
+
+def test_a_checker_never_signs_files_other_than_their_own() -> None:
+    """An agent.update request names a digest: approving it from an install whose files
+    differ is refused before anything is signed."""
+    from ppec.errors import Conflict
+    from ppec.makerchecker import _check_same_files
+    here = files.digest(ppec.__version__, files.manifest(files.package_root()))
+    assert _check_same_files({"params": {"digest": here, "version": ppec.__version__}})
+    with pytest.raises(Conflict, match="are not the ones the request names"):
+        _check_same_files({"params": {"digest": "e" * 64, "version": ppec.__version__}})
+
+
+def test_the_first_host_is_a_canary_the_rest_wait_for_it(cli: Cli, qemu_dir: Path) -> None:
+    """Host a (updated first) refuses: a disk detach there is waiting for its guest. Host
+    b is then not touched at all, and says why."""
+    import subprocess
+    import time
+
+    from tests.realparts import PPEC
+    site_a, site_b = old_copy(qemu_dir / "a"), old_copy(qemu_dir / "b")
+    a = Agent(qemu_dir / "agent-a", host=unique("a"), libvirt_uri="qemu:///system",
+              env={"PYTHONPATH": str(site_a)}, extra={"domain_type": "qemu"}).start()
+    b = Agent(qemu_dir / "agent-b", host="t2", env={"PYTHONPATH": str(site_b)}).start()
+    waiting = None
+    try:
+        cli.ok("host", "add", "a", "--address", "local", "--socket", str(a.socket))
+        cli.ok("host", "add", "b", "--address", "local", "--socket", str(b.socket))
+        vm = unique("n")
+        cli.ok("vm", "create", vm, *TINY, "--host", "a")   # no guest OS: never releases
+        cli.ok("disk", "attach", vm, "--size", "8M")
+        waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "60"],
+                                   env=cli.env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while f"{vm}: asked the guest to release vdb" not in a.log():
+            assert time.monotonic() < deadline, a.log()[-2000:]
+            time.sleep(0.1)
+        done = cli.run("agent", "sync", "-o", "json")
+        assert done.returncode == 1, done.stderr
+        rows = {h["host"]: h for h in json.loads(done.stdout)["hosts"]}
+        assert (rows["a"]["state"], rows["a"]["code"]) == ("failed", "BUSY")
+        assert "waiting for its guest" in rows["a"]["error"]
+        assert (rows["b"]["state"], rows["b"]["code"]) == ("failed", "CANARY_FAILED")
+        assert "the first host (a) failed" in rows["b"]["error"]
+        for site in (site_a, site_b):
+            assert (site / "ppec" / "agent" / "retired.py").exists()   # untouched
+        assert _ping(b)["version"] == "0.0.9"
+    finally:
+        if waiting is not None:
+            waiting.kill()
+        a.kill()
+        b.kill()

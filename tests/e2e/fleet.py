@@ -3,6 +3,7 @@ its own agent."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,14 @@ class SimHost:
 
 
 def make_fleet(root: Path, count: int, uri: str, operator_pub: str,
-               extra: dict[str, object] | None = None) -> list[SimHost]:
+               extra: dict[str, object] | None = None,
+               env: Callable[[str], dict[str, str]] | None = None) -> list[SimHost]:
+    """``env(name)``: extra environment for that host's agent (e.g. its own PYTHONPATH)."""
     hosts = []
     for i in range(count):
         name = f"h{i + 1}"
         agent = Agent(root / name / "agent", host=unique(name), libvirt_uri=uri,
-                      extra=dict(extra or {})).start()
+                      extra=dict(extra or {}), env=env(name) if env else {}).start()
         sshd = Sshd(root / name / "sshd", address=f"127.0.0.{11 + i}",
                     agent_socket=agent.socket, operator_pubkey=operator_pub).start()
         hosts.append(SimHost(name, agent, sshd))
