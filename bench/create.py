@@ -72,6 +72,8 @@ def main() -> None:
             disk = root / "disks" / f"{name}.qcow2"
             twin_disk = root / f"{twin}.qcow2"
             xml = xml.replace(str(disk), str(twin_disk))
+            # Its own console log too: virtlogd holds one writer per file.
+            xml = xml.replace(f"console/{name}.log", f"console/{twin}.log")
             (root / f"{twin}.xml").write_text(xml)
             img = ["qemu-img", "create", "-q", "-f", "qcow2", str(twin_disk), "16M"]
             define = [*VIRSH, "define", str(root / f"{twin}.xml")]
