@@ -11,60 +11,22 @@ qcow2 and times `virsh define` + `virsh start` of it. Prints medians and their r
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
-VIRSH = ["virsh", "-c", "qemu:///system"]
-
-
-def run(*cmd: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def timed(*cmds: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    for cmd in cmds:
-        run(*cmd, env=env)
-    return time.perf_counter() - start
+from localagent import PPEC, VIRSH, local_agent, run, timed
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
-    Path("/var/tmp").mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix="ppec-bench-", dir="/var/tmp"))
-    root.chmod(0o711)  # QEMU (libvirt-qemu) must reach the disks below
-    (root / "agent.toml").write_text(
-        f'host = "bench"\nsocket = "{root}/agent.sock"\nstate_dir = "{root}/state"\n'
-        f'storage_dir = "{root}/disks"\nlibvirt_uri = "qemu:///system"\n')
-    env = {**os.environ, "XDG_DATA_HOME": str(root / "data"),
-           "XDG_CONFIG_HOME": str(root / "config"), "NO_COLOR": "1"}
-    agent = subprocess.Popen([str(BIN / "ppec-agent"), "serve", "--config",
-                              str(root / "agent.toml")], stderr=subprocess.DEVNULL)
-    ppec = str(BIN / "ppec")
     ppec_times, virsh_times, virsh_img_times = [], [], []
-    try:
-        for _ in range(100):
-            if (root / "agent.sock").exists():
-                break
-            time.sleep(0.1)
-        run(ppec, "host", "add", "bench", "--address", "local", "--socket",
-            str(root / "agent.sock"), env=env)
+    with local_agent("bench") as agent:
+        root, env = agent.root, agent.env
         for i in range(args.rounds):
             name, twin = f"bench-ppec-{i}", f"bench-virsh-{i}"
-            ppec_times.append(timed([ppec, "vm", "create", name, "--cpus", "1", "--memory",
+            ppec_times.append(timed([PPEC, "vm", "create", name, "--cpus", "1", "--memory",
                                      "64M", "--disk", "16M", "--host", "bench"], env=env))
             xml = run(*VIRSH, "dumpxml", "--inactive", name)
             xml = xml.replace(f"<name>{name}</name>", f"<name>{twin}</name>")
@@ -86,11 +48,7 @@ def main() -> None:
             run(*VIRSH, "destroy", twin)
             run(*VIRSH, "undefine", twin)
             twin_disk.unlink()
-            run(ppec, "vm", "delete", name, env=env)
-    finally:
-        agent.terminate()
-        agent.wait()
-        shutil.rmtree(root, ignore_errors=True)
+            run(PPEC, "vm", "delete", name, env=env)
     p, v = statistics.median(ppec_times), statistics.median(virsh_times)
     vi = statistics.median(virsh_img_times) if virsh_img_times else float("nan")
     print(f"rounds: {args.rounds} (domain type from the agent's probe; 1 vCPU, 64 MiB, "

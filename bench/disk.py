@@ -21,34 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from localagent import PPEC, VIRSH, LocalAgent, local_agent, run, timed
+
 from ppec import protocol
 
-BIN = Path(sys.executable).parent
-VIRSH = ["virsh", "-c", "qemu:///system"]
 HERE = Path(__file__).resolve().parent
-
-
-def run(*cmd: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-def timed(*cmds: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    for cmd in cmds:
-        run(*cmd, env=env)
-    return time.perf_counter() - start
 
 
 def agent_call(path: Path, method: str, **params: object) -> tuple[float, dict[str, object]]:
@@ -63,68 +47,56 @@ def agent_call(path: Path, method: str, **params: object) -> tuple[float, dict[s
     return time.perf_counter() - start, reply["result"]
 
 
+def measure(agent: LocalAgent, guest: Path, vm: str, rounds: int,
+            steps: dict[str, list[float]]) -> None:
+    env = agent.env
+    run(PPEC, "vm", "create", vm, "--cpus", "1", "--memory", "256M", "--disk", "64M",
+        "--kernel", str(guest / "vmlinuz"), "--initrd", str(guest / "initrd.img"),
+        "--cmdline", "console=ttyS0 quiet panic=-1", env=env)
+    console = agent.root / "state" / "console" / f"{vm}.log"
+    deadline = time.monotonic() + 120
+    while "PPEC-DISKS" not in (console.read_text() if console.exists() else ""):
+        if time.monotonic() > deadline:
+            sys.exit("the guest did not boot within 120 s")
+        time.sleep(0.2)
+    for i in range(rounds):
+        start = time.perf_counter()
+        doc = json.loads(run(PPEC, "disk", "attach", vm, "--size", "16M", "-o", "json",
+                             env=env))
+        steps["ppec attach"].append(time.perf_counter() - start)
+        steps["ppec detach"].append(timed([PPEC, "disk", "detach", vm, doc["target"]],
+                                          env=env))
+        took, done = agent_call(agent.socket, "disk.attach", name=vm, size_bytes=16 << 20)
+        steps["agent attach"].append(took)
+        steps["agent detach"].append(agent_call(agent.socket, "disk.detach", name=vm,
+                                                target=done["target"])[0])
+        vol = agent.root / f"virsh-{i}.qcow2"
+        steps["virsh attach"].append(timed(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(vol), "16M"],
+            [*VIRSH, "attach-disk", vm, str(vol), "vdb", "--subdriver", "qcow2",
+             "--live", "--config"]))
+        start = time.perf_counter()
+        run(*VIRSH, "detach-disk", vm, "vdb", "--live", "--config")
+        vol.unlink()
+        steps["virsh detach"].append(time.perf_counter() - start)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
     args = ap.parse_args()
     guest = Path(run(str(HERE.parent / "tests" / "guest" / "build.sh")).split()[-1])
-    root = Path(tempfile.mkdtemp(prefix="ppec-bench-", dir="/var/tmp"))
-    root.chmod(0o711)  # QEMU (libvirt-qemu) must reach the disks below
-    (root / "agent.toml").write_text(
-        f'host = "bench"\nsocket = "{root}/agent.sock"\nstate_dir = "{root}/state"\n'
-        f'storage_dir = "{root}/disks"\nimage_dir = "{guest}"\ndomain_type = "qemu"\n'
-        f'libvirt_uri = "qemu:///system"\nreserved_memory = "0"\n')
-    env = {**os.environ, "XDG_DATA_HOME": str(root / "data"),
-           "XDG_CONFIG_HOME": str(root / "config"), "NO_COLOR": "1"}
-    agent = subprocess.Popen([str(BIN / "ppec-agent"), "serve", "--config",
-                              str(root / "agent.toml")], stderr=subprocess.DEVNULL)
-    ppec = str(BIN / "ppec")
     vm = f"bench-disk-{os.getpid()}"
     steps: dict[str, list[float]] = {k: [] for k in
                                      ("ppec attach", "ppec detach", "agent attach",
                                       "agent detach", "virsh attach", "virsh detach")}
-    try:
-        for _ in range(100):
-            if (root / "agent.sock").exists():
-                break
-            time.sleep(0.1)
-        run(ppec, "host", "add", "local", "--address", "local", "--socket",
-            str(root / "agent.sock"), env=env)
-        run(ppec, "vm", "create", vm, "--cpus", "1", "--memory", "256M", "--disk", "64M",
-            "--kernel", str(guest / "vmlinuz"), "--initrd", str(guest / "initrd.img"),
-            "--cmdline", "console=ttyS0 quiet panic=-1", env=env)
-        console = root / "state" / "console" / f"{vm}.log"
-        deadline = time.monotonic() + 120
-        while "PPEC-DISKS" not in (console.read_text() if console.exists() else ""):
-            if time.monotonic() > deadline:
-                sys.exit("the guest did not boot within 120 s")
-            time.sleep(0.2)
-        for i in range(args.rounds):
-            start = time.perf_counter()
-            doc = json.loads(run(ppec, "disk", "attach", vm, "--size", "16M", "-o", "json",
-                                 env=env))
-            steps["ppec attach"].append(time.perf_counter() - start)
-            steps["ppec detach"].append(timed([ppec, "disk", "detach", vm, doc["target"]],
-                                              env=env))
-            sock = root / "agent.sock"
-            took, done = agent_call(sock, "disk.attach", name=vm, size_bytes=16 << 20)
-            steps["agent attach"].append(took)
-            steps["agent detach"].append(agent_call(sock, "disk.detach", name=vm,
-                                                    target=done["target"])[0])
-            vol = root / f"virsh-{i}.qcow2"
-            steps["virsh attach"].append(timed(
-                ["qemu-img", "create", "-q", "-f", "qcow2", str(vol), "16M"],
-                [*VIRSH, "attach-disk", vm, str(vol), "vdb", "--subdriver", "qcow2",
-                 "--live", "--config"]))
-            start = time.perf_counter()
-            run(*VIRSH, "detach-disk", vm, "vdb", "--live", "--config")
-            vol.unlink()
-            steps["virsh detach"].append(time.perf_counter() - start)
-    finally:
-        subprocess.run([ppec, "vm", "delete", vm], env=env, capture_output=True, check=False)
-        agent.terminate()
-        agent.wait()
-        shutil.rmtree(root, ignore_errors=True)
+    with local_agent("local", f'image_dir = "{guest}"\ndomain_type = "qemu"\n'
+                              f'reserved_memory = "0"\n') as agent:
+        try:
+            measure(agent, guest, vm, args.rounds, steps)
+        finally:
+            subprocess.run([PPEC, "vm", "delete", vm], env=agent.env, capture_output=True,
+                           check=False)
     med = {k: statistics.median(v) for k, v in steps.items()}
     print(f"{args.rounds} rounds on one running guest (TCG); medians:")
     for k, v in med.items():
