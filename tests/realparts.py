@@ -310,5 +310,14 @@ class Cli:
             return [r[0] for r in db.execute("SELECT name FROM vms ORDER BY name")]
 
 
+def wait_until(check: Any, timeout: float = 60, what: str = "condition") -> None:
+    """Poll ``check()`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never held within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -26,13 +26,17 @@ from ppec.approvals import (
 from tests.realparts import Agent, Cli, make_key
 
 
+def make_people(where: Path) -> dict[str, Path]:
+    """alice and bob (role sre) and carol (netops): a real SSH key each."""
+    keys = {who: where / f"{who}_ed25519" for who in ("alice", "bob", "carol")}
+    for key in keys.values():
+        make_key(key)
+    return keys
+
+
 @pytest.fixture
 def people(tmp_path: Path) -> dict[str, Path]:
-    keys = {}
-    for who in ("alice", "bob", "carol"):
-        keys[who] = tmp_path / f"{who}_ed25519"
-        make_key(keys[who])
-    return keys
+    return make_people(tmp_path)
 
 
 def pub(key: Path) -> str:
@@ -48,16 +52,23 @@ def policy_toml(people: dict[str, Path], extra: str = "") -> str:
             '[approval.disk]\noperations = ["detach"]\napprovers = ["sre"]\n' + extra)
 
 
-@pytest.fixture
-def mc(cli: Cli, tmp_path: Path, people: dict[str, Path]) -> Agent:
-    """An operator config with policy, and an agent enforcing the same approvers file."""
-    config = tmp_path / "config.toml"
-    config.write_text(policy_toml(people))
+def install_policy(cli: Cli, where: Path, people: dict[str, Path], extra: str = "") -> Path:
+    """The operator config with the policy (``cli`` uses it), and the approvers file a host
+    enforces, exported by ppec itself; returns that file."""
+    config = where / "config.toml"
+    config.write_text(policy_toml(people, extra))
     cli.env["PPEC_CONFIG"] = str(config)
-    approvers = tmp_path / "approvers.toml"
+    approvers = where / "approvers.toml"
     done = cli.ok("config", "export-approvers", str(approvers))
     assert "wrote 3 operators" in done.stdout
     approvers.chmod(0o644)
+    return approvers
+
+
+@pytest.fixture
+def mc(cli: Cli, tmp_path: Path, people: dict[str, Path]) -> Agent:
+    """An operator config with policy, and an agent enforcing the same approvers file."""
+    approvers = install_policy(cli, tmp_path, people)
     agent = Agent(tmp_path / "agent", host="t1",
                   extra={"approvers_file": str(approvers)}).start()
     cli.ok("host", "add", "t1", "--address", "local", "--socket", str(agent.socket))

@@ -177,18 +177,10 @@ def _ping(agent: Agent) -> dict[str, object]:
 
 
 def test_under_policy_an_update_waits_for_a_second_person(cli: Cli, tmp_path: Path) -> None:
-    from tests.realparts import make_key
-    from tests.test_makerchecker import as_, policy_toml
-    people = {who: tmp_path / f"{who}_ed25519" for who in ("alice", "bob", "carol")}
-    for key in people.values():
-        make_key(key)
-    config = tmp_path / "config.toml"
-    config.write_text(policy_toml(people, '[approval.agent]\noperations = ["update"]\n'
-                                          'approvers = ["sre"]\n'))
-    cli.env["PPEC_CONFIG"] = str(config)
-    approvers = tmp_path / "approvers.toml"
-    cli.ok("config", "export-approvers", str(approvers))
-    approvers.chmod(0o644)
+    from tests.test_makerchecker import as_, install_policy, make_people
+    people = make_people(tmp_path)
+    approvers = install_policy(cli, tmp_path, people, '[approval.agent]\noperations = '
+                                                      '["update"]\napprovers = ["sre"]\n')
     site = old_copy(tmp_path)
     agent = Agent(tmp_path / "agent", host="t1", env={"PYTHONPATH": str(site)},
                   extra={"approvers_file": str(approvers)}).start()
@@ -229,9 +221,8 @@ def test_the_first_host_is_a_canary_the_rest_wait_for_it(cli: Cli, qemu_dir: Pat
     """Host a (updated first) refuses: a disk detach there is waiting for its guest. Host
     b is then not touched at all, and says why."""
     import subprocess
-    import time
 
-    from tests.realparts import PPEC
+    from tests.realparts import PPEC, wait_until
     site_a, site_b = old_copy(qemu_dir / "a"), old_copy(qemu_dir / "b")
     a = Agent(qemu_dir / "agent-a", host=unique("a"), libvirt_uri="qemu:///system",
               env={"PYTHONPATH": str(site_a)}, extra={"domain_type": "qemu"}).start()
@@ -246,10 +237,8 @@ def test_the_first_host_is_a_canary_the_rest_wait_for_it(cli: Cli, qemu_dir: Pat
         waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "60"],
                                    env=cli.env, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while f"{vm}: asked the guest to release vdb" not in a.log():
-            assert time.monotonic() < deadline, a.log()[-2000:]
-            time.sleep(0.1)
+        wait_until(lambda: f"{vm}: asked the guest to release vdb" in a.log(),
+                   what="the agent's unplug request")
         done = cli.run("agent", "sync", "-o", "json")
         assert done.returncode == 1, done.stderr
         rows = {h["host"]: h for h in json.loads(done.stdout)["hosts"]}

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.realparts import PPEC, Agent, Cli, Console, unique, virsh
+from tests.realparts import PPEC, Agent, Cli, Console, unique, virsh, wait_until
 
 NO_OS = ("--cpus", "1", "--memory", "64M", "--disk", "16M")   # an empty disk: SeaBIOS spins
 
@@ -113,7 +112,9 @@ def test_scsi_disk_and_existing_volume_with_keep(gcli: Cli, guest_agent: Agent,
     disk = attach(gcli, vm, "--size", "32M", "--bus", "scsi")
     assert disk["target"] == "sda"
     assert console.wait(lambda d: "sda" in d)["sda"][0] == 32 * 2048
-    assert "scsi" in virsh("dumpxml", vm)   # the virtio-scsi controller ppec added
+    # The virtio-scsi controller ppec added (live and saved), which the guest drove.
+    for xml in (virsh("dumpxml", vm), virsh("dumpxml", "--inactive", vm)):
+        assert "<controller type='scsi' index='0' model='virtio-scsi'>" in xml
     kept = json.loads(gcli.ok("disk", "detach", vm, "sda", "--keep-volume",
                               "-o", "json").stdout)
     assert kept["volume"] == "kept"
@@ -317,37 +318,36 @@ def test_the_volume_quota_and_count_are_checked_before_anything_is_made(
         agent.kill()
 
 
-def _wait(check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition never held")
+def detach_waiting(cli: Cli, agent: Agent, guest: Path
+                   ) -> tuple[str, Console, Path, subprocess.Popen[str]]:
+    """A booted guest with vdb attached, then paused, and a `disk detach vdb` (JSON, up to
+    120 s) whose agent has taken the disk out of the saved config, asked the guest to
+    release it, and now waits."""
+    vm = unique("g")
+    console = boot(cli, agent, guest, vm)
+    path = Path(str(attach(cli, vm, "--size", "16M")["path"]))
+    console.wait(lambda d: "vdb" in d)
+    virsh("suspend", vm)   # the guest's CPUs stop: nothing answers the unplug request
+    waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120",
+                                "-o", "json"], env=cli.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: f"{vm}: asked the guest to release vdb" in agent.log(),
+               what="the agent's unplug request")
+    assert "vdb" not in blk(vm, inactive=True)
+    return vm, console, path, waiting
 
 
 @pytest.mark.parametrize("moment", ["guest-still-has-it", "guest-released-it"])
 def test_agent_killed_between_config_removal_and_volume_deletion(
         gcli: Cli, guest_agent: Agent, guest: Path, moment: str) -> None:
-    vm = unique("g")
-    console = boot(gcli, guest_agent, guest, vm)
-    path = Path(str(attach(gcli, vm, "--size", "16M")["path"]))
-    console.wait(lambda d: "vdb" in d)
-    virsh("suspend", vm)
-    detach = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120"],
-                              env=gcli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-    # The agent has taken the disk out of the saved config, asked the guest to release it,
-    # and now waits.
-    _wait(lambda: f"{vm}: asked the guest to release vdb" in guest_agent.log())
-    assert "vdb" not in blk(vm, inactive=True)
+    vm, console, path, detach = detach_waiting(gcli, guest_agent, guest)
     assert guest_agent.disk_rows() == {(vm, "vdb"): ("detaching", str(path))}
     if moment == "guest-released-it":
         assert guest_agent.proc is not None
         guest_agent.proc.send_signal(signal.SIGSTOP)   # frozen before it can delete
         virsh("resume", vm)
         console.wait(lambda d: "vdb" not in d, timeout=30)
-        _wait(lambda: "vdb" not in blk(vm))
+        wait_until(lambda: "vdb" not in blk(vm), what="vdb gone from the live XML")
     guest_agent.kill(signal.SIGKILL)
     detach.wait(timeout=60)
     assert detach.returncode != 0
@@ -401,17 +401,9 @@ def test_detach_waits_for_a_second_person_when_policy_says_so(
         cli: Cli, qemu_dir: Path, tmp_path: Path) -> None:
     """Maker-checker end to end on real QEMU: the request holds the detach, the approval
     runs it with the maker's --keep-volume, and the agent enforces its own approvers file."""
-    from tests.realparts import make_key
-    from tests.test_makerchecker import as_, policy_toml
-    people = {who: tmp_path / f"{who}_ed25519" for who in ("alice", "bob", "carol")}
-    for key in people.values():
-        make_key(key)
-    config = tmp_path / "config.toml"
-    config.write_text(policy_toml(people))
-    cli.env["PPEC_CONFIG"] = str(config)
-    approvers = tmp_path / "approvers.toml"
-    cli.ok("config", "export-approvers", str(approvers))
-    approvers.chmod(0o644)
+    from tests.test_makerchecker import as_, install_policy, make_people
+    people = make_people(tmp_path)
+    approvers = install_policy(cli, tmp_path, people)
     agent = Agent(qemu_dir / "mc", host=unique("q"), libvirt_uri="qemu:///system",
                   extra={"approvers_file": str(approvers), "domain_type": "qemu"}).start()
     try:
@@ -444,15 +436,8 @@ def test_a_detach_waiting_for_its_guest_does_not_hold_up_the_host(
         gcli: Cli, guest_agent: Agent, guest: Path) -> None:
     """The agent lets go of the host lock while the guest takes its time: other changes
     on the host go on, and the same disk cannot be detached twice at once."""
-    vm, other = unique("g"), unique("n")
-    console = boot(gcli, guest_agent, guest, vm)
-    path = Path(str(attach(gcli, vm, "--size", "16M")["path"]))
-    console.wait(lambda d: "vdb" in d)
-    virsh("suspend", vm)
-    waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120",
-                                "-o", "json"], env=gcli.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    _wait(lambda: "vdb" not in blk(vm, inactive=True))
+    other = unique("n")
+    vm, console, path, waiting = detach_waiting(gcli, guest_agent, guest)
     gcli.ok("vm", "create", other, *NO_OS)            # not queued behind the detach
     again = gcli.run("disk", "detach", vm, "vdb", "-o", "json")
     assert again.returncode == 1 and error(again)["code"] == "BUSY"
@@ -471,15 +456,7 @@ def test_a_detach_waiting_for_its_guest_does_not_hold_up_the_host(
 
 def test_a_vm_deleted_while_its_detach_waits(gcli: Cli, guest_agent: Agent,
                                              guest: Path) -> None:
-    vm = unique("g")
-    console = boot(gcli, guest_agent, guest, vm)
-    path = Path(str(attach(gcli, vm, "--size", "16M")["path"]))
-    console.wait(lambda d: "vdb" in d)
-    virsh("suspend", vm)
-    waiting = subprocess.Popen([PPEC, "disk", "detach", vm, "vdb", "--timeout", "120",
-                                "-o", "json"], env=gcli.env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    _wait(lambda: "vdb" not in blk(vm, inactive=True))
+    vm, _, path, waiting = detach_waiting(gcli, guest_agent, guest)
     gcli.ok("vm", "delete", vm)
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err

@@ -9,22 +9,14 @@ from pathlib import Path
 
 from tests.e2e.fleet import make_fleet
 from tests.realparts import QEMU_URI, Cli, domain_state, make_key, unique, virsh
-from tests.test_makerchecker import policy_toml
+from tests.test_makerchecker import install_policy, make_people
 
 
 def test_maker_creates_checker_approves_agent_deletes(cli: Cli, qemu_dir: Path,
                                                       sshd_ready: None) -> None:
-    people = {}
-    for who in ("alice", "bob", "carol"):
-        people[who] = qemu_dir / f"{who}_ed25519"
-        make_key(people[who])
+    people = make_people(qemu_dir)
     transport = qemu_dir / "transport_ed25519"
-    config = qemu_dir / "config.toml"
-    config.write_text(policy_toml(people))
-    cli.env["PPEC_CONFIG"] = str(config)
-    approvers = qemu_dir / "approvers.toml"
-    cli.ok("config", "export-approvers", str(approvers))
-    approvers.chmod(0o644)
+    approvers = install_policy(cli, qemu_dir, people)
     (host,) = make_fleet(qemu_dir / "fleet", 1, QEMU_URI, make_key(transport),
                          extra={"approvers_file": str(approvers)})
     try:
