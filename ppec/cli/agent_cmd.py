@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ppec import hosts, makerchecker, syncer
+from ppec import hosts, makerchecker
 from ppec.approvals import Signer
 from ppec.cli import output
 from ppec.cli.common import context, held, partial_exit
@@ -46,6 +46,9 @@ def sync(
     atomically and restarts itself; running VMs are not touched. Exit 5 when some hosts
     failed, 1 when all did. When policy says so ([approval.agent] operations = ["update"]),
     this makes one request per host instead (exit 4); each approval names these files."""
+    # Here, not at the top: the syncer's tar/ctypes/tempfile imports would otherwise be
+    # paid by every `ppec` command, `--help` included.
+    from ppec import syncer
     output.use(fmt)
     with context() as ctx:
         if not dry_run and makerchecker.needs(ctx, "agent", "update"):

@@ -13,11 +13,12 @@ from ppec.cli.completion import script
 from tests.realparts import PPEC
 
 COMPLETIONS = Path(__file__).parents[2] / "completions"
-HEAVY = ("paramiko", "libvirt", "psutil", "filelock", "cryptography")
+HEAVY = ("paramiko", "libvirt", "psutil", "filelock", "cryptography", "tarfile", "ctypes")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["vm", "list", "--help"], ["vm", "--help"],
-                                  ["host", "add", "--help"], ["completion", "bash"]])
+                                  ["host", "add", "--help"], ["completion", "bash"],
+                                  ["disk", "--help"], ["agent", "sync", "--help"]])
 def test_help_imports_neither_paramiko_nor_libvirt(argv: list[str]) -> None:
     code = (f"import sys; sys.argv=['ppec', *{argv!r}]\n"
             "from ppec.cli.main import main\n"
