@@ -35,3 +35,11 @@ def test_brackets_inside_strings_do_not_count_as_depth() -> None:
 def test_encode_refuses_oversized() -> None:
     with pytest.raises(ProtocolError):
         protocol.encode({"x": "y" * protocol.MAX_LINE})
+
+
+def test_the_proxys_agent_unreachable_is_a_transport_error() -> None:
+    """Over SSH a restarting agent answers through the proxy with AGENT_UNREACHABLE: the
+    client must see the same error class as a dead local socket, so it retries."""
+    from ppec.errors import TransportError, from_wire
+    err = from_wire({"code": "AGENT_UNREACHABLE", "message": "agent not running"})
+    assert isinstance(err, TransportError) and err.code == "AGENT_UNREACHABLE"

@@ -203,7 +203,7 @@ class DiskOps:
         # names dense keeps the two close. 256 disks is far past any PCI bus's slots.
         for i, candidate in enumerate(device_names(PREFIX[bus])):
             if candidate not in used:
-                return str(candidate)
+                return candidate
             if i > 256:
                 break
         raise NoCapacity(f"VM {name} has no free {bus} disk name", code="NO_TARGET")
@@ -244,7 +244,8 @@ class DiskOps:
             if Path(d.path).resolve() == real:
                 raise Conflict(f"volume {path} is disk {d.target} of VM {d.vm} ({d.state})",
                                code="VOLUME_IN_USE")
-        for user, target in self.hv.disk_users(str(real)):
+        if users := self.hv.disk_users(str(real)):
+            user, target = users[0]
             raise Conflict(f"volume {path} is used by domain {user} ({target})",
                            code="VOLUME_IN_USE", details={"domain": user, "target": target})
         try:

@@ -66,8 +66,7 @@ class AgentServer:
             try:
                 self.host_lock.acquire()
             except Timeout:
-                raise LockBusy(f"host lock {self.config.lock_path} still held after "
-                               f"{self.config.lock_timeout:.0f}s") from None
+                raise self._lock_busy() from None
 
     # -- socket -----------------------------------------------------------------------------
 
@@ -182,6 +181,10 @@ class AgentServer:
                 if not sent:
                     return
 
+    def _lock_busy(self) -> LockBusy:
+        return LockBusy(f"host lock {self.config.lock_path} still held after "
+                        f"{self.config.lock_timeout:.0f}s")
+
     def wait_idle(self, timeout: float) -> bool:
         """Until every request being handled has been answered (False: gave up)."""
         with self._idle:
@@ -226,8 +229,7 @@ class AgentServer:
                         self._check_approval(method, clean, msg.get("approval"))
                         result = handler(**clean)
                 except Timeout:
-                    raise LockBusy(f"host lock {self.config.lock_path} still held after "
-                                   f"{self.config.lock_timeout:.0f}s") from None
+                    raise self._lock_busy() from None
             else:
                 result = handler(**clean)
             return protocol.reply_ok(msg_id, result)
