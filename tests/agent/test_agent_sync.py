@@ -196,6 +196,19 @@ def test_under_policy_an_update_waits_for_a_second_person(cli: Cli, tmp_path: Pa
         request = json.loads(held.stdout)  # type: ignore[attr-defined]
         assert request["operation"] == "agent.update"
         assert files.manifest(site / "ppec") == before
+        # bob, running another install (one line differs), cannot approve files he does
+        # not have: refused before he signs anything.
+        other = tmp_path / "bob-site" / "ppec"
+        shutil.copytree(files.package_root(), other,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (other / "agent" / "files.py").write_text((other / "agent" / "files.py").read_text()
+                                                  + "\n# bob's local change\n")
+        refused = as_(cli, people["bob"], "request", "approve", str(request["id"]),
+                      PYTHONPATH=str(other.parent))
+        assert refused.returncode == 1, refused.stderr  # type: ignore[attr-defined]
+        assert "are not the ones the request names" in refused.stderr  # type: ignore[attr-defined]
+        shown = json.loads(cli.ok("request", "show", str(request["id"]), "-o", "json").stdout)
+        assert shown["state"] == "pending" and not shown["checker"]
         done = as_(cli, people["bob"], "request", "approve", str(request["id"]), "-o", "json")
         assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
         result = json.loads(done.stdout)["result"]  # type: ignore[attr-defined]
