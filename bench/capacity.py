@@ -18,10 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ppec.placement import Request
-from ppec.placement.capacity import fleet_capacity
-from tests.placement.fleets import HSPACE, hspace_count, identical
 from tests.placement.test_capacity import place_until_full
+
+from ppec.placement import Request
+from ppec.placement.headroom import fleet_capacity
+from tests.placement.fleets import HSPACE, hspace_count, identical
 
 NOW = 1000.0
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from localagent import PPEC, VIRSH, LocalAgent, local_agent, run, timed
 
-from ppec import protocol
+from ppec.wire import protocol
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ppec import ipdb
-from ppec.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
-from ppec.store import Store
+from ppec.core.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
+from ppec.operator import ipdb
+from ppec.operator.store import Store
 from tests.conftest import direct
 from tests.realparts import Agent, Cli
 
@@ -92,8 +92,8 @@ def test_a_direct_duplicate_insert_fails_on_the_constraint(store_url: str,
 
 
 def _race(db: str, processes: int, each: int) -> tuple[list[str], list[str]]:
-    code = ("import sys\nfrom ppec.store import Store\nfrom ppec import ipdb\n"
-            "from ppec.errors import NoCapacity\n"
+    code = ("import sys\nfrom ppec.operator.store import Store\nfrom ppec import ipdb\n"
+            "from ppec.core.errors import NoCapacity\n"
             "s = Store(sys.argv[1])\n"
             "for i in range(int(sys.argv[2])):\n"
             "    try: print('OK', ipdb.allocate(s, 'blue', owner=sys.argv[3])['address'])\n"

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ppec import protocol
-from ppec.approvals import (
+from ppec.core.signing import (
     PURPOSE_APPROVE,
     PURPOSE_REQUEST,
     Approvers,
@@ -23,6 +22,7 @@ from ppec.approvals import (
     new_payload,
     sign,
 )
+from ppec.wire import protocol
 from tests.realparts import Agent, Cli, make_key
 
 
@@ -426,7 +426,7 @@ def _send_create(agent: Agent) -> dict[str, object]:
 def test_policy_values_must_be_lists(toml: str, words: str) -> None:
     import tomllib
 
-    from ppec.errors import BadInput
+    from ppec.core.errors import BadInput
     with pytest.raises(BadInput, match=words):
         Approvers.from_mapping(tomllib.loads(toml))
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from ppec import protocol
-from ppec.errors import ProtocolError
+from ppec.core.errors import ProtocolError
+from ppec.wire import protocol
 
 
 def test_round_trip() -> None:
@@ -40,6 +40,6 @@ def test_encode_refuses_oversized() -> None:
 def test_the_proxys_agent_unreachable_is_a_transport_error() -> None:
     """Over SSH a restarting agent answers through the proxy with AGENT_UNREACHABLE: the
     client must see the same error class as a dead local socket, so it retries."""
-    from ppec.errors import TransportError, from_wire
+    from ppec.core.errors import TransportError, from_wire
     err = from_wire({"code": "AGENT_UNREACHABLE", "message": "agent not running"})
     assert isinstance(err, TransportError) and err.code == "AGENT_UNREACHABLE"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ppec.errors import AlreadyExists, BadInput, NotFound
-from ppec.store import MIGRATIONS, HaConflict, Host, Store
+from ppec.core.errors import AlreadyExists, BadInput, NotFound
+from ppec.operator.store import MIGRATIONS, HaConflict, Host, Store
 from tests.conftest import direct
 
 
@@ -82,7 +82,8 @@ def test_vm_must_be_on_a_known_host(store: Store) -> None:
 def test_concurrent_reservations_from_processes_never_share_a_name(store_url: str,
                                                                    store: Store) -> None:
     """Ten processes race to reserve the same five names: each name is won exactly once."""
-    code = ("import sys; from ppec.store import Store; from ppec.errors import AlreadyExists\n"
+    code = ("import sys; from ppec.operator.store import Store\n"
+            "from ppec.core.errors import AlreadyExists\n"
             "s = Store(sys.argv[1]); won = []\n"
             "for n in ['n0','n1','n2','n3','n4']:\n"
             "    try: s.reserve_vm(n, 'h1', 1, 64, 1, ''); won.append(n)\n"

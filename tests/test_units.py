@@ -3,8 +3,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ppec.agent.diskops import device_names
-from ppec.errors import BadInput
-from ppec.units import check_disk_target, check_host_name, check_vm_name, format_size, parse_size
+from ppec.core.errors import BadInput
+from ppec.core.units import (
+    check_disk_target,
+    check_host_name,
+    check_vm_name,
+    format_size,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(("text", "value"), [

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ppec.errors import BadInput
+from ppec.core.errors import BadInput
+from ppec.core.units import MIB, parse_size
 from ppec.numa.topology import parse_cpulist
-from ppec.units import MIB, parse_size
 
 DEFAULT_PATH = Path("/etc/ppec/agent.toml")
 

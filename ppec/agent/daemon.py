@@ -15,8 +15,9 @@ from ppec.agent.hypervisor import Hypervisor
 from ppec.agent.ledger import Ledger
 from ppec.agent.server import AgentServer
 from ppec.agent.service import AgentService, ensure_dirs
-from ppec.approvals import Approvers
-from ppec.errors import PpecError
+from ppec.core.errors import PpecError
+from ppec.core.signing import Approvers
+from ppec.wire import bundle as pkgfiles
 
 log = logging.getLogger("ppec.agent")
 
@@ -35,7 +36,7 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
         if approvers is not None:
             log.info("maker-checker enforced for %s (%d operators)",
                      ", ".join(sorted(approvers.rules)) or "nothing", len(approvers.operators))
-        files.cleanup(files.package_root())   # staging dirs an interrupted update left
+        files.cleanup(pkgfiles.package_root())   # staging dirs an interrupted update left
         server = AgentServer(config, service, approvers)
         server.bind()   # first: refuses to start when another agent already serves here
         # Recovery runs under the host lock: a second agent started by mistake must not

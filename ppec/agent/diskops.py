@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from ppec.agent import domxml, storage
 from ppec.agent.ledger import DiskRecord
-from ppec.clock import utc_now
-from ppec.errors import (
+from ppec.core.clock import utc_now
+from ppec.core.errors import (
     BadInput,
     Conflict,
     DetachPending,
@@ -39,7 +39,7 @@ from ppec.errors import (
     PpecError,
     StorageError,
 )
-from ppec.units import format_size
+from ppec.core.units import format_size
 
 if TYPE_CHECKING:
     from ppec.agent.config import AgentConfig

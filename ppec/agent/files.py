@@ -10,91 +10,21 @@ children, so they never notice. Stdlib only: the operator side imports this too.
 
 from __future__ import annotations
 
-import base64
 import ctypes
-import hashlib
-import io
-import json
 import logging
 import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from ppec.errors import BadInput, PpecError
+from ppec.core.errors import BadInput, PpecError
+from ppec.wire.bundle import check_name, manifest, sha256, unpack
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".py", ".toml", ".typed")   # what makes up the package; nothing else is synced
 _RENAME_EXCHANGE = 2
-
-
-def package_root() -> Path:
-    import ppec
-    return Path(ppec.__file__).resolve().parent
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def manifest(root: Path) -> dict[str, str]:
-    """relative path -> sha256 of every package file under ``root``."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if "__pycache__" in rel.parts or not path.is_file() or path.suffix not in SUFFIXES:
-            continue
-        out[rel.as_posix()] = _sha256(path.read_bytes())
-    return out
-
-
-def digest(version: str, files: dict[str, str]) -> str:
-    """One checksum for a version and its manifest (what an approval can name)."""
-    return _sha256(json.dumps({"version": version, "files": files}, sort_keys=True,
-                              separators=(",", ":")).encode())
-
-
-def pack(root: Path, names: list[str]) -> str:
-    """The named files as base64 of a tar.gz (regular files only, relative names)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in sorted(names):
-            data = (root / name).read_bytes()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def check_name(name: str) -> str:
-    """A package-relative file name: no absolute paths, no '..', one of our suffixes."""
-    p = PurePosixPath(name)
-    if p.is_absolute() or not p.parts or any(part in ("", ".", "..") for part in p.parts) \
-            or p.suffix not in SUFFIXES or "__pycache__" in p.parts or "\\" in name:
-        raise BadInput(f"file name {name!r} is not a package file", code="BAD_UPDATE")
-    return name
-
-
-def unpack(bundle: str) -> dict[str, bytes]:
-    """Read the bundle's regular files by name; never extract (no links, no paths out)."""
-    try:
-        raw = base64.b64decode(bundle, validate=True)
-        out = {}
-        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                if not member.isfile():
-                    raise BadInput(f"bundle entry {member.name!r} is not a regular file",
-                                   code="BAD_UPDATE")
-                stream = tar.extractfile(member)
-                assert stream is not None
-                out[check_name(member.name)] = stream.read()
-    except (ValueError, tarfile.TarError, OSError) as e:
-        raise BadInput(f"update bundle unreadable: {e}", code="BAD_UPDATE") from None
-    return out
 
 
 def _exchange(a: Path, b: Path) -> None:
@@ -173,7 +103,7 @@ def apply(root: Path, version: str, files: dict[str, str], bundle: str,
         raise BadInput(f"the bundle has {sorted(contents)}, the manifest says "
                        f"{changed} differ", code="BAD_UPDATE")
     for name, data in contents.items():
-        if _sha256(data) != files[name]:
+        if sha256(data) != files[name]:
             raise BadInput(f"{name}: checksum does not match the manifest", code="BAD_UPDATE")
     # A fresh 0700 dir of our own (mkdtemp creates it exclusively): nothing planted there.
     work = Path(tempfile.mkdtemp(prefix=f".{root.name}-update-", dir=root.parent))
@@ -183,7 +113,7 @@ def apply(root: Path, version: str, files: dict[str, str], bundle: str,
         # extension module, a link) is carried over to shadow what the manifest says.
         for name, sha in files.items():
             data = contents[name] if name in contents else (root / name).read_bytes()
-            if _sha256(data) != sha:
+            if sha256(data) != sha:
                 raise PpecError(f"{name} changed on disk during the update",
                                 code="BAD_UPDATE")
             _write_synced(stage / name, data)

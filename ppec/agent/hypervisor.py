@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from ppec.agent import domxml
-from ppec.errors import HypervisorError, NotFound
+from ppec.core.errors import HypervisorError, NotFound
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

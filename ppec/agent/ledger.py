@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppec.clock import utc_now
-from ppec.errors import AlreadyExists
+from ppec.core.clock import utc_now
+from ppec.core.errors import AlreadyExists
 from ppec.numa import Allocation
 
 MIGRATIONS = [

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ppec.errors import BadInput, StorageError
+from ppec.core.errors import BadInput, StorageError
 
 
 def check_network(net: dict[str, Any]) -> dict[str, Any]:

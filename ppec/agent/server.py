@@ -24,12 +24,12 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ppec import protocol
 from ppec.agent.config import AgentConfig
-from ppec.agent.methods import METHODS, Method, check_params
 from ppec.agent.service import AgentService
-from ppec.approvals import Approvers, Forbidden, check_approval, digest
-from ppec.errors import LockBusy, PpecError, ProtocolError
+from ppec.core.errors import LockBusy, PpecError, ProtocolError
+from ppec.core.signing import Approvers, Forbidden, check_approval, digest
+from ppec.wire import protocol
+from ppec.wire.methods import METHODS, Method, check_params
 
 log = logging.getLogger(__name__)
 _ENVELOPE = {"v", "id", "method", "params", "approval"}

@@ -1,4 +1,4 @@
-"""What the agent does: one handler per method in ``ppec.agent.methods``.
+"""What the agent does: one handler per method in ``ppec.wire.methods``.
 
 State-changing handlers are called with the host lock held (the server takes it), so
 checks and the changes they guard cannot interleave with another request.
@@ -28,9 +28,10 @@ from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.diskops import DiskOps
 from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord
-from ppec.clock import utc_now
-from ppec.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound, PpecError
+from ppec.core.clock import utc_now
+from ppec.core.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound, PpecError
 from ppec.numa.topology import format_cpulist
+from ppec.wire import bundle as pkgfiles
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class AgentService(DiskOps):
         # What this process runs (read at start: the files on disk may be newer), and a
         # new id per start, so a client can tell the restarted agent from the old one.
         self.boot_id = str(uuid.uuid4())
-        self._running = files.manifest(files.package_root())
+        self._running = pkgfiles.manifest(pkgfiles.package_root())
 
     @property
     def domain_type(self) -> str:
@@ -145,15 +146,15 @@ class AgentService(DiskOps):
     def agent_manifest(self) -> dict[str, Any]:
         """The files this process started with (not what is on disk now)."""
         return {"host": self.config.host, "version": ppec.__version__,
-                "root": str(files.package_root()), "files": self._running,
-                "digest": files.digest(ppec.__version__, self._running),
+                "root": str(pkgfiles.package_root()), "files": self._running,
+                "digest": pkgfiles.digest(ppec.__version__, self._running),
                 "boot_id": self.boot_id}
 
     def agent_update(self, version: str, manifest: dict[str, Any], bundle: str,
                      digest: str) -> dict[str, Any]:
         """Swap in the operator's files (under the host lock: no VM change is half-done),
         then restart on them; running VMs are libvirtd's and are not touched."""
-        if files.digest(version, manifest) != digest:
+        if pkgfiles.digest(version, manifest) != digest:
             raise BadInput("the manifest does not match its digest", code="BAD_UPDATE")
         if self._in_flight:
             raise Conflict("a disk detach is waiting for its guest; update after it ends",
@@ -161,7 +162,7 @@ class AgentService(DiskOps):
         if self.restart_requested:
             raise Conflict("an update is already in place; the agent is restarting",
                            code="BUSY")
-        result = files.apply(files.package_root(), version, manifest, bundle, sys.executable)
+        result = files.apply(pkgfiles.package_root(), version, manifest, bundle, sys.executable)
         self.restart_requested = True
         return {"host": self.config.host, "from": ppec.__version__, **result,
                 "restarting": True}

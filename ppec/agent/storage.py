@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ppec.errors import BadInput, StorageError
-from ppec.units import format_size
+from ppec.core.errors import BadInput, StorageError
+from ppec.core.units import format_size
 
 
 def qemu_img(*args: str) -> str:

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from ppec import hosts, makerchecker
-from ppec.approvals import Signer
 from ppec.cli import output
 from ppec.cli.common import context, held, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import EXIT_PENDING
+from ppec.core.errors import EXIT_PENDING
+from ppec.core.signing import Signer
+from ppec.operator import hosts, makerchecker
 
 app = typer.Typer(help="Host agents: status, sync (keep their files at this version).",
                   no_args_is_help=True)
@@ -48,7 +48,7 @@ def sync(
     this makes one request per host instead (exit 4); each approval names these files."""
     # Here, not at the top: the syncer's tar/ctypes/tempfile imports would otherwise be
     # paid by every `ppec` command, `--help` included.
-    from ppec import syncer
+    from ppec.operator import agentsync as syncer
     output.use(fmt)
     with context() as ctx:
         if not dry_run and makerchecker.needs(ctx, "agent", "update"):

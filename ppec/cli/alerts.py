@@ -9,8 +9,8 @@ import typer
 from ppec.cli import output
 from ppec.cli.common import context
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import EXIT_DRIFT, EXIT_FAILED, EXIT_PARTIAL
-from ppec.fleet.client import fan_out
+from ppec.core.errors import EXIT_DRIFT, EXIT_FAILED, EXIT_PARTIAL
+from ppec.operator.fleet.client import fan_out
 
 COLUMNS = [("host", "HOST"), ("code", "CODE"), ("object", "OBJECT"), ("detail", "DETAIL"),
            ("first_seen", "FIRST SEEN")]

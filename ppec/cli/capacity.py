@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from ppec import capacity as cap
 from ppec.cli import options as opt
 from ppec.cli import output
 from ppec.cli.common import context, resources
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.operator import capacity_report as cap
 
 BASE = [("group", "GROUP"), ("hosts", "HOSTS"), ("cpus", "CPUS"), ("dedicated", "DEDICATED"),
         ("shared_vcpus", "SHARED vCPU"), ("free_cpus", "FREE CPUS"), ("memory_mib", "MEM MiB"),

@@ -9,9 +9,9 @@ from typing import Any
 import typer
 
 from ppec.cli import output
-from ppec.context import Context
-from ppec.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING, BadInput
-from ppec.units import MIB, parse_size
+from ppec.core.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING, BadInput
+from ppec.core.units import MIB, parse_size
+from ppec.operator.context import Context
 
 
 @contextmanager

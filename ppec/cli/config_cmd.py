@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from ppec import config as ppec_config
 from ppec.cli import output
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.operator import config as ppec_config
 
 app = typer.Typer(help="Operator configuration: show the effective values.",
                   no_args_is_help=True)
@@ -42,7 +42,7 @@ def export_approvers(path: Path, fmt: OutputOpt = Fmt.table) -> None:
     agent then refuses approval-bound operations that lack a valid, unused approval."""
     import tomli_w
 
-    from ppec.approvals import Approvers
+    from ppec.core.signing import Approvers
     output.use(fmt)
     cfg = ppec_config.load()
     appr = Approvers.from_mapping(cfg.raw, cfg.source)

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from ppec import disks, makerchecker
-from ppec.approvals import Signer
 from ppec.cli import output
 from ppec.cli.common import context, held
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import BadInput
-from ppec.units import format_size, parse_size
+from ppec.core.errors import BadInput
+from ppec.core.signing import Signer
+from ppec.core.units import format_size, parse_size
+from ppec.operator import disks, makerchecker
 
 app = typer.Typer(help="Data disks: list, attach (new or existing volume), detach.",
                   no_args_is_help=True)

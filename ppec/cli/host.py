@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from ppec import hosts, snapshots
 from ppec.cli import output
 from ppec.cli.common import context
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.store import Host
-from ppec.units import MIB, format_size
+from ppec.core.units import MIB, format_size
+from ppec.operator import hosts, snapshots
+from ppec.operator.store import Host
 
 app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain.",
                   no_args_is_help=True)

@@ -6,12 +6,12 @@ from typing import Annotated
 
 import typer
 
-from ppec import ipdb, makerchecker
-from ppec.approvals import Signer
 from ppec.cli import output
 from ppec.cli.common import context, held
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import NotFound
+from ppec.core.errors import NotFound
+from ppec.core.signing import Signer
+from ppec.operator import ipdb, makerchecker
 
 app = typer.Typer(help="IP pools per VRF: add pools, allocate, release, list.",
                   no_args_is_help=True)

@@ -25,7 +25,7 @@ from ppec.cli import (
     sync,
     vm,
 )
-from ppec.errors import EXIT_FAILED, PpecError
+from ppec.core.errors import EXIT_FAILED, PpecError
 
 app = typer.Typer(
     name="ppec", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

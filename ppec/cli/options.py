@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ppec.scheduler import Ask
+from ppec.operator.choose import Ask
 
 
 class NumaPolicy(StrEnum):

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ppec.errors import PpecError
+from ppec.core.errors import PpecError
 
 
 class Fmt(StrEnum):

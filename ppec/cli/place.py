@@ -7,12 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ppec import scheduler
 from ppec.cli import options as opt
 from ppec.cli import output
 from ppec.cli.common import context, resources
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import EXIT_NO_CAPACITY
+from ppec.core.errors import EXIT_NO_CAPACITY
+from ppec.operator import choose as scheduler
 
 COLUMNS = [("rank", "RANK"), ("host", "HOST"), ("score", "SCORE"), ("verdict", "WHY")]
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 
-from ppec import audit, makerchecker
-from ppec.approvals import Signer
 from ppec.cli import output
 from ppec.cli.common import context
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.core.signing import Signer
+from ppec.operator import audit, makerchecker
 
 app = typer.Typer(help="Maker-checker requests: list, show, approve, reject, cancel.",
                   no_args_is_help=True)

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from ppec import snapshots
 from ppec.cli import output
 from ppec.cli.common import context, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.fleet.client import HostResult
+from ppec.operator import snapshots
+from ppec.operator.fleet.client import HostResult
 
 COLUMNS = [("host", "HOST"), ("state", "STATE"), ("vms", "VMS"), ("cpus", "CPUS"),
            ("dedicated_cpus", "DEDICATED"), ("cpu_percent", "CPU%"),

@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from ppec import makerchecker, vms
-from ppec.approvals import Signer
 from ppec.cli import options as opt
 from ppec.cli import output
 from ppec.cli.common import context, held, partial_exit, resources
 from ppec.cli.output import Fmt, OutputOpt
-from ppec.errors import BadInput
-from ppec.units import MIB, format_size
+from ppec.core.errors import BadInput
+from ppec.core.signing import Signer
+from ppec.core.units import MIB, format_size
+from ppec.operator import makerchecker, vms
 
 app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
                   no_args_is_help=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import ppec
-from ppec import protocol
-from ppec.agent import files
+from ppec.wire import bundle as files
+from ppec.wire import protocol
 from tests.realparts import Agent, Cli, domain_state, qemu_pid, unique
 
 TINY = ("--cpus", "1", "--memory", "64M", "--disk", "16M")
@@ -222,8 +222,8 @@ def test_under_policy_an_update_waits_for_a_second_person(cli: Cli, tmp_path: Pa
 def test_a_checker_never_signs_files_other_than_their_own() -> None:
     """An agent.update request names a digest: approving it from an install whose files
     differ is refused before anything is signed."""
-    from ppec.errors import Conflict
-    from ppec.makerchecker import _check_same_files
+    from ppec.core.errors import Conflict
+    from ppec.operator.makerchecker import _check_same_files
     here = files.digest(ppec.__version__, files.manifest(files.package_root()))
     assert _check_same_files({"params": {"digest": here, "version": ppec.__version__}})
     with pytest.raises(Conflict, match="are not the ones the request names"):

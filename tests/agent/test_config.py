@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from ppec.agent.config import AgentConfig, from_mapping, load, parse_cpu_list
-from ppec.errors import BadInput
+from ppec.core.errors import BadInput
 
 
 def test_defaults_need_no_file() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from ppec.agent.methods import METHODS, TIMEOUTS, check_params
-from ppec.errors import BadInput
+from ppec.core.errors import BadInput
+from ppec.wire.methods import METHODS, TIMEOUTS, check_params
 
 CREATE = METHODS["vm.create"]
 GOOD = {"name": "a", "vcpus": 1, "memory_mib": 64, "disk_bytes": 1 << 30}
@@ -34,7 +34,7 @@ def test_every_method_has_a_known_tier_and_mutators_are_marked() -> None:
 
 
 def test_client_timeouts_cover_the_lock_and_the_wait_asked_for() -> None:
-    from ppec.agent.methods import client_timeout
+    from ppec.wire.methods import client_timeout
     assert client_timeout("ping", {}) == TIMEOUTS["fast"]
     assert client_timeout("vm.list", {}) == TIMEOUTS["normal"]
     # Locked methods may queue behind the host lock: at least the slow tier.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ppec import protocol
+from ppec.wire import protocol
 from tests.realparts import AGENT, QEMU_SCRATCH, Agent
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ppec import protocol
+from ppec.wire import protocol
 from tests.realparts import Agent, Cli
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import ppec
-from ppec.agent import files
+from ppec.wire import bundle as files
 from tests.agent.test_agent_sync import old_copy
 from tests.e2e.fleet import make_fleet
 from tests.realparts import TEST_NODE_URI, Cli, make_key

@@ -10,9 +10,9 @@ import hashlib
 import json
 from typing import Any
 
-from ppec.clock import utc_now
-from ppec.errors import PpecError
-from ppec.store import Store
+from ppec.core.clock import utc_now
+from ppec.core.errors import PpecError
+from ppec.operator.store import Store
 
 GENESIS = "0" * 64
 

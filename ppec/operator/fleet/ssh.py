@@ -11,8 +11,8 @@ from pathlib import Path
 
 import paramiko
 
-from ppec.approvals import blob_fingerprint
-from ppec.errors import AuthError, HostKeyError, TransportError
+from ppec.core.errors import AuthError, HostKeyError, TransportError
+from ppec.core.signing import blob_fingerprint
 
 
 def fingerprint(key: paramiko.PKey) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppec.errors import BadInput, PpecError
+from ppec.core.errors import BadInput, PpecError
 
 
 class Forbidden(PpecError):

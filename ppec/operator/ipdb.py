@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ppec.clock import utc_now
-from ppec.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
-from ppec.store import Store
-from ppec.units import check_label
+from ppec.core.clock import utc_now
+from ppec.core.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
+from ppec.core.units import check_label
+from ppec.operator.store import Store
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

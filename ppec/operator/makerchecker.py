@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ppec import audit, ipdb
-from ppec.approvals import (
+from ppec.core.clock import utc_now
+from ppec.core.errors import Conflict, NotFound
+from ppec.core.signing import (
     DEFAULT_TTL,
     PURPOSE_APPROVE,
     PURPOSE_REQUEST,
@@ -19,10 +20,9 @@ from ppec.approvals import (
     new_payload,
     sign,
 )
-from ppec.clock import utc_now
-from ppec.context import Context
-from ppec.errors import Conflict, NotFound
-from ppec.units import check_disk_target
+from ppec.core.units import check_disk_target
+from ppec.operator import audit, ipdb
+from ppec.operator.context import Context
 
 
 def approvers(ctx: Context) -> Approvers:
@@ -88,7 +88,7 @@ def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                         host: str | None = None) -> dict[str, Any]:
     """The approval names VM/target and whether the volume is kept: the agent refuses a
     call that differs."""
-    from ppec import disks
+    from ppec.operator import disks
     check_disk_target(target)
     inventory, agent_name = _hosts(ctx, vm, host)
     # The volume too: a later disk under the same target name is not what was approved.
@@ -105,7 +105,7 @@ def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[st
     host and the exact files (the digest of this ppec's manifest; the agent refuses any
     other set), and the payload lists each changed file with its checksum for the
     checker to see."""
-    from ppec.syncer import Desired
+    from ppec.operator.agentsync import Desired
     want = Desired.here()
     agent_name = str(ctx.client(ctx.store.host(compared.host)).call("ping")["host"])
     return create(ctx, signer, "update", "agent", "agent", host=agent_name,
@@ -179,7 +179,7 @@ def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
 
 def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     """Run an approved request, once: the request is marked executed before it runs."""
-    from ppec import disks, vms
+    from ppec.operator import disks, vms
     doc = _row(ctx, request_id)
     p = doc["payload"]
     # Re-check everything at the moment of execution: expiry, signatures, edits.
@@ -222,7 +222,7 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
 
 def _check_same_files(payload: dict[str, Any]) -> Any:
     """The files this ppec would install must be the ones the request names."""
-    from ppec.syncer import Desired
+    from ppec.operator.agentsync import Desired
     want = Desired.here()
     if want.digest != payload["params"]["digest"]:
         raise Conflict(f"this ppec's files ({want.version}, {want.digest[:12]}) are not the "
@@ -237,7 +237,7 @@ def _agent_update(ctx: Context, payload: dict[str, Any],
                   envelope: dict[str, Any]) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from ppec.syncer import sync_host
+    from ppec.operator.agentsync import sync_host
     want = _check_same_files(payload)
     host = ctx.store.host(payload["params"]["inventory_host"])
     return asdict(sync_host(ctx, host, want, approval=envelope))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ppec.context import Context
-from ppec.units import check_disk_target
-from ppec.vms import locate
+from ppec.core.units import check_disk_target
+from ppec.operator.context import Context
+from ppec.operator.vms import locate
 
 
 def list_(ctx: Context, vm: str, host: str | None = None) -> dict[str, Any]:

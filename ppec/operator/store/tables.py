@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ppec.clock import utc_now
-from ppec.db import Connection, connect
-from ppec.errors import AlreadyExists, BadInput, NotFound, PpecError
+from ppec.core.clock import utc_now
+from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
+from ppec.operator.store.backends import Connection, connect
 
 
 class HaConflict(PpecError):
@@ -195,7 +195,7 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """For modules that keep their own tables here (ppec.ipdb, ppec.audit): writers
+        """For modules that keep their own tables here (ipdb, audit): writers
         are serialized, so concurrent ppec processes queue rather than interleave."""
         with self.db.transaction() as db:
             yield db

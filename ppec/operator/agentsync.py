@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ppec
-from ppec.agent import files
-from ppec.context import Context
-from ppec.errors import LockBusy, PpecError, TransportError
-from ppec.fleet.client import fan_out
-from ppec.store import Host
+from ppec.core.errors import LockBusy, PpecError, TransportError
+from ppec.operator.context import Context
+from ppec.operator.fleet.client import fan_out
+from ppec.operator.store import Host
+from ppec.wire import bundle as files
 
 COME_BACK_S = 60.0   # how long an updated agent may take to serve again
 

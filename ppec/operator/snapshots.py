@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ppec.context import Context
-from ppec.errors import BadInput
-from ppec.fleet.client import HostResult, fan_out
-from ppec.store import Host
+from ppec.core.errors import BadInput
+from ppec.operator.context import Context
+from ppec.operator.fleet.client import HostResult, fan_out
+from ppec.operator.store import Host
 
 FORMAT = "ppec-snapshot/1"
 

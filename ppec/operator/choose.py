@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ppec import ipdb, snapshots
-from ppec.context import Context
-from ppec.errors import BadInput, NoCapacity
-from ppec.store import Host
-from ppec.units import check_label
+from ppec.core.errors import BadInput, NoCapacity
+from ppec.core.units import check_label
+from ppec.operator import ipdb, snapshots
+from ppec.operator.context import Context
+from ppec.operator.store import Host
 
 # ppec.placement.model.SPREADS, repeated: importing ppec.placement pulls in numpy, and
 # this module is on the path of `ppec --help`.

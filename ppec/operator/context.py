@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from ppec import config as ppec_config
-from ppec.fleet.client import AgentClient, Reach
-from ppec.store import Host, Store
+from ppec.operator import config as ppec_config
+from ppec.operator.fleet.client import AgentClient, Reach
+from ppec.operator.store import Host, Store
 
 
 @dataclass

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from ppec.errors import PpecError
+from ppec.core.errors import PpecError
 
 _ADVISORY_KEY = 0x70706563   # "ppec"
 

@@ -6,11 +6,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ppec.context import Context
-from ppec.errors import BadInput, PpecError
-from ppec.fleet.client import AgentClient, fan_out
-from ppec.store import Host
-from ppec.units import check_host_name
+from ppec.core.errors import BadInput, PpecError
+from ppec.core.units import check_host_name
+from ppec.operator.context import Context
+from ppec.operator.fleet.client import AgentClient, fan_out
+from ppec.operator.store import Host
 
 
 def add(ctx: Context, host: Host, *, accept_new_host_key: bool = False,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ppec.numa import NoFit, fit
 from ppec.numa import Request as NumaRequest
 from ppec.placement import FleetIndex, Request, place
-from ppec.placement.capacity import fleet_capacity, largest
+from ppec.placement.headroom import fleet_capacity, largest
 from tests.placement.fleets import fleet, with_allocations
 from tests.realparts import Agent, Cli
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppec.errors import BadInput
-from ppec.units import check_disk_target, check_vm_name
+from ppec.core.errors import BadInput
+from ppec.core.units import check_disk_target, check_vm_name
 
 # Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
 # (lock_timeout, 300 s by default) plus the work itself; every locked method gets at least

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ppec.errors import BadInput
+from ppec.core.errors import BadInput
 
 _SIZE = re.compile(r"\s*(\d+)\s*([KMGTP]?)(i?B)?\s*", re.IGNORECASE)
 _FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}

@@ -1,4 +1,4 @@
-"""Byte streams to an agent. ``LocalStream`` here; ``SSHStream`` in ``ppec.fleet.ssh`` so
+"""Byte streams to an agent. ``LocalStream`` here; ``SSHStream`` in ``ppec.operator.fleet.ssh`` so
 commands that never reach a remote host do not import paramiko."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 from typing import Protocol
 
-from ppec.errors import ProtocolError, TransportError
-from ppec.protocol import MAX_LINE
+from ppec.core.errors import ProtocolError, TransportError
+from ppec.wire.protocol import MAX_LINE
 
 
 class Stream(Protocol):

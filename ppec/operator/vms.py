@@ -6,13 +6,21 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from ppec import ipdb, scheduler
-from ppec.context import Context
-from ppec.errors import AlreadyExists, BadInput, NoCapacity, NotFound, PpecError, TransportError
-from ppec.fleet.client import AgentClient, HostResult, fan_out
-from ppec.scheduler import Ask
-from ppec.store import HaConflict, Host
-from ppec.units import check_vm_name
+from ppec.core.errors import (
+    AlreadyExists,
+    BadInput,
+    NoCapacity,
+    NotFound,
+    PpecError,
+    TransportError,
+)
+from ppec.core.units import check_vm_name
+from ppec.operator import choose as scheduler
+from ppec.operator import ipdb
+from ppec.operator.choose import Ask
+from ppec.operator.context import Context
+from ppec.operator.fleet.client import AgentClient, HostResult, fan_out
+from ppec.operator.store import HaConflict, Host
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ppec import protocol
-from ppec.agent.methods import client_timeout
-from ppec.errors import PpecError, ProtocolError, TransportError, from_wire
-from ppec.fleet.transport import LineReader, LocalStream, Stream
-from ppec.store import Host
+from ppec.core.errors import PpecError, ProtocolError, TransportError, from_wire
+from ppec.operator.fleet.transport import LineReader, LocalStream, Stream
+from ppec.operator.store import Host
+from ppec.wire import protocol
+from ppec.wire.methods import client_timeout
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class AgentClient:
             if self.host.is_local:
                 stream = LocalStream(self.host.socket, self.reach.connect_timeout)
             else:
-                from ppec.fleet.ssh import SSHStream  # paramiko only when SSH is used
+                from ppec.operator.fleet.ssh import SSHStream  # paramiko only when SSH is used
                 stream = SSHStream(address=self.host.address, port=self.host.port,
                                    username=self.host.username, identity=self.host.identity,
                                    known_hosts=self.reach.known_hosts,

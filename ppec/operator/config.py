@@ -12,8 +12,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from ppec.errors import BadInput
-from ppec.units import MIB, parse_size
+from ppec.core.errors import BadInput
+from ppec.core.units import MIB, parse_size
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -90,7 +90,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(path: Path | None = None) -> Config:
-    data = tomllib.loads(files("ppec").joinpath("default-config.toml").read_text())
+    data = tomllib.loads(files("ppec.operator").joinpath("default-config.toml").read_text())
     path = path or config_path()
     source = "defaults"
     if path.exists():

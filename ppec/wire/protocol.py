@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ppec.errors import ProtocolError
+from ppec.core.errors import ProtocolError
 
 VERSION = 1
 MAX_LINE = 1 << 20          # bytes, newline included

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ppec import snapshots
-from ppec.context import Context
-from ppec.errors import BadInput
+from ppec.core.errors import BadInput
+from ppec.operator import snapshots
+from ppec.operator.context import Context
 
 GROUPINGS = ("region", "rack", "host", "numa")
 
@@ -20,7 +20,7 @@ def _zero() -> dict[str, Any]:
 
 def report(ctx: Context, *, by: str = "host", ask: Any = None, spread: str | None = None,
            refresh: bool = False, want_max: bool = False) -> dict[str, Any]:
-    from ppec.placement.capacity import fleet_capacity, largest
+    from ppec.placement.headroom import fleet_capacity, largest
     if by not in GROUPINGS:
         raise BadInput(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}")
     hosts = ctx.store.hosts()

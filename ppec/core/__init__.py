@@ -1,0 +1,1 @@
+"""Code both sides share: errors, units, clock, signatures. Stdlib only."""

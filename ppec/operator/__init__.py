@@ -1,0 +1,1 @@
+"""The operator side: store, fleet transport, VM lifecycle, maker-checker, reports."""
