@@ -92,7 +92,7 @@ def test_a_direct_duplicate_insert_fails_on_the_constraint(store_url: str,
 
 
 def _race(db: str, processes: int, each: int) -> tuple[list[str], list[str]]:
-    code = ("import sys\nfrom ppec.operator.store import Store\nfrom ppec import ipdb\n"
+    code = ("import sys\nfrom ppec.operator.store import Store\nfrom ppec.operator import ipdb\n"
             "from ppec.core.errors import NoCapacity\n"
             "s = Store(sys.argv[1])\n"
             "for i in range(int(sys.argv[2])):\n"

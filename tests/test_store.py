@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from ppec.core.errors import AlreadyExists, BadInput, NotFound
-from ppec.operator.store import MIGRATIONS, HaConflict, Host, Store
+from ppec.operator.store import HaConflict, Host, Store
+from ppec.operator.store.tables import MIGRATIONS
 from tests.conftest import direct
 
 

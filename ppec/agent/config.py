@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ppec.core.errors import BadInput
+from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, parse_size
 from ppec.numa.topology import parse_cpulist
 
@@ -18,7 +19,7 @@ DEFAULT_PATH = Path("/etc/ppec/agent.toml")
 @dataclass(frozen=True)
 class AgentConfig:
     host: str = field(default_factory=socket.gethostname)
-    socket: str = "/run/ppec/agent.sock"
+    socket: str = AGENT_SOCKET
     socket_group: str = ""
     state_dir: str = "/var/lib/ppec"
     storage_dir: str = "/var/lib/ppec/disks"

@@ -12,7 +12,9 @@ import selectors
 import socket
 import sys
 
-DEFAULT_SOCKET = "/run/ppec/agent.sock"
+from ppec.core.paths import AGENT_SOCKET
+
+DEFAULT_SOCKET = AGENT_SOCKET
 
 
 def _fail(code: str, message: str) -> int:

@@ -11,6 +11,7 @@ import typer
 from ppec.cli import output
 from ppec.cli.common import context
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, format_size
 from ppec.operator import hosts, snapshots
 from ppec.operator.store import Host
@@ -34,7 +35,7 @@ def add(
     identity: Annotated[str, typer.Option(help="Private key file; default: ssh-agent and "
                                                "~/.ssh keys.")] = "",
     socket: Annotated[str, typer.Option(help="Agent socket, for a `local` host.")]
-        = "/run/ppec/agent.sock",
+        = AGENT_SOCKET,
     region: Annotated[str, typer.Option()] = "",
     rack: Annotated[str, typer.Option()] = "",
     power_domain: Annotated[str, typer.Option()] = "",

@@ -12,6 +12,7 @@ from typing import Any
 
 from ppec.core.errors import BadInput
 from ppec.core.units import check_disk_target, check_vm_name
+from ppec.wire import vmspec
 
 # Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
 # (lock_timeout, 300 s by default) plus the work itself; every locked method gets at least
@@ -94,17 +95,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vm.xml", "vm_xml", {"name": _NAME}),
     Method("vm.create", "vm_create", {
         "name": _NAME,
-        "vcpus": Param(int, minimum=1, maximum=1024),
-        "memory_mib": Param(int, minimum=16, maximum=16 << 20),
-        "disk_bytes": Param(int, minimum=1 << 20, maximum=1 << 50),
+        "vcpus": Param(int, minimum=1, maximum=vmspec.MAX_VCPUS),
+        "memory_mib": Param(int, minimum=vmspec.MIN_MEMORY_MIB, maximum=vmspec.MAX_MEMORY_MIB),
+        "disk_bytes": Param(int, minimum=vmspec.MIN_DISK_BYTES, maximum=vmspec.MAX_DISK_BYTES),
         "image": Param(str, required=False, default=""),
-        "numa": Param(str, required=False, default="shared",
-                      check=_one_of("shared", "dedicated")),
-        "numa_nodes": Param(int, required=False, default=0, minimum=0, maximum=64),
+        "numa": Param(str, required=False, default="shared", check=_one_of(*vmspec.POLICIES)),
+        "numa_nodes": Param(int, required=False, default=0, minimum=0,
+                            maximum=vmspec.MAX_NUMA_NODES),
         "threads": Param(str, required=False, default="prefer",
-                         check=_one_of("prefer", "isolate", "require")),
+                         check=_one_of(*vmspec.THREADS)),
         "emulator": Param(str, required=False, default="share",
-                          check=_one_of("share", "isolate")),
+                          check=_one_of(*vmspec.EMULATORS)),
         # {"address": "10.0.0.5/24", "gateway": …, "dns": […]}: a cloud-init seed ISO
         "network": Param(dict, required=False, default=None),
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot

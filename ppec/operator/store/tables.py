@@ -16,6 +16,7 @@ from typing import Any
 
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
+from ppec.core.paths import AGENT_SOCKET
 from ppec.operator.store.backends import Connection, connect
 
 
@@ -132,7 +133,7 @@ class Host:
     port: int = 22
     username: str = "root"
     identity: str = ""
-    socket: str = "/run/ppec/agent.sock"
+    socket: str = AGENT_SOCKET
     region: str = ""
     rack: str = ""
     power_domain: str = ""
