@@ -30,7 +30,7 @@ def old_copy(where: Path) -> Path:
     shutil.copytree(files.package_root(), pkg, ignore=shutil.ignore_patterns("__pycache__"))
     init = pkg / "__init__.py"
     init.write_text(init.read_text().replace(f'"{ppec.__version__}"', '"0.0.9"'))
-    (pkg / "disks.py").unlink()
+    (pkg / "operator" / "disks.py").unlink()
     (pkg / "agent" / "retired.py").write_text("# dropped by the new release\n")
     return pkg.parent
 
@@ -61,7 +61,7 @@ def test_sync_brings_the_agent_to_this_version_and_vms_keep_running(
         dry = json.loads(cli.ok("agent", "sync", "--dry-run", "-o", "json").stdout)["hosts"]
         assert [(h["state"], h["version"], h["to"]) for h in dry] == [
             ("outdated", "0.0.9", ppec.__version__)]
-        assert dry[0]["changed"] == ["__init__.py", "disks.py"]
+        assert dry[0]["changed"] == ["__init__.py", "operator/disks.py"]
         assert dry[0]["removed"] == ["agent/retired.py"]
         assert (site / "ppec" / "agent" / "retired.py").exists()   # a dry run changes nothing
 

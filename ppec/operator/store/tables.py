@@ -122,6 +122,45 @@ MIGRATIONS: list[str] = [
         hash        TEXT NOT NULL
     )
     """,
+    # 5: the service's view (ppec.operator.store.fleetstate): host reachability and
+    #    back-off, fleet-wide alerts with first/last seen and resolution, job runs
+    """
+CREATE TABLE host_status (
+    host          TEXT PRIMARY KEY REFERENCES hosts(name) ON DELETE CASCADE,
+    state         TEXT NOT NULL CHECK (state IN ('ok', 'failed')),
+    last_ok       REAL,
+    last_attempt  REAL NOT NULL,
+    failures      INTEGER NOT NULL DEFAULT 0,
+    next_attempt  REAL NOT NULL DEFAULT 0,
+    error_code    TEXT NOT NULL DEFAULT '',
+    error         TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE fleet_alerts (
+    id           INTEGER PRIMARY KEY,
+    host         TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    code         TEXT NOT NULL,
+    object       TEXT NOT NULL,
+    detail       TEXT NOT NULL DEFAULT '',
+    first_seen   REAL NOT NULL,
+    last_seen    REAL NOT NULL,
+    resolved_at  REAL
+);
+CREATE UNIQUE INDEX fleet_alerts_open ON fleet_alerts(host, source, code, object)
+    WHERE resolved_at IS NULL;
+CREATE INDEX fleet_alerts_host ON fleet_alerts(host);
+CREATE TABLE job_runs (
+    job       TEXT PRIMARY KEY,
+    started   REAL NOT NULL,
+    duration  REAL NOT NULL,
+    ok        INTEGER NOT NULL,
+    hosts     INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    error     TEXT NOT NULL DEFAULT '',
+    runs      INTEGER NOT NULL DEFAULT 0,
+    failures  INTEGER NOT NULL DEFAULT 0
+)
+    """,
 ]
 
 
