@@ -16,6 +16,16 @@ from ppec.core.errors import BadInput
 from ppec.core.units import MIB, parse_size
 
 
+def memory_mib(text: str, what: str = "memory") -> int:
+    """Memory as operators write it (``512M``, ``4G``: binary units) in MiB, for flavors
+    and --memory alike; an amount that is not whole MiB is refused, not rounded."""
+    size = parse_size(text, what=what)
+    if size % MIB:
+        raise BadInput(f"invalid {what} {text!r}: not a whole number of MiB (e.g. 512M, 4G)",
+                       code="BAD_SIZE")
+    return size // MIB
+
+
 def _xdg(var: str, fallback: str) -> Path:
     value = os.environ.get(var)
     return Path(value) if value else Path.home() / fallback
@@ -103,7 +113,7 @@ def load(path: Path | None = None) -> Config:
     for name, f in data.get("flavors", {}).items():
         try:
             flavors[name] = Flavor(name, int(f["cpus"]),
-                                   parse_size(str(f["memory"]), what="memory") // MIB,
+                                   memory_mib(str(f["memory"])),
                                    parse_size(str(f["disk"]), what="disk"))
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"config {source}: flavor {name!r} needs cpus, memory and disk "
