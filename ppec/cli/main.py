@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
 def _bad_usage(e: Any, args: list[str]) -> int:
     """What typer refuses while parsing (an option out of range, a bad choice, a missing
     argument) as ppec's own one-line error: exit 2, JSON with -o json."""
-    message = " ".join(e.format_message().split())
+    # typer's validation prefixes choices with "Value error, ": noise to an operator.
+    message = " ".join(e.format_message().split()).replace(": Value error, ", ": ")
     where = e.ctx.command_path if e.ctx is not None else "ppec"
     output.error(PpecError(f"{message} (see `{where} --help`)", code="BAD_USAGE"),
                  output.format_in(args))
