@@ -10,10 +10,17 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ppec.core.errors import BadInput
 from ppec.core.units import MIB, parse_size
+
+if TYPE_CHECKING:
+    from ppec.placement import Policy
+
+# ppec.placement's strategies, spelled here: importing it pulls in numpy.
+Strategy = Literal["pack", "spread"]
+STRATEGIES: dict[str, Strategy] = {"pack": "pack", "spread": "spread"}
 
 
 def memory_mib(text: str, what: str = "memory") -> int:
@@ -67,18 +74,19 @@ class Config:
     source: str = "defaults"
     raw: dict[str, Any] = field(default_factory=dict)   # the merged TOML, for `config show`
 
-    def placement_policy(self) -> Any:
+    def placement_policy(self) -> Policy:
         """``ppec.placement.Policy`` from [placement] (imported here only when needed)."""
         from ppec.placement import Policy, Weights
         p = self.raw.get("placement", {})
         w = p.get("weights", {})
         try:
             weights = Weights(**{k: float(v) for k, v in w.items()})
-            strategy = str(p.get("strategy", "pack"))
-            if strategy not in ("pack", "spread"):
-                raise ValueError(f"strategy must be pack or spread, not {strategy!r}")
-            return Policy(strategy=strategy,  # type: ignore[arg-type]
-                          weights=weights, stale_after=float(p.get("stale_after", 600)),
+            strategy = STRATEGIES.get(str(p.get("strategy", "pack")))
+            if strategy is None:
+                raise ValueError(f"strategy must be pack or spread, not "
+                                 f"{p.get('strategy')!r}")
+            return Policy(strategy=strategy, weights=weights,
+                          stale_after=float(p.get("stale_after", 600)),
                           max_candidates=int(p.get("max_candidates", 3)))
         except (TypeError, ValueError) as e:
             raise BadInput(f"config {self.source}: [placement]: {e}") from None
