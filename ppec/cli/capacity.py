@@ -8,7 +8,7 @@ import typer
 
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import context, resources
+from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.operator import capacity_report as cap
 
@@ -17,7 +17,9 @@ BASE = [("group", "GROUP"), ("hosts", "HOSTS"), ("cpus", "CPUS"), ("dedicated", 
         ("free_mib", "FREE MiB"), ("cpu_percent", "CPU%")]
 
 
+@command
 def capacity(
+    run: Run,
     cpus: opt.Cpus = None,
     memory: opt.Memory = None,
     disk: opt.Disk = None,
@@ -41,17 +43,16 @@ def capacity(
     """Cores, memory, disk and utilization per group; with a shape (--flavor or
     --cpus/--memory), how many more fit, counted exactly with the NUMA rules, and where.
     Uses the latest snapshots (`ppec sync`); stale or missing ones are excluded and listed."""
-    output.use(fmt)
-    with context() as ctx:
-        ask = None
-        if flavor or cpus or memory:
-            ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk,
-                                         disk_required=False),
-                               numa, numa_nodes, threads, emulator, region, vrf, tag,
-                               "capacity" if spread else "", spread or opt.Spread.host)
-            ask.check(ctx.store.hosts())
-        doc = cap.report(ctx, by=by, ask=ask, spread=spread.value if spread else None,
-                         refresh=refresh, want_max=largest)
+    ask = None
+    if flavor or cpus or memory:
+        ask = opt.make_ask(run.ctx.config, flavor, cpus, memory, disk, disk_required=False,
+                           numa=numa, numa_nodes=numa_nodes, threads=threads,
+                           emulator=emulator, region=region, vrf=vrf, tag=tag,
+                           ha_group="capacity" if spread else "",
+                           spread=spread or opt.Spread.host)
+        ask.check(run.ctx.store.hosts())
+    doc = cap.report(run.ctx, by=by, ask=ask, spread=ask.spread if ask and spread else None,
+                     refresh=refresh, want_max=largest)
     columns = BASE + ([("fits", "FITS"), ("where", "WHERE")] if ask is not None else [])
     if fmt is Fmt.json:
         output.emit_json(doc)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ppec.cli import output
+from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.operator import config as ppec_config
 
@@ -16,13 +17,14 @@ app = typer.Typer(help="Operator configuration: show the effective values.",
 
 
 @app.command("show")
-def show(fmt: OutputOpt = Fmt.table) -> None:
+@command
+def show(run: Run, fmt: OutputOpt = Fmt.table) -> None:
     """Print the effective configuration: embedded defaults merged with your file."""
-    output.use(fmt)
     cfg = ppec_config.load()
     policy = cfg.placement_policy()
     doc = {"source": cfg.source, "config_path": str(ppec_config.config_path()),
-           "db": ppec_config.default_db(), "known_hosts": str(ppec_config.known_hosts_path()),
+           "db": run.state.db or ppec_config.default_db(),
+           "known_hosts": str(ppec_config.known_hosts_path()),
            "ssh": {"connect_timeout": cfg.connect_timeout, "command": cfg.ssh_command},
            "placement": asdict(policy),
            "flavors": {n: asdict(f) for n, f in sorted(cfg.flavors.items())}}
@@ -35,7 +37,8 @@ def show(fmt: OutputOpt = Fmt.table) -> None:
 
 
 @app.command("export-approvers")
-def export_approvers(path: Path, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def export_approvers(run: Run, path: Path, fmt: OutputOpt = Fmt.table) -> None:
     """Write the operators, keys, roles and approval policy for the hosts' agents.
 
     Install it on each host as /etc/ppec/approvers.toml, owned by root, mode 0644: the
@@ -43,7 +46,6 @@ def export_approvers(path: Path, fmt: OutputOpt = Fmt.table) -> None:
     import tomli_w
 
     from ppec.core.signing import Approvers
-    output.use(fmt)
     cfg = ppec_config.load()
     appr = Approvers.from_mapping(cfg.raw, cfg.source)
     path.write_text(tomli_w.dumps(appr.to_toml_mapping()))

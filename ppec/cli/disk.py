@@ -9,10 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import context, held
+from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import BadInput
-from ppec.core.signing import Signer
 from ppec.core.units import format_size, parse_size
 from ppec.operator import disks, makerchecker
 
@@ -38,15 +37,14 @@ def _human(disk: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command("list")
-def list_(vm: Annotated[str, typer.Argument(help="The VM.")], host: HostOpt = None,
-          fmt: OutputOpt = Fmt.table) -> None:
+@command
+def list_(run: Run, vm: Annotated[str, typer.Argument(help="The VM.")],
+          host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
     """List a VM's disks: target, bus, size, state, whether live and in the saved config.
 
     KIND is root, seed (cloud-init), data (attached by ppec) or foreign (attached outside
     ppec). Detaches that were pending and have since completed are finished first."""
-    output.use(fmt)
-    with context() as ctx:
-        doc = disks.list_(ctx, vm, host)
+    doc = disks.list_(run.ctx, vm, host)
     if fmt is not Fmt.json:
         doc = {**doc, "disks": [_human(d) for d in doc["disks"]]}
     output.emit_list(fmt, doc, "disks", COLUMNS)
@@ -56,7 +54,9 @@ def list_(vm: Annotated[str, typer.Argument(help="The VM.")], host: HostOpt = No
 
 
 @app.command("attach")
+@command
 def attach(
+    run: Run,
     vm: Annotated[str, typer.Argument(help="The VM.")],
     size: Annotated[str | None, typer.Option(
         help="Make a new volume of this size (e.g. 10G) in the host's storage dir.")] = None,
@@ -70,12 +70,10 @@ def attach(
 ) -> None:
     """Attach a disk live (when the VM runs) and to its saved config; the host's agent picks
     the target name (vdb, vdc, … or sda, …) under its lock."""
-    output.use(fmt)
     if (size is None) == (path is None):
         raise BadInput("give --size (a new volume) or --path (an existing one)")
-    with context() as ctx:
-        doc = disks.attach(ctx, vm, size_bytes=parse_size(size, what="disk size")
-                           if size else 0, path=path or "", bus=bus.value, host=host)
+    doc = disks.attach(run.ctx, vm, size_bytes=parse_size(size, what="disk size")
+                       if size else 0, path=path or "", bus=bus.value, host=host)
     output.emit_record(fmt, _human(doc) if fmt is not Fmt.json else doc,
                        [("target", "target"), ("bus", "bus"), ("size", "size"),
                         ("path", "path"), ("serial", "serial"), ("live", "live"),
@@ -84,7 +82,9 @@ def attach(
 
 
 @app.command("detach")
+@command
 def detach(
+    run: Run,
     vm: Annotated[str, typer.Argument(help="The VM.")],
     target: Annotated[str, typer.Argument(help="The disk's target, e.g. vdb.")],
     timeout: Annotated[int, typer.Option(
@@ -101,15 +101,9 @@ def detach(
     A guest that does not release it in time leaves it "detach pending" with the volume
     kept (exit 1); run detach or `ppec disk list` again to finish. When policy says so,
     this creates a maker-checker request instead (exit 4)."""
-    output.use(fmt)
-    with context() as ctx:
-        if makerchecker.needs(ctx, "disk", "detach"):
-            req = makerchecker.request_disk_detach(
-                ctx, Signer(output.current.get("identity")), vm, target,
-                keep_volume=keep_volume, timeout=timeout, host=host)
-            held(fmt, req)
-            return
-        doc = disks.detach(ctx, vm, target, timeout=timeout, keep_volume=keep_volume,
-                           host=host)
+    run.hold_if("disk", "detach", lambda signer: makerchecker.request_disk_detach(
+        run.ctx, signer, vm, target, keep_volume=keep_volume, timeout=timeout, host=host))
+    doc = disks.detach(run.ctx, vm, target, timeout=timeout, keep_volume=keep_volume,
+                       host=host)
     note = f"volume {doc['volume']}" + (f" ({doc['reason']})" if doc.get("reason") else "")
     output.emit_record(fmt, doc, message=f"detached {target} from {vm}; {note}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import context
+from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, format_size
@@ -25,7 +25,9 @@ COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("region", "REGION"), ("rac
 
 
 @app.command("add")
+@command
 def add(
+    run: Run,
     name: Annotated[str, typer.Argument(help="Inventory name, e.g. bm-01.")],
     address: Annotated[str, typer.Option(
         help="Hostname or IP of the host's sshd, or `local` for this machine's agent.")],
@@ -52,30 +54,28 @@ def add(
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """Add a host to the inventory, after checking its SSH host key and agent."""
-    output.use(fmt)
     host = Host(name=name, address=address, port=port, username=user, identity=identity,
                 socket=socket, region=region, rack=rack, power_domain=power_domain, vrf=vrf,
                 cost=cost, tags=tuple(tag or ()), power_idle_w=power_idle,
                 power_max_w=power_max)
-    with context() as ctx:
-        doc = hosts.add(ctx, host, accept_new_host_key=accept_new_host_key, check=check)
+    doc = hosts.add(run.ctx, host, accept_new_host_key=accept_new_host_key, check=check)
     output.emit_record(fmt, doc, message=f"added host {name} ({address})")
 
 
 @app.command("list")
-def list_(fmt: OutputOpt = Fmt.table) -> None:
+@command
+def list_(run: Run, fmt: OutputOpt = Fmt.table) -> None:
     """List hosts in the inventory."""
-    output.use(fmt)
-    with context() as ctx:
-        stale_after = ctx.config.placement_policy().stale_after
-        snaps = snapshots.stored(ctx)
-        now = time.time()
-        rows = []
-        for h in ctx.store.hosts():
-            s = snapshots.summary(h.name, snaps.get(h.name, {}), now, stale_after)
-            rows.append({**h.as_dict(), "state": s["state"], "age_s": s["age_s"]
-                         if s["state"] != "none" else None, "vms": s["vms"],
-                         "cpu_percent": s["cpu_percent"]})
+    ctx = run.ctx
+    stale_after = ctx.config.placement_policy().stale_after
+    snaps = snapshots.stored(ctx)
+    now = time.time()
+    rows = []
+    for h in ctx.store.hosts():
+        s = snapshots.summary(h.name, snaps.get(h.name, {}), now, stale_after)
+        rows.append({**h.as_dict(), "state": s["state"], "age_s": s["age_s"]
+                     if s["state"] != "none" else None, "vms": s["vms"],
+                     "cpu_percent": s["cpu_percent"]})
     output.emit_list(fmt, {"hosts": rows}, "hosts", COLUMNS)
 
 
@@ -85,16 +85,16 @@ NUMA_COLUMNS = [("node", "NODE"), ("cpus", "CPUS"), ("reserved", "RESERVED"),
 
 
 @app.command("show")
-def show(name: str,
+@command
+def show(run: Run, name: str,
          numa: Annotated[bool, typer.Option(
              "--numa", help="Per NUMA node: CPUs total, reserved, dedicated, free; memory; "
                             "the VMs on it.")] = False,
          fmt: OutputOpt = Fmt.table) -> None:
     """Show a host: inventory record and what its agent reports now."""
-    output.use(fmt)
     if numa:
-        with context() as ctx:
-            doc = hosts.numa(ctx, name)
+        ctx = run.ctx
+        doc = hosts.numa(ctx, name)
         rows = [{**n, "memory": format_size(n["memory_mib"] * MIB),
                  "free_memory": format_size(max(n["free_mib"], 0) * MIB) if n["free_mib"]
                  else "0"} for n in doc["nodes"]]
@@ -105,8 +105,7 @@ def show(name: str,
             typer.echo(f"shared: {sh['vcpus']} vCPUs of {len(sh['vms'])} VMs on {sh['cpus']} "
                        f"CPUs (overcommit {sh['overcommit']:g})")
         return
-    with context() as ctx:
-        doc = hosts.show(ctx, name)
+    doc = hosts.show(run.ctx, name)
     fields = [(k, k) for k in ("name", "address", "port", "region", "rack", "power_domain",
                                "vrf", "drained", "reachable", "vms_in_store")]
     if fmt is Fmt.table and doc.get("live"):
@@ -121,40 +120,38 @@ def show(name: str,
 
 
 @app.command("remove")
-def remove(name: str, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def remove(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
     """Remove a host from the inventory (refused while the store has VMs on it)."""
-    output.use(fmt)
-    with context() as ctx:
-        ctx.store.remove_host(name)
+    run.ctx.store.remove_host(name)
     output.emit_record(fmt, {"name": name, "removed": True}, message=f"removed host {name}")
 
 
-def _drain(name: str, drained: bool, fmt: Fmt) -> None:
-    output.use(fmt)
-    with context() as ctx:
-        host = ctx.store.set_drained(name, drained)
+def _drain(run: Run, name: str, drained: bool, fmt: Fmt) -> None:
+    host = run.ctx.store.set_drained(name, drained)
     output.emit_record(fmt, host.as_dict(),
                        message=f"host {name} {'drained' if drained else 'undrained'}")
 
 
 @app.command("drain")
-def drain(name: str, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def drain(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
     """Stop placing new VMs on a host (running VMs stay)."""
-    _drain(name, True, fmt)
+    _drain(run, name, True, fmt)
 
 
 @app.command("undrain")
-def undrain(name: str, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def undrain(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
     """Place new VMs on a host again."""
-    _drain(name, False, fmt)
+    _drain(run, name, False, fmt)
 
 
 @app.command("export-snapshot")
-def export_snapshot(path: Path, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def export_snapshot(run: Run, path: Path, fmt: OutputOpt = Fmt.table) -> None:
     """Write inventory, latest snapshots and HA groups to PATH, for `ppec place
     --from-snapshot PATH` (a decision reproduced anywhere, later)."""
-    output.use(fmt)
-    with context() as ctx:
-        doc = snapshots.export(ctx, path)
+    doc = snapshots.export(run.ctx, path)
     output.emit_record(fmt, doc, message=f"wrote {doc['hosts']} hosts "
                                          f"({doc['with_snapshot']} with a snapshot) to {path}")

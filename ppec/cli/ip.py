@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import context, held
+from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import NotFound
 from ppec.core.signing import Signer
@@ -22,7 +22,9 @@ VrfOpt = Annotated[str, typer.Option("--vrf", help="The VRF (routing domain).")]
 
 
 @pool_app.command("add")
+@command
 def pool_add(
+    run: Run,
     name: str,
     vrf: VrfOpt,
     cidr: Annotated[str, typer.Option(help="e.g. 10.20.0.0/24")],
@@ -33,81 +35,71 @@ def pool_add(
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """Add a pool to a VRF (pools in one VRF may not overlap)."""
-    output.use(fmt)
-    with context() as ctx:
-        pool = ipdb.add_pool(ctx.store, name, vrf, cidr, gateway, reserve, dns)
+    pool = ipdb.add_pool(run.ctx.store, name, vrf, cidr, gateway, reserve, dns)
     output.emit_record(fmt, pool.as_dict(),
                        message=f"added pool {name} ({pool.cidr}, {pool.usable()} usable) "
                                f"to VRF {vrf}")
 
 
 @pool_app.command("list")
-def pool_list(fmt: OutputOpt = Fmt.table) -> None:
+@command
+def pool_list(run: Run, fmt: OutputOpt = Fmt.table) -> None:
     """List pools with their usable address count."""
-    output.use(fmt)
-    with context() as ctx:
-        rows = [p.as_dict() for p in ipdb.pools(ctx.store)]
+    rows = [p.as_dict() for p in ipdb.pools(run.ctx.store)]
     output.emit_list(fmt, {"pools": rows}, "pools",
                      [("name", "POOL"), ("vrf", "VRF"), ("cidr", "CIDR"),
                       ("gateway", "GATEWAY"), ("usable", "USABLE"), ("reserved", "RESERVED")])
 
 
 @app.command("list")
-def list_(vrf: Annotated[str | None, typer.Option(help="Only this VRF.")] = None,
+@command
+def list_(run: Run, vrf: Annotated[str | None, typer.Option(help="Only this VRF.")] = None,
           fmt: OutputOpt = Fmt.table) -> None:
     """List allocated addresses with their owner."""
-    output.use(fmt)
-    with context() as ctx:
-        rows = ipdb.addresses(ctx.store, vrf)
+    rows = ipdb.addresses(run.ctx.store, vrf)
     output.emit_list(fmt, {"addresses": rows}, "addresses",
                      [("vrf", "VRF"), ("address", "ADDRESS"), ("pool", "POOL"),
                       ("owner", "OWNER"), ("allocated_at", "SINCE")])
 
 
 @app.command("allocate")
-def allocate(vrf: VrfOpt,
+@command
+def allocate(run: Run, vrf: VrfOpt,
              address: Annotated[str, typer.Option(help="This address, not the next.")] = "",
              owner: Annotated[str, typer.Option(help="Who holds it (free text).")] = "",
              fmt: OutputOpt = Fmt.table) -> None:
     """Allocate the next free address of the VRF (or a given one). Exit 3 when exhausted."""
-    output.use(fmt)
-    with context() as ctx:
-        doc = ipdb.allocate(ctx.store, vrf, owner=owner, address=address)
+    doc = ipdb.allocate(run.ctx.store, vrf, owner=owner, address=address)
     output.emit_record(fmt, doc, message=f"{doc['address']}/{doc['prefix']} in VRF {vrf}")
 
 
 @app.command("release")
-def release(address: str, vrf: VrfOpt, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def release(run: Run, address: str, vrf: VrfOpt, fmt: OutputOpt = Fmt.table) -> None:
     """Give an address back to its pool (a maker-checker request when policy says so)."""
-    output.use(fmt)
-    with context() as ctx:
-        if makerchecker.needs(ctx, "ip", "release"):
-            req = makerchecker.create(ctx, Signer(output.current.get("identity")), "release",
-                                      "ip", address, params={"vrf": vrf})
-            held(fmt, req)
-            return
-        doc = ipdb.release(ctx.store, vrf, address)
+    run.hold_if("ip", "release", lambda signer: makerchecker.create(
+        run.ctx, signer, "release", "ip", address, params={"vrf": vrf}))
+    doc = ipdb.release(run.ctx.store, vrf, address)
     output.emit_record(fmt, doc, message=f"released {address} in VRF {vrf}")
 
 
 @app.command("update")
-def update(address: str, vrf: VrfOpt,
+@command
+def update(run: Run, address: str, vrf: VrfOpt,
            owner: Annotated[str, typer.Option(help="The new owner (free text).")],
            fmt: OutputOpt = Fmt.table) -> None:
     """Give an allocated address another owner (a maker-checker request when policy says
     so; the request names the current owner, and is refused if that changed)."""
-    output.use(fmt)
-    with context() as ctx:
-        if makerchecker.needs(ctx, "ip", "update"):
-            current = next((a for a in ipdb.addresses(ctx.store, vrf)
-                            if a["address"] == address), None)
-            if current is None:
-                raise NotFound(f"{address} is not allocated in VRF {vrf}")
-            req = makerchecker.create(ctx, Signer(output.current.get("identity")), "update",
-                                      "ip", address, params={"vrf": vrf, "owner": owner,
-                                                             "from_owner": current["owner"]})
-            held(fmt, req)
-            return
-        doc = ipdb.update(ctx.store, vrf, address, owner)
+    def request(signer: Signer) -> dict[str, Any]:
+        current = next((a for a in ipdb.addresses(run.ctx.store, vrf)
+                        if a["address"] == address), None)
+        if current is None:
+            raise NotFound(f"{address} is not allocated in VRF {vrf}")
+        return makerchecker.create(run.ctx, signer, "update", "ip", address,
+                                   params={"vrf": vrf, "owner": owner,
+                                           "from_owner": current["owner"]})
+
+    run.hold_if("ip", "update", request)
+    doc = ipdb.update(run.ctx.store, vrf, address, owner)
     output.emit_record(fmt, doc, message=f"{address} in VRF {vrf}: owner "
                                          f"{doc['previous_owner'] or '-'} -> {owner}")

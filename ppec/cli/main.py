@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -25,7 +25,8 @@ from ppec.cli import (
     sync,
     vm,
 )
-from ppec.core.errors import EXIT_FAILED, PpecError
+from ppec.cli.common import State
+from ppec.core.errors import EXIT_FAILED, EXIT_USAGE, PpecError
 
 app = typer.Typer(
     name="ppec", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -57,6 +58,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     db: Annotated[str | None, typer.Option(
         "--db", envvar="PPEC_DB", help="Store: a SQLite file path "
                                        "(default $XDG_DATA_HOME/ppec/ppec.db).")] = None,
@@ -68,29 +70,51 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    output.current["debug"] = debug
-    output.current["db"] = db
-    output.current["identity"] = identity
+    ctx.obj = State(db=db, debug=debug, identity=identity)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; typer exits for usage errors (2) and ``typer.Exit``; we map the rest."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI: commands render their own errors (ppec.cli.common.command); what
+    reaches here is bad usage typer found while parsing, or a failure outside any command."""
+    args = sys.argv[1:] if argv is None else list(argv)
     if "_PPEC_COMPLETE" in os.environ:
         # A completion request from the scripts in completions/: typer registers its
         # shell classes only on demand (we turn its --install-completion option off).
         from typer._completion_classes import completion_init
         completion_init()
+    from typer._click import exceptions as click_errors
     try:
-        app(args=argv, prog_name="ppec")
-    except PpecError as e:
-        if output.current["debug"]:
-            traceback.print_exc()
-        output.error(e)
+        code = app(args=args, prog_name="ppec", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as e:   # `ppec vm`: its help, as typer shows it
+        e.show()
         sys.exit(e.exit_code)
-    except Exception as e:  # a bug: one line unless --debug
-        if output.current["debug"]:
+    except click_errors.UsageError as e:
+        sys.exit(_bad_usage(e, args))
+    except click_errors.ClickException as e:
+        output.error(PpecError(e.format_message()), output.format_in(args))
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.stderr.write("ppec: aborted\n")
+        sys.exit(EXIT_FAILED)
+    except PpecError as e:
+        output.error(e, output.format_in(args))
+        sys.exit(e.exit_code)
+    except Exception as e:  # a bug outside any command: one line unless --debug
+        if "--debug" in args:
             traceback.print_exc()
         else:
             sys.stderr.write(f"ppec: internal error: {type(e).__name__}: {e} "
                              f"(run with --debug for the traceback)\n")
         sys.exit(EXIT_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _bad_usage(e: Any, args: list[str]) -> int:
+    """What typer refuses while parsing (an option out of range, a bad choice, a missing
+    argument) as ppec's own one-line error: exit 2, JSON with -o json."""
+    # typer's validation prefixes choices with "Value error, ": noise to an operator.
+    message = " ".join(e.format_message().split()).replace(": Value error, ", ": ")
+    where = e.ctx.command_path if e.ctx is not None else "ppec"
+    output.error(PpecError(f"{message} (see `{where} --help`)", code="BAD_USAGE"),
+                 output.format_in(args))
+    return EXIT_USAGE

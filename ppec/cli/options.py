@@ -7,7 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ppec.operator.choose import Ask
+from ppec.core.errors import BadInput
+from ppec.core.units import parse_size
+from ppec.operator.choose import Ask, spread_level
+from ppec.operator.config import Config, memory_mib
+from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, Shape, literal
 
 
 class NumaPolicy(StrEnum):
@@ -61,12 +65,23 @@ EmulatorOpt = Annotated[Emulator, typer.Option(
                        "one more CPU.")]
 
 
-def make_ask(sizes: tuple[int, int, int], numa: NumaPolicy, numa_nodes: int, threads: Threads,
-             emulator: Emulator, region: str, vrf: str, tag: list[str] | None,
+def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str | None,
+             disk: str | None, *, disk_required: bool = True,
+             numa: NumaPolicy = NumaPolicy.shared, numa_nodes: int = 0,
+             threads: Threads = Threads.prefer, emulator: Emulator = Emulator.share,
+             region: str = "", vrf: str = "", tag: list[str] | None = None,
              ha_group: str = "", spread: Spread = Spread.host) -> Ask:
-    """The options above, as one placement request (sizes: vCPUs, MiB, disk bytes)."""
-    vcpus, memory_mib, disk_bytes = sizes
-    return Ask(vcpus=vcpus, memory_mib=memory_mib, disk_bytes=disk_bytes, numa=numa.value,
-               numa_nodes=numa_nodes, threads=threads.value, emulator=emulator.value,
-               region=region, vrf=vrf, tags=tuple(tag or ()), ha_group=ha_group,
-               spread=spread.value)
+    """The options above, as one placement request: the VM's Shape (from a flavor and/or
+    explicit sizes; explicit ones win) and where it may go."""
+    if flavor is None and (cpus is None or memory is None or (disk is None and disk_required)):
+        raise BadInput("give --flavor, or all of --cpus, --memory" +
+                       (" and --disk" if disk_required else ""))
+    base = config.flavor(flavor) if flavor else None
+    vcpus = cpus if cpus is not None else base.cpus if base else 0
+    mib = memory_mib(memory) if memory else base.memory_mib if base else 0
+    disk_bytes = parse_size(disk, what="disk size") if disk else base.disk_bytes if base else 0
+    pinning = Pinning(policy=literal(numa.value, POLICIES, "--numa"), nodes=numa_nodes,
+                      threads=literal(threads.value, THREADS, "--threads"),
+                      emulator=literal(emulator.value, EMULATORS, "--emulator"))
+    return Ask(Shape(vcpus, mib, disk_bytes, pinning), region=region, vrf=vrf,
+               tags=tuple(tag or ()), ha_group=ha_group, spread=spread_level(spread.value))

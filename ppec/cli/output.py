@@ -12,11 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ppec.core.errors import PpecError
+
+if TYPE_CHECKING:
+    from ppec.operator.fleet.client import HostResult
 
 
 class Fmt(StrEnum):
@@ -28,15 +31,6 @@ class Fmt(StrEnum):
 OutputOpt = Annotated[Fmt, typer.Option(
     "-o", "--output", help="table for people; json (one document on stdout) for scripts; "
                            "csv for lists.", case_sensitive=False)]
-
-# The command's chosen format, so the one error handler renders errors to match.
-current: dict[str, Any] = {"fmt": Fmt.table, "debug": False, "db": None, "identity": None}
-
-
-def use(fmt: Fmt) -> Fmt:
-    current["fmt"] = fmt
-    return fmt
-
 
 def _console() -> Any:
     from rich.console import Console  # rich is heavy; only tables pay for it
@@ -107,17 +101,17 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def error_line(message: str) -> None:
-    """A failure that is not an exception (e.g. placement found nothing), as errors print."""
-    if current["fmt"] is Fmt.json:
-        sys.stderr.write(json.dumps({"error": {"code": "NO_CAPACITY", "message": message}})
-                         + "\n")
+def error_line(fmt: Fmt, message: str, code: str) -> None:
+    """A failure that is not an exception (placement found nothing, one host of several
+    failed), printed as errors print, with its own code."""
+    if fmt is Fmt.json:
+        sys.stderr.write(json.dumps({"error": {"code": code, "message": message}}) + "\n")
     else:
         sys.stderr.write(f"ppec: {message}\n")
 
 
-def error(e: PpecError) -> None:
-    if current["fmt"] is Fmt.json:
+def error(e: PpecError, fmt: Fmt) -> None:
+    if fmt is Fmt.json:
         sys.stderr.write(json.dumps({"error": {"code": e.code, "message": str(e),
                                                "host": e.host, "details": e.details}},
                                     default=str) + "\n")
@@ -125,5 +119,22 @@ def error(e: PpecError) -> None:
         sys.stderr.write(f"ppec: error: {e}\n")
 
 
-def host_errors(failed: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"host": r.host, "code": r.error.code, "message": r.error.message} for r in failed]
+def format_in(args: Sequence[str]) -> Fmt:
+    """The -o/--output a command line asks for, read before (or without) parsing it, so
+    that even a usage error comes out in the format the caller reads."""
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("-o", "--output") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--output="):
+            value = arg.split("=", 1)[1]
+        elif arg.startswith("-o") and len(arg) > 2 and not arg.startswith("--"):
+            value = arg[2:]
+        if value is not None and value.lower() in {f.value for f in Fmt}:
+            return Fmt(value.lower())
+    return Fmt.table
+
+
+def host_errors(failed: Sequence[HostResult]) -> list[dict[str, Any]]:
+    return [{"host": r.host, "code": r.error.code if r.error else "FAILED",
+             "message": r.error.message if r.error else ""} for r in failed]

@@ -9,7 +9,7 @@ import typer
 
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import context, resources
+from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import EXIT_NO_CAPACITY
 from ppec.operator import choose as scheduler
@@ -17,7 +17,9 @@ from ppec.operator import choose as scheduler
 COLUMNS = [("rank", "RANK"), ("host", "HOST"), ("score", "SCORE"), ("verdict", "WHY")]
 
 
+@command
 def place(
+    run: Run,
     cpus: opt.Cpus = None,
     memory: opt.Memory = None,
     disk: opt.Disk = None,
@@ -43,18 +45,17 @@ def place(
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """Show where a VM of this shape would be placed; build nothing. Exit 3 if nowhere."""
-    output.use(fmt)
-    with context() as ctx:
-        ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk, disk_required=False),
-                           numa, numa_nodes, threads, emulator, region, vrf, tag, ha_group,
-                           spread)
-        if from_snapshot is not None:
-            fleet, hosts = scheduler.fleet_from_file(from_snapshot)
-        else:
-            hosts = ctx.store.hosts()
-            fleet = scheduler.fleet_from_store(ctx, hosts, refresh=refresh)
-        ask.check(hosts, fleet.free_ips)
-        rows = scheduler.explain(ctx, fleet, ask)
+    ctx = run.ctx
+    ask = opt.make_ask(ctx.config, flavor, cpus, memory, disk, disk_required=False,
+                       numa=numa, numa_nodes=numa_nodes, threads=threads, emulator=emulator,
+                       region=region, vrf=vrf, tag=tag, ha_group=ha_group, spread=spread)
+    if from_snapshot is not None:
+        fleet, hosts = scheduler.fleet_from_file(from_snapshot)
+    else:
+        hosts = ctx.store.hosts()
+        fleet = scheduler.fleet_from_store(ctx, hosts, refresh=refresh)
+    ask.check(hosts, fleet.free_ips)
+    rows = scheduler.explain(ctx, fleet, ask)
     placed = [r for r in rows if r["passed"]]
     if fmt is Fmt.json:
         output.emit_json({"host": placed[0]["host"] if placed else None, "hosts": rows
@@ -63,8 +64,8 @@ def place(
         shown = rows if explain else placed
         output.emit_table([_row(r) for r in shown], COLUMNS)
         if not placed:
-            output.error_line("no host can take it: " + "; ".join(
-                f"{r['host']}: {_first_reason(r)}" for r in rows))
+            output.error_line(fmt, "no host can take it: " + "; ".join(
+                f"{r['host']}: {_first_reason(r)}" for r in rows), "NO_CAPACITY")
     if not placed:
         raise typer.Exit(EXIT_NO_CAPACITY)
 

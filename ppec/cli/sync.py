@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import context, partial_exit
+from ppec.cli.common import Run, command, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.operator import snapshots
 from ppec.operator.fleet.client import HostResult
@@ -20,17 +20,17 @@ COLUMNS = [("host", "HOST"), ("state", "STATE"), ("vms", "VMS"), ("cpus", "CPUS"
            ("error", "ERROR")]
 
 
-def sync(names: Annotated[list[str] | None, typer.Argument(help="Hosts; default all.")]
+@command
+def sync(run: Run, names: Annotated[list[str] | None, typer.Argument(help="Hosts; default all.")]
          = None, fmt: OutputOpt = Fmt.table) -> None:
     """Ask every host's agent for its statistics and store them as its latest snapshot.
 
     Exit 5 when some hosts failed (the others are still stored), 1 when all did."""
-    output.use(fmt)
-    with context() as ctx:
-        hosts = [ctx.store.host(n) for n in names] if names else ctx.store.hosts()
-        stale_after = ctx.config.placement_policy().stale_after
-        data = _with_progress(fmt, len(hosts),
-                              lambda tick: snapshots.refresh(ctx, hosts, on_result=tick))
+    ctx = run.ctx
+    hosts = [ctx.store.host(n) for n in names] if names else ctx.store.hosts()
+    stale_after = ctx.config.placement_policy().stale_after
+    data = _with_progress(fmt, len(hosts),
+                          lambda tick: snapshots.refresh(ctx, hosts, on_result=tick))
     now = time.time()
     rows = []
     for h in hosts:

@@ -8,12 +8,12 @@ import typer
 
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import context, held, partial_exit, resources
+from ppec.cli.common import Run, command, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import BadInput
-from ppec.core.signing import Signer
 from ppec.core.units import MIB, format_size
 from ppec.operator import makerchecker, vms
+from ppec.wire.vmspec import KernelBoot
 
 app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
                   no_args_is_help=True)
@@ -33,7 +33,9 @@ def _human(vm: dict[str, Any]) -> dict[str, Any]:
 
 
 @app.command("create")
+@command
 def create(
+    run: Run,
     name: Annotated[str, typer.Argument(help="VM name: lower-case letters, digits, '-'.")],
     cpus: opt.Cpus = None,
     memory: opt.Memory = None,
@@ -61,14 +63,13 @@ def create(
 ) -> None:
     """Create and start a VM: place it (filters, weights: see `ppec place --explain`),
     then build it on the best host; the host re-checks under its lock."""
-    output.use(fmt)
-    with context() as ctx:
-        ask = opt.make_ask(resources(ctx, flavor, cpus, memory, disk), numa, numa_nodes,
-                           threads, emulator, region, vrf, tag, ha_group, spread)
-        if (initrd or cmdline) and not kernel:
-            raise BadInput("--initrd and --cmdline go with --kernel")
-        boot = {"kernel": kernel, "initrd": initrd, "cmdline": cmdline} if kernel else None
-        doc = vms.create(ctx, name, ask, image=image, host=host, dry_run=dry_run, boot=boot)
+    ask = opt.make_ask(run.ctx.config, flavor, cpus, memory, disk, numa=numa,
+                       numa_nodes=numa_nodes, threads=threads, emulator=emulator,
+                       region=region, vrf=vrf, tag=tag, ha_group=ha_group, spread=spread)
+    if (initrd or cmdline) and not kernel:
+        raise BadInput("--initrd and --cmdline go with --kernel")
+    boot = KernelBoot(kernel, initrd, cmdline) if kernel else None
+    doc = vms.create(run.ctx, name, ask, image=image, host=host, dry_run=dry_run, boot=boot)
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")
@@ -78,15 +79,15 @@ def create(
 
 
 @app.command("list")
+@command
 def list_(
+    run: Run,
     host: Annotated[str | None, typer.Option(help="Only this host.")] = None,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """List VMs on every host (asked live from each agent, in parallel)."""
-    output.use(fmt)
-    with context() as ctx:
-        found, failed = vms.list_all(ctx, host)
-        total = len([host] if host else ctx.store.hosts())
+    found, failed = vms.list_all(run.ctx, host)
+    total = len([host] if host else run.ctx.store.hosts())
     doc = {"vms": [_human(v) for v in found] if fmt is not Fmt.json else found,
            "errors": output.host_errors(failed)}
     output.emit_list(fmt, doc, "vms", COLUMNS)
@@ -94,34 +95,34 @@ def list_(
 
 
 @app.command("show")
-def show(name: str, host: HostOpt = None,
+@command
+def show(run: Run, name: str, host: HostOpt = None,
          xml: Annotated[bool, typer.Option("--xml", help="Print the live domain XML.")]
          = False, fmt: OutputOpt = Fmt.table) -> None:
     """Show one VM as its host's agent sees it now."""
-    output.use(fmt)
-    with context() as ctx:
-        if xml:
-            doc = vms.xml(ctx, name, host)
-            if fmt is Fmt.json:
-                output.emit_json(doc)
-            else:
-                typer.echo(doc["xml"])
-            return
-        doc = vms.show(ctx, name, host)
+    if xml:
+        doc = vms.xml(run.ctx, name, host)
+        if fmt is Fmt.json:
+            output.emit_json(doc)
+        else:
+            typer.echo(doc["xml"])
+        return
+    doc = vms.show(run.ctx, name, host)
     output.emit_record(fmt, _human(doc) if fmt is Fmt.table else doc, FIELDS)
 
 
 @app.command("start")
-def start(name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def start(run: Run, name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
     """Start a stopped VM."""
-    output.use(fmt)
-    with context() as ctx:
-        doc = vms.start(ctx, name, host)
+    doc = vms.start(run.ctx, name, host)
     output.emit_record(fmt, doc, message=f"{name}: {doc['state']}")
 
 
 @app.command("stop")
+@command
 def stop(
+    run: Run,
     name: str,
     force: Annotated[bool, typer.Option(help="Power off at once (like pulling the plug).")]
         = False,
@@ -131,23 +132,17 @@ def stop(
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """Stop a VM: ACPI shutdown and wait, or --force to power off."""
-    output.use(fmt)
-    with context() as ctx:
-        doc = vms.stop(ctx, name, force=force, timeout=timeout, host=host)
+    doc = vms.stop(run.ctx, name, force=force, timeout=timeout, host=host)
     output.emit_record(fmt, doc, message=f"{name}: {doc['state']}")
 
 
 @app.command("delete")
-def delete(name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
+@command
+def delete(run: Run, name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
     """Delete a VM: power off, undefine, remove its disk and its ledger entry.
 
     When policy says so, this creates a maker-checker request instead (exit 4)."""
-    output.use(fmt)
-    with context() as ctx:
-        if makerchecker.needs(ctx, "vm", "delete"):
-            req = makerchecker.request_vm_delete(ctx, Signer(output.current.get("identity")),
-                                                 name, host)
-            held(fmt, req)
-            return
-        doc = vms.delete(ctx, name, host)
+    run.hold_if("vm", "delete",
+                lambda signer: makerchecker.request_vm_delete(run.ctx, signer, name, host))
+    doc = vms.delete(run.ctx, name, host)
     output.emit_record(fmt, doc, message=doc.get("note") or f"deleted {name} from {doc['host']}")

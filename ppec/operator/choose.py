@@ -5,47 +5,47 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ppec.core.errors import BadInput, NoCapacity
 from ppec.core.units import check_label
 from ppec.operator import ipdb, snapshots
 from ppec.operator.context import Context
 from ppec.operator.store import Host
+from ppec.wire.vmspec import Shape, literal
 
-# ppec.placement.model.SPREADS, repeated: importing ppec.placement pulls in numpy, and
-# this module is on the path of `ppec --help`.
-SPREADS = ("host", "rack", "power_domain")
+if TYPE_CHECKING:
+    from ppec.placement import Decision, FleetIndex, Request
+
+# ppec.placement.model's Spread and SPREADS, repeated: importing ppec.placement pulls in
+# numpy, and this module is on the path of `ppec --help`.
+Spread = Literal["host", "rack", "power_domain"]
+SPREADS: tuple[Spread, ...] = ("host", "rack", "power_domain")
+
+
+def spread_level(value: str) -> Spread:
+    """``--spread`` as a Spread, or a clear BAD_INPUT error naming the choices."""
+    try:
+        return literal(value, SPREADS, "--spread")
+    except BadInput:
+        raise BadInput(f"--spread must be one of {', '.join(SPREADS)}, "
+                       f"not {value!r}") from None
 
 
 @dataclass(frozen=True)
 class Ask:
-    """A placement request as the CLI gathers it (sizes already parsed)."""
+    """A placement request: the VM's shape and where it may go."""
 
-    vcpus: int
-    memory_mib: int
-    disk_bytes: int = 0
-    numa: str = "shared"
-    numa_nodes: int = 0
-    threads: str = "prefer"
-    emulator: str = "share"
+    shape: Shape
     region: str = ""
     vrf: str = ""
     tags: tuple[str, ...] = ()
     ha_group: str = ""
-    spread: str = "host"
+    spread: Spread = "host"
 
     def check(self, hosts: list[Host], pools_by_vrf: dict[str, int] | None = None) -> None:
         """Refuse what no fleet could satisfy, before asking any host (exit 2)."""
-        if self.numa == "shared" and (self.numa_nodes or self.threads != "prefer"
-                                      or self.emulator != "share"):
-            raise BadInput("--numa-nodes, --threads and --emulator place pinned vCPUs: "
-                           "they need --numa dedicated")
-        if self.numa_nodes > self.vcpus:
-            raise BadInput(f"--numa-nodes {self.numa_nodes} is more than the "
-                           f"{self.vcpus} vCPUs")
-        if self.spread not in SPREADS:
-            raise BadInput(f"--spread must be one of {', '.join(SPREADS)}, not {self.spread!r}")
+        self.shape.pinning.check(self.shape.vcpus)
         if self.ha_group:
             check_label(self.ha_group, "HA group name")
         if self.spread != "host" and not self.ha_group:
@@ -62,22 +62,17 @@ class Ask:
             raise BadInput(f"VRF {self.vrf!r} has no IP pool: its VMs could get no address "
                            f"(add one with `ppec ip pool add`)", code="NO_POOL")
 
-    def request(self) -> Any:
+    def request(self) -> Request:
+        """The placement request, with its NUMA request: the one place both are built."""
         from ppec.numa import Request as NumaRequest
         from ppec.placement import Request
-        numa = None if self.numa == "shared" else NumaRequest(
-            self.vcpus, self.memory_mib, policy="dedicated",
-            numa_nodes=self.numa_nodes or None,
-            threads=self.threads,  # type: ignore[arg-type]
-            emulator=self.emulator)  # type: ignore[arg-type]
-        return Request(vcpus=self.vcpus, memory_mib=self.memory_mib,
-                       disk_bytes=self.disk_bytes, numa=numa, region=self.region, vrf=self.vrf,
-                       tags=frozenset(self.tags), ha_group=self.ha_group,
-                       spread=self.spread)  # type: ignore[arg-type]
-
-    def agent_params(self) -> dict[str, Any]:
-        return {"numa": self.numa, "numa_nodes": self.numa_nodes, "threads": self.threads,
-                "emulator": self.emulator}
+        s, p = self.shape, self.shape.pinning
+        numa = None if p.policy == "shared" else NumaRequest(
+            s.vcpus, s.memory_mib, policy="dedicated", numa_nodes=p.nodes or None,
+            threads=p.threads, emulator=p.emulator)
+        return Request(vcpus=s.vcpus, memory_mib=s.memory_mib, disk_bytes=s.disk_bytes,
+                       numa=numa, region=self.region, vrf=self.vrf, tags=frozenset(self.tags),
+                       ha_group=self.ha_group, spread=self.spread)
 
 
 @dataclass
@@ -85,7 +80,7 @@ class Fleet:
     """Placement input: the hosts as snapshots, indexed, the HA groups' members, and the
     free addresses per VRF (None when no IP pool exists: the IP database is unused)."""
 
-    index: Any                                         # ppec.placement.FleetIndex
+    index: FleetIndex
     members: dict[str, list[tuple[str, str, str]]]     # group -> (vm, host, key)
     spreads: dict[str, str]                            # group -> spread level
     free_ips: dict[str, int] | None = None
@@ -112,12 +107,13 @@ def fleet_from_file(path: Path) -> tuple[Fleet, list[Host]]:
     from ppec.placement import FleetIndex
     entries, groups = snapshots.load_file(path)
     index = FleetIndex([snapshots.to_placement(h, s) for h, s in entries])
-    members = {g: [tuple(m) for m in v["members"]] for g, v in groups.items()}
+    members = {g: [(str(m[0]), str(m[1]), str(m[2])) for m in v["members"]]
+               for g, v in groups.items()}
     return Fleet(index, members, {g: v["spread"] for g, v in groups.items()}), \
         [h for h, _ in entries]
 
 
-def decide(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None) -> Any:
+def decide(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None) -> Decision:
     from ppec.placement import place
     if ask.ha_group in fleet.spreads and fleet.spreads[ask.ha_group] != ask.spread:
         raise BadInput(f"HA group {ask.ha_group} spreads by {fleet.spreads[ask.ha_group]}; "
@@ -137,7 +133,7 @@ def explain(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None
                        group_count=count, free_ips=fleet.free_ips)
 
 
-def no_capacity(name: str, decision: Any, refusals: list[str]) -> NoCapacity:
+def no_capacity(name: str, decision: Decision, refusals: list[str]) -> NoCapacity:
     reasons = [r.reason for r in sorted(decision.rejected, key=lambda r: r.host)] + refusals
     return NoCapacity(f"no host can take {name}: " + "; ".join(reasons),
                       details={"rejected": [asdict(r) for r in decision.rejected],

@@ -10,10 +10,27 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ppec.core.errors import BadInput
 from ppec.core.units import MIB, parse_size
+
+if TYPE_CHECKING:
+    from ppec.placement import Policy
+
+# ppec.placement's strategies, spelled here: importing it pulls in numpy.
+Strategy = Literal["pack", "spread"]
+STRATEGIES: dict[str, Strategy] = {"pack": "pack", "spread": "spread"}
+
+
+def memory_mib(text: str, what: str = "memory") -> int:
+    """Memory as operators write it (``512M``, ``4G``: binary units) in MiB, for flavors
+    and --memory alike; an amount that is not whole MiB is refused, not rounded."""
+    size = parse_size(text, what=what)
+    if size % MIB:
+        raise BadInput(f"invalid {what} {text!r}: not a whole number of MiB (e.g. 512M, 4G)",
+                       code="BAD_SIZE")
+    return size // MIB
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -57,18 +74,19 @@ class Config:
     source: str = "defaults"
     raw: dict[str, Any] = field(default_factory=dict)   # the merged TOML, for `config show`
 
-    def placement_policy(self) -> Any:
+    def placement_policy(self) -> Policy:
         """``ppec.placement.Policy`` from [placement] (imported here only when needed)."""
         from ppec.placement import Policy, Weights
         p = self.raw.get("placement", {})
         w = p.get("weights", {})
         try:
             weights = Weights(**{k: float(v) for k, v in w.items()})
-            strategy = str(p.get("strategy", "pack"))
-            if strategy not in ("pack", "spread"):
-                raise ValueError(f"strategy must be pack or spread, not {strategy!r}")
-            return Policy(strategy=strategy,  # type: ignore[arg-type]
-                          weights=weights, stale_after=float(p.get("stale_after", 600)),
+            strategy = STRATEGIES.get(str(p.get("strategy", "pack")))
+            if strategy is None:
+                raise ValueError(f"strategy must be pack or spread, not "
+                                 f"{p.get('strategy')!r}")
+            return Policy(strategy=strategy, weights=weights,
+                          stale_after=float(p.get("stale_after", 600)),
                           max_candidates=int(p.get("max_candidates", 3)))
         except (TypeError, ValueError) as e:
             raise BadInput(f"config {self.source}: [placement]: {e}") from None
@@ -103,7 +121,7 @@ def load(path: Path | None = None) -> Config:
     for name, f in data.get("flavors", {}).items():
         try:
             flavors[name] = Flavor(name, int(f["cpus"]),
-                                   parse_size(str(f["memory"]), what="memory") // MIB,
+                                   memory_mib(str(f["memory"])),
                                    parse_size(str(f["disk"]), what="disk"))
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"config {source}: flavor {name!r} needs cpus, memory and disk "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ppec.operator import config as ppec_config
@@ -15,6 +16,9 @@ class Context:
     store: Store
     config: ppec_config.Config
     reach: Reach
+    # The seam for in-process tests: how a host's client is made (a real AgentClient over
+    # a scripted stream there; SSH or the local socket here).
+    connect: Callable[[Host, Reach], AgentClient] = AgentClient
     _clients: dict[str, AgentClient] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -28,7 +32,7 @@ class Context:
     def client(self, host: Host) -> AgentClient:
         with self._lock:
             if host.name not in self._clients:
-                self._clients[host.name] = AgentClient(host, self.reach)
+                self._clients[host.name] = self.connect(host, self.reach)
             return self._clients[host.name]
 
     def close(self) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Any
 
 from ppec.core.errors import (
     AlreadyExists,
@@ -17,18 +16,24 @@ from ppec.core.errors import (
 from ppec.core.units import check_vm_name
 from ppec.operator import choose as scheduler
 from ppec.operator import ipdb
-from ppec.operator.choose import Ask
+from ppec.operator.choose import Ask, Fleet
+from ppec.operator.claim import Claim, OutcomeUnknown
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import AgentClient, HostResult, fan_out
 from ppec.operator.store import HaConflict, Host
+from ppec.wire.vmspec import KernelBoot, VmSpec
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ppec.placement import Decision
+
+__all__ = ["MAX_ATTEMPTS", "OutcomeUnknown", "create", "delete", "list_all", "show", "start",
+           "stop", "xml"]
 MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)
 MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts only
 
 
 def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | None = None,
-           dry_run: bool = False, boot: dict[str, str] | None = None) -> dict[str, Any]:
+           dry_run: bool = False, boot: KernelBoot | None = None) -> dict[str, Any]:
     """Place, claim, build: the name and the HA spread key are claimed in the store first
     (constraints), then the host's agent builds under its lock and re-checks the fit.
     An agent that refuses late, or an HA member that lands first, moves the VM to the next
@@ -42,14 +47,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     # Checked again by the store's constraint when claiming; this only fails fast.
     if not dry_run and (existing := ctx.store.vm_or_none(name)) is not None:
         raise AlreadyExists(f"a VM named {name} already exists on host {existing.host}")
-    if host:
-        target = ctx.store.host(host)
-        ctx.client(target).call("ping")   # a named host that is down: exit 1, not 3
-        candidates = [target]
-    else:
-        candidates = inventory
-        if not candidates:
-            raise NoCapacity("no hosts in the inventory; add one with `ppec host add`")
+    candidates = _candidates(ctx, inventory, host)
     if ask.ha_group and not dry_run:
         ctx.store.ha_group(ask.ha_group, ask.spread)
     fleet = scheduler.fleet_from_store(ctx, candidates, refresh=True)
@@ -60,97 +58,83 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
         return {"name": name, "dry_run": True, "host": decision.host,
                 "ranked": [c.host for c in decision.ranked],
                 "rejected": [asdict(r) for r in decision.rejected]}
+    claim = Claim(ctx.store, name, ask.shape, image, ask.ha_group,
+                  use_ipdb=free_ips is not None)
+    with claim.guard():
+        return _attempts(ctx, claim, VmSpec(name, ask.shape, image, boot), ask, fleet,
+                         decision)
+
+
+def _candidates(ctx: Context, inventory: list[Host], host: str | None) -> list[Host]:
+    if host:
+        target = ctx.store.host(host)
+        ctx.client(target).call("ping")   # a named host that is down: exit 1, not 3
+        return [target]
+    if not inventory:
+        raise NoCapacity("no hosts in the inventory; add one with `ppec host add`")
+    return inventory
+
+
+def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
+              decision: Decision) -> dict[str, Any]:
+    """Try the ranked hosts in turn, at most MAX_ATTEMPTS refusals in all; an HA conflict
+    re-places with the group as it is now (new hosts only)."""
     refusals: list[str] = []
     tried: set[str] = set()
-    claimed = in_flight = False
-    try:
-        for _ in range(MAX_ROUNDS):
-            cands = [c for c in decision.ranked if c.host not in tried]
-            if not cands:
+    for _ in range(MAX_ROUNDS):
+        hosts = [c.host for c in decision.ranked if c.host not in tried]
+        if not hosts:
+            break
+        for host in hosts:
+            tried.add(host)
+            snap = fleet.index.hosts[fleet.index.pos[host]]
+            try:
+                claim.place_on(host, snap.spread_key(ask.spread) if ask.ha_group else "")
+            except HaConflict as e:
+                # Another create of this group landed there meanwhile.
+                refusals.append(f"{host}: {e.message}")
                 break
-            for cand in cands:
-                tried.add(cand.host)
-                snap = fleet.index.hosts[fleet.index.pos[cand.host]]
-                key = snap.spread_key(ask.spread) if ask.ha_group else ""
-                try:
-                    if claimed:
-                        ctx.store.move_vm(name, cand.host, key)
-                    else:
-                        ctx.store.reserve_vm(name, cand.host, ask.vcpus, ask.memory_mib,
-                                             ask.disk_bytes, image, ask.ha_group, key)
-                        claimed = True
-                except HaConflict as e:
-                    # Another create of this group landed there meanwhile: re-place with
-                    # the group as it is now.
-                    refusals.append(f"{cand.host}: {e.message}")
+            claim.allocate_address(snap.vrf)
+            try:
+                result = _build(ctx, claim, replace(spec, network=claim.network()))
+            except NoCapacity as e:
+                claim.release_address()
+                refusals.append(f"{host}: {e.message}")
+                if len(refusals) >= MAX_ATTEMPTS:
                     break
-                # With an IP database, the VM's address comes from its host's VRF.
-                address = ipdb.allocate(ctx.store, snap.vrf, owner=name) \
-                    if free_ips is not None else None
-                params = {"vcpus": ask.vcpus, "memory_mib": ask.memory_mib,
-                          "disk_bytes": ask.disk_bytes, "image": image, **ask.agent_params()}
-                if boot:
-                    params["boot"] = boot
-                if address is not None:
-                    params["network"] = {"address": f"{address['address']}/{address['prefix']}",
-                                         "gateway": address["gateway"], "dns": address["dns"]}
-                in_flight = True
-                try:
-                    result = _create_on(ctx.client(ctx.store.host(cand.host)), name, params)
-                except NoCapacity as e:
-                    in_flight = False
-                    ipdb.release_owner(ctx.store, name)
-                    refusals.append(f"{cand.host}: {e.message}")
-                    if len(refusals) >= MAX_ATTEMPTS:
-                        break
-                    continue
-                in_flight = False
-                ctx.store.set_vm(name, state=result["state"])
-                return {**result, "host": cand.host, "attempts": len(tried),
-                        "ip": address}
-            if len(refusals) >= MAX_ATTEMPTS:
-                break
-            if ask.ha_group:
-                # The group as it is now, less our own claim.
-                fleet.members[ask.ha_group] = [m for m in ctx.store.ha_members(ask.ha_group)
-                                               if m[0] != name]
-            decision = scheduler.decide(ctx, fleet, ask)
-    except BaseException as e:
-        # Only our own claim: a name another create holds is never ours to drop. And while
-        # the agent may still be building (the request left, no answer came), keep the
-        # name and the address: they may be in use. `ppec vm delete` resolves it.
-        unknown = isinstance(e, OutcomeUnknown) or (in_flight and not isinstance(e, PpecError))
-        if claimed and (row := ctx.store.vm_or_none(name)) is not None \
-                and row.state == "creating":
-            if unknown:
-                ctx.store.set_vm(name, state="unknown")
-            else:
-                ipdb.release_owner(ctx.store, name)
-                ctx.store.forget_vm(name)
-        raise
-    if claimed:
-        ipdb.release_owner(ctx.store, name)
-        ctx.store.forget_vm(name)
-    raise scheduler.no_capacity(name, decision, refusals)
+                continue
+            return {**result, "host": host, "attempts": len(tried), "ip": claim.address}
+        if len(refusals) >= MAX_ATTEMPTS:
+            break
+        if ask.ha_group:
+            # The group as it is now, less our own claim.
+            fleet.members[ask.ha_group] = [m for m in ctx.store.ha_members(ask.ha_group)
+                                           if m[0] != claim.name]
+        decision = scheduler.decide(ctx, fleet, ask)
+    raise scheduler.no_capacity(claim.name, decision, refusals)
 
 
-class OutcomeUnknown(PpecError):
-    code = "OUTCOME_UNKNOWN"
+def _build(ctx: Context, claim: Claim, spec: VmSpec) -> dict[str, Any]:
+    client = ctx.client(ctx.store.host(claim.host))
+    with claim.sending():
+        result = _create_on(client, spec)
+    claim.built(str(result["state"]))
+    return result
 
 
-def _create_on(client: AgentClient, name: str, params: dict[str, Any]) -> dict[str, Any]:
+def _create_on(client: AgentClient, spec: VmSpec) -> dict[str, Any]:
     try:
-        return dict(client.call("vm.create", name=name, **params))
+        return dict(client.call("vm.create", **spec.to_params()))
     except TransportError as e:
         # The connection broke: the agent may have built the VM, or may still be (queued
         # behind its lock). Ask again on a fresh connection; only a VM found is an answer.
         try:
-            return dict(client.call("vm.get", name=name))
+            return dict(client.call("vm.get", name=spec.name))
         except PpecError:
             raise OutcomeUnknown(
-                f"{e.message}; whether {name} was created is unknown (its name and address "
-                f"stay reserved): check with `ppec vm show {name}`, remove with "
-                f"`ppec vm delete {name}`", host=client.host.name) from None
+                f"{e.message}; whether {spec.name} was created is unknown (its name and "
+                f"address stay reserved): check with `ppec vm show {spec.name}`, remove with "
+                f"`ppec vm delete {spec.name}`", host=client.host.name) from None
 
 
 def locate(ctx: Context, name: str, host: str | None) -> Host:

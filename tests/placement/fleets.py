@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from ppec.numa import Allocation, NoFit, Request, fit
 from ppec.numa.serial import allocation_to_dict, topology_to_dict
 from ppec.numa.topology import Cell, Cpu, Topology
+from ppec.operator.store import Host, Store
 from ppec.placement import HostSnapshot
 
 
@@ -62,20 +62,29 @@ def with_allocations(h: HostSnapshot, extra: list[Allocation]) -> HostSnapshot:
     return replace(h, allocations=(*h.allocations, *extra))
 
 
-def export_file(path: Path, hosts: list[HostSnapshot],
-                ha: dict[str, Any] | None = None) -> None:
-    """The format of `ppec host export-snapshot`, written from snapshots directly."""
-    doc = {"format": "ppec-snapshot/1", "exported_at": 0, "ha_groups": ha or {}, "hosts": [
-        {"inventory": {"name": h.name, "address": "local", "region": h.region,
-                       "rack": h.rack, "power_domain": h.power_domain, "vrf": h.vrf,
-                       "tags": sorted(h.tags), "drained": h.drained, "cost": h.cost,
-                       "power_idle_w": h.power_idle_w, "power_max_w": h.power_max_w},
-         "snapshot": None if not h.reachable else {
-             "taken_at": h.taken_at, "topology": topology_to_dict(h.topology),
-             "allocations": [allocation_to_dict(a) for a in h.allocations],
-             "cpu_overcommit": h.overcommit, "storage_free_bytes": h.storage_free_bytes}}
-        for h in hosts]}
-    path.write_text(json.dumps(doc))
+def snapshot_data(h: HostSnapshot, **extra: Any) -> dict[str, Any]:
+    """``h`` as its agent's `host.snapshot` answers it (what `ppec sync` stores)."""
+    return {"taken_at": h.taken_at, "topology": topology_to_dict(h.topology),
+            "allocations": [allocation_to_dict(a) for a in h.allocations],
+            "cpu_overcommit": h.overcommit, "storage_free_bytes": h.storage_free_bytes,
+            **extra}
+
+
+def store_fleet(db: Path, hosts: list[HostSnapshot], **extra: Any) -> None:
+    """Put ``hosts`` in the operator store at ``db`` as `ppec host add` and `ppec sync`
+    would: the inventory, and the latest snapshot of each reachable host. `ppec host
+    export-snapshot` then writes the file `ppec place --from-snapshot` reads."""
+    store = Store(db)
+    try:
+        for h in hosts:
+            store.add_host(Host(name=h.name, address="local", region=h.region, rack=h.rack,
+                                power_domain=h.power_domain, vrf=h.vrf, cost=h.cost,
+                                tags=tuple(sorted(h.tags)), drained=h.drained,
+                                power_idle_w=h.power_idle_w, power_max_w=h.power_max_w))
+            if h.reachable:
+                store.save_snapshot(h.name, h.taken_at, snapshot_data(h, **extra))
+    finally:
+        store.close()
 
 
 HSPACE = "/usr/lib/ganeti/3.0/usr/bin/hspace"

@@ -12,7 +12,7 @@ import pytest
 
 from ppec.numa import Allocation
 from ppec.placement import HostSnapshot
-from tests.placement.fleets import export_file, topology
+from tests.placement.fleets import store_fleet, topology
 from tests.realparts import Cli
 
 
@@ -23,6 +23,14 @@ def host(name: str, **kw: object) -> HostSnapshot:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+def export_file(cli: Cli, path: Path, hosts: list[HostSnapshot]) -> None:
+    """The hosts into a store, as `ppec host add` and `ppec sync` leave them, and out again
+    with the real `ppec host export-snapshot`: the file `place --from-snapshot` reads."""
+    store_fleet(cli.db, hosts)
+    done = cli.ok("host", "export-snapshot", str(path))
+    assert f"wrote {len(hosts)} hosts" in done.stdout
+
+
 def hold(cell_cpus: dict[int, int]) -> tuple[Allocation, ...]:
     """Dedicated VMs taking the first N CPUs of each cell (8 CPUs per cell, ids 0-15)."""
     return tuple(Allocation(f"x{c}", "dedicated", n, frozenset(range(c * 8, c * 8 + n)),
@@ -31,7 +39,7 @@ def hold(cell_cpus: dict[int, int]) -> tuple[Allocation, ...]:
 
 def test_explain_names_every_hosts_blocking_rule_and_numbers(cli: Cli, tmp_path: Path) -> None:
     snap = tmp_path / "fleet.json"
-    export_file(snap, [
+    export_file(cli, snap, [
         host("h1", drained=True),
         host("h2", region="us"),
         host("h3", tags=frozenset()),
@@ -68,7 +76,7 @@ def test_default_policy_fills_the_busy_host_first(cli: Cli, tmp_path: Path) -> N
     snap = tmp_path / "fleet.json"
     busy = host("busy", allocations=(Allocation("web", "shared", 2, frozenset(),
                                                 ((-1, 2048),)),))
-    export_file(snap, [host("idle"), busy])
+    export_file(cli, snap, [host("idle"), busy])
     done = cli.ok("place", "--from-snapshot", str(snap), "--cpus", "2", "--memory", "2G",
                   "--explain")
     lines = done.stdout.splitlines()
@@ -93,7 +101,7 @@ def test_default_policy_fills_the_busy_host_first(cli: Cli, tmp_path: Path) -> N
 ])
 def test_bad_input_exits_2(cli: Cli, tmp_path: Path, args: list[str], words: str) -> None:
     snap = tmp_path / "fleet.json"
-    export_file(snap, [host("h1")])
+    export_file(cli, snap, [host("h1")])
     base = {"--cpus": "1", "--memory": "1G"}
     for k in list(base):
         if k in args:
@@ -113,3 +121,18 @@ def test_bad_snapshot_files(cli: Cli, tmp_path: Path) -> None:
     wrong = cli.run("place", "--from-snapshot", str(tmp_path / "x.json"), "--cpus", "1",
                     "--memory", "1G")
     assert wrong.returncode == 2 and "is not a ppec snapshot export" in wrong.stderr
+
+
+def test_export_then_place_from_the_file_decides_as_the_store_does(cli: Cli,
+                                                                   tmp_path: Path) -> None:
+    """The round trip: `host export-snapshot` writes what `place` read from the store, so
+    the decision and every reason come out the same from the file, anywhere, later."""
+    snap = tmp_path / "fleet.json"
+    export_file(cli, snap, [host("h1", allocations=hold({0: 6})), host("h2", region="us"),
+                            host("h3", allocations=hold({0: 2, 1: 2})), host("h4", drained=True)])
+    ask = ["--cpus", "4", "--memory", "2G", "--numa", "dedicated", "--explain", "-o", "json"]
+    from_store = json.loads(cli.ok("place", *ask).stdout)
+    from_file = json.loads(cli.ok("place", "--from-snapshot", str(snap), *ask).stdout)
+    assert from_file == from_store
+    assert from_file["host"] == "h1"
+    assert [h["host"] for h in from_file["hosts"] if h["passed"]] == ["h1", "h3", "h2"]

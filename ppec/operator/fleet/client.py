@@ -30,29 +30,30 @@ class Reach:
 class AgentClient:
     """One connection per host per command, opened on first use."""
 
-    def __init__(self, host: Host, reach: Reach, *, accept_new_host_key: bool = False) -> None:
+    def __init__(self, host: Host, reach: Reach, *, accept_new_host_key: bool = False,
+                 opener: Callable[[], Stream] | None = None) -> None:
         self.host = host
         self.reach = reach
         self.accept_new_host_key = accept_new_host_key
+        self.opener = opener or self._connect
         self._stream: Stream | None = None
         self._reader: LineReader | None = None
         self._ids = itertools.count(1)
 
+    def _connect(self) -> Stream:
+        if self.host.is_local:
+            return LocalStream(self.host.socket, self.reach.connect_timeout)
+        from ppec.operator.fleet.ssh import SSHStream  # paramiko only when SSH is used
+        return SSHStream(address=self.host.address, port=self.host.port,
+                         username=self.host.username, identity=self.host.identity,
+                         known_hosts=self.reach.known_hosts, command=self.reach.command,
+                         timeout=self.reach.connect_timeout,
+                         accept_new_host_key=self.accept_new_host_key)
+
     def _open(self) -> LineReader:
         if self._reader is None:
-            stream: Stream
-            if self.host.is_local:
-                stream = LocalStream(self.host.socket, self.reach.connect_timeout)
-            else:
-                from ppec.operator.fleet.ssh import SSHStream  # paramiko only when SSH is used
-                stream = SSHStream(address=self.host.address, port=self.host.port,
-                                   username=self.host.username, identity=self.host.identity,
-                                   known_hosts=self.reach.known_hosts,
-                                   command=self.reach.command,
-                                   timeout=self.reach.connect_timeout,
-                                   accept_new_host_key=self.accept_new_host_key)
-            self._stream = stream
-            self._reader = LineReader(stream, self.host.name)
+            self._stream = self.opener()
+            self._reader = LineReader(self._stream, self.host.name)
         return self._reader
 
     def call(self, method: str, approval: dict[str, Any] | None = None, **params: Any) -> Any:

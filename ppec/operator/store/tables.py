@@ -18,6 +18,7 @@ from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
 from ppec.core.paths import AGENT_SOCKET
 from ppec.operator.store.backends import Connection, connect
+from ppec.wire.vmspec import Shape
 
 
 class HaConflict(PpecError):
@@ -164,7 +165,6 @@ CREATE TABLE job_runs (
 ]
 
 
-
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -296,8 +296,8 @@ class Store:
 
     # -- VMs --------------------------------------------------------------------------------
 
-    def reserve_vm(self, name: str, host: str, vcpus: int, memory_mib: int, disk_bytes: int,
-                   image: str, ha_group: str = "", ha_key: str = "") -> None:
+    def reserve_vm(self, name: str, host: str, shape: Shape, image: str, ha_group: str = "",
+                   ha_key: str = "") -> None:
         """Claim the name fleet-wide before any host is asked to build it.
 
         With an HA group, also claim the spread key (host, rack or power domain): a second
@@ -309,8 +309,9 @@ class Store:
             with self._tx() as db:
                 db.execute(f"INSERT INTO vms ({_VM_COLS}, ha_group, ha_key) "
                            f"VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                           (name, host, "creating", vcpus, memory_mib, disk_bytes, image,
-                            now, now, ha_group or None, ha_key if ha_group else None))
+                           (name, host, "creating", shape.vcpus, shape.memory_mib,
+                            shape.disk_bytes, image, now, now, ha_group or None,
+                            ha_key if ha_group else None))
         except self.db.IntegrityError as e:
             if "foreign key" in str(e).lower():
                 raise NotFound(f"unknown host {host!r}" + (f" or HA group {ha_group!r}"

@@ -12,6 +12,7 @@ import pytest
 from ppec.core.errors import AlreadyExists, BadInput, NotFound
 from ppec.operator.store import HaConflict, Host, Store
 from ppec.operator.store.tables import MIGRATIONS
+from ppec.wire.vmspec import Shape
 from tests.conftest import direct
 
 
@@ -52,9 +53,9 @@ def test_host_round_trip_and_errors(store: Store) -> None:
 
 
 def test_vm_name_is_unique_by_constraint(store_url: str, store: Store) -> None:
-    store.reserve_vm("a", "h1", 1, 64, 1 << 20, "")
+    store.reserve_vm("a", "h1", Shape(1, 64, 1 << 20), "")
     with pytest.raises(AlreadyExists, match="a VM named a already exists on host h1"):
-        store.reserve_vm("a", "h1", 1, 64, 1 << 20, "")
+        store.reserve_vm("a", "h1", Shape(1, 64, 1 << 20), "")
     with contextlib.closing(direct(store_url)) as db, pytest.raises(Exception) as e:
         db.execute("INSERT INTO vms (name, host, state, vcpus, memory_mib, disk_bytes, "
                    "created_at, updated_at) VALUES ('a', 'h1', 'x', 1, 1, 1, 'n', 'n')")
@@ -64,10 +65,10 @@ def test_vm_name_is_unique_by_constraint(store_url: str, store: Store) -> None:
 def test_ha_spread_key_is_unique_by_constraint(store: Store) -> None:
     store.add_host(Host(name="h2", address="local"))
     store.ha_group("g", "host")
-    store.reserve_vm("a", "h1", 1, 64, 1, "", "g", "h1")
+    store.reserve_vm("a", "h1", Shape(1, 64, 1), "", "g", "h1")
     with pytest.raises(HaConflict):
-        store.reserve_vm("b", "h1", 1, 64, 1, "", "g", "h1")
-    store.reserve_vm("b", "h2", 1, 64, 1, "", "g", "h2")
+        store.reserve_vm("b", "h1", Shape(1, 64, 1), "", "g", "h1")
+    store.reserve_vm("b", "h2", Shape(1, 64, 1), "", "g", "h2")
     with pytest.raises(HaConflict):
         store.move_vm("b", "h1", "h1")
     with pytest.raises(BadInput, match="spreads by host"):
@@ -77,7 +78,7 @@ def test_ha_spread_key_is_unique_by_constraint(store: Store) -> None:
 
 def test_vm_must_be_on_a_known_host(store: Store) -> None:
     with pytest.raises(NotFound, match="unknown host 'ghost'"):
-        store.reserve_vm("a", "ghost", 1, 64, 1 << 20, "")
+        store.reserve_vm("a", "ghost", Shape(1, 64, 1 << 20), "")
 
 
 def test_concurrent_reservations_from_processes_never_share_a_name(store_url: str,
@@ -85,9 +86,10 @@ def test_concurrent_reservations_from_processes_never_share_a_name(store_url: st
     """Ten processes race to reserve the same five names: each name is won exactly once."""
     code = ("import sys; from ppec.operator.store import Store\n"
             "from ppec.core.errors import AlreadyExists\n"
+            "from ppec.wire.vmspec import Shape\n"
             "s = Store(sys.argv[1]); won = []\n"
             "for n in ['n0','n1','n2','n3','n4']:\n"
-            "    try: s.reserve_vm(n, 'h1', 1, 64, 1, ''); won.append(n)\n"
+            "    try: s.reserve_vm(n, 'h1', Shape(1, 64, 1), ''); won.append(n)\n"
             "    except AlreadyExists: pass\n"
             "print(' '.join(won))")
     procs = [subprocess.Popen([sys.executable, "-c", code, store_url],
@@ -99,7 +101,7 @@ def test_concurrent_reservations_from_processes_never_share_a_name(store_url: st
 
 
 def test_remove_host_refused_while_vms_exist(store: Store) -> None:
-    store.reserve_vm("a", "h1", 1, 64, 1, "")
+    store.reserve_vm("a", "h1", Shape(1, 64, 1), "")
     with pytest.raises(BadInput, match="still has 1 VM"):
         store.remove_host("h1")
     store.forget_vm("a")
