@@ -7,9 +7,10 @@
    of ``ppec.numa.fit`` against a naive first-fit scan (first node with enough free CPUs
    and memory, its first free CPUs; no SMT rules, no splits) on the same state, same run.
 2. Fills to full, one shape at a time (``fit`` then record the allocation, until NoFit):
-   per-fit time (the final NoFit included), the count against the naive scan's, and a
-   check that no VM was split over more nodes than needed (the smallest node count whose
-   free CPUs and memory could hold it, by the same share-out rule ``fit`` documents).
+   per-fit time (each step's best of three fills; the final NoFit included), the count
+   against the naive scan's, and a check that no VM was split over more nodes than needed
+   (the fewest nodes whose free CPUs and memory could hold it, by the share-out rule
+   ``fit`` documents).
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ppec.numa import Allocation, NoFit, Plan, Request, Topology, fit, from_capabilities
+from ppec.numa import (
+    Allocation,
+    GuestCell,
+    NoFit,
+    Plan,
+    Request,
+    Topology,
+    fit,
+    from_capabilities,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/numa/epyc-8node-smt.xml"
 
@@ -41,7 +51,6 @@ def naive_fit(topo: Topology, allocs: Sequence[Allocation], req: Request) -> Pla
         free = [c.id for c in cell.cpus if c.id not in held and c.id not in topo.reserved]
         if len(free) >= req.vcpus and cell.memory_mib - bound.get(cell.id, 0) >= req.memory_mib:
             pins = tuple(free[:req.vcpus])
-            from ppec.numa import GuestCell
             return Plan("dedicated", pins, frozenset(pins),
                         (GuestCell(0, cell.id, tuple(range(req.vcpus)), req.memory_mib),),
                         frozenset(pins), frozenset(), 1)
@@ -139,8 +148,12 @@ def main() -> None:
                        ("3 vCPU / 3 GiB", Request(3, 3072))]:
         count, times, oversplit = fill(topo, req, fit, check=True)
         ncount, ntimes, _ = fill(topo, req, naive_fit, check=False)
-        # The same fill again, untimed checks off, for the time figures.
-        _, times, _ = fill(topo, req, fit, check=False)
+        # The same fill three more times, checks off: each step's best of three, so a
+        # neighbour's burst on this shared machine does not pass for the fit's own time.
+        runs = [fill(topo, req, fit, check=False)[1] for _ in range(3)]
+        times = [min(step) for step in zip(*runs, strict=True)]
+        nruns = [fill(topo, req, naive_fit, check=False)[1] for _ in range(3)]
+        ntimes = [min(step) for step in zip(*nruns, strict=True)]
         med, worst = statistics.median(times), max(times)
         nmed = statistics.median(ntimes)
         print(f"  {label}: {count} VMs (naive first-fit {ncount}), over-split {oversplit}; "
