@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ppec.placement.filters import FILTERS
 from ppec.placement.model import (
     SPREADS,
     Candidate,
@@ -32,16 +31,18 @@ from ppec.placement.model import (
 
 if TYPE_CHECKING:
     from ppec.placement.decide import explain, place
+    from ppec.placement.filters import FILTERS
     from ppec.placement.index import FleetIndex
 
 __all__ = ["FILTERS", "SPREADS", "Candidate", "Decision", "FleetIndex", "HostSnapshot",
            "Policy", "Rejection", "Request", "Spread", "Summary", "Weights", "explain",
            "place"]
 
-# numpy is imported only when a decision is computed: ``Policy``, ``Request`` and the
-# snapshots are read by commands that never place anything (`ppec host list`).
+# numpy (and the NUMA fit) are imported only when a decision is computed: ``Policy``,
+# ``Request`` and the snapshots are read by commands that never place anything
+# (`ppec host list`, `ppec config show`).
 _LAZY = {"FleetIndex": "ppec.placement.index", "place": "ppec.placement.decide",
-         "explain": "ppec.placement.decide"}
+         "explain": "ppec.placement.decide", "FILTERS": "ppec.placement.filters"}
 
 
 def __getattr__(name: str) -> Any:
