@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ppec.numa.topology import Cell, Topology
 
@@ -88,59 +88,73 @@ class NoFit:
 # -- free state ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Core:
+class _Core(NamedTuple):
     threads: tuple[int, ...]     # usable threads of this core in the cell
     free: tuple[int, ...]        # of which free
-    # False when a sibling thread is reserved for the host: such a core can never be
-    # given whole to a VM (isolate, require), only thread by thread.
-    whole_possible: bool = True
-
-    @property
-    def whole(self) -> bool:
-        return self.whole_possible and self.free == self.threads
+    # Every usable thread free, and no sibling reserved for the host: a core with a
+    # reserved thread can never be given whole to a VM (isolate, require), only thread
+    # by thread.
+    whole: bool
 
 
-@dataclass(frozen=True)
-class _CellState:
+class _CellState(NamedTuple):
     cell: Cell
     cores: tuple[_Core, ...]
     free_mib: int
-
-    @property
-    def free_cpus(self) -> int:
-        return sum(len(c.free) for c in self.cores)
-
-    @property
-    def whole_cores(self) -> int:
-        return sum(1 for c in self.cores if c.whole)
-
-    @property
-    def tpc(self) -> int:
-        return max((len(c.threads) for c in self.cores), default=1)
+    free_cpus: int
+    whole_cores: int
+    tpc: int
 
 
-def _states(topo: Topology, allocs: Sequence[Allocation]) -> list[_CellState]:
-    held = frozenset().union(*(a.cpus for a in allocs))
-    bound: dict[int, int] = {}
-    for a in allocs:
-        for cell_id, mib in a.memory:
-            bound[cell_id] = bound.get(cell_id, 0) + mib
-    states = []
+# A cell's cores as (usable threads, whole possible), which depends on the topology only:
+# computed once per Topology object (held here, so its id cannot be reused meanwhile).
+_Layout = tuple[tuple[tuple[tuple[int, ...], bool], ...], ...]
+_LAYOUTS: dict[int, tuple[Topology, _Layout]] = {}
+
+
+def _layout(topo: Topology) -> _Layout:
+    hit = _LAYOUTS.get(id(topo))
+    if hit is not None and hit[0] is topo:
+        return hit[1]
+    cells = []
     for cell in topo.cells:
         groups: dict[frozenset[int], list[int]] = {}
         for cpu in cell.cpus:
             groups.setdefault(cpu.siblings | {cpu.id}, []).append(cpu.id)
         cores = []
         for siblings, members in sorted(groups.items(), key=lambda kv: min(kv[1])):
-            # A core with a reserved thread is never whole: nothing dedicated may share it
-            # with the host's own work under isolate/require.
             usable = tuple(sorted(t for t in members if t not in topo.reserved))
-            if not usable:
-                continue
-            free = tuple(t for t in usable if t not in held)
-            cores.append(_Core(usable, free, whole_possible=not siblings & topo.reserved))
-        states.append(_CellState(cell, tuple(cores), cell.memory_mib - bound.get(cell.id, 0)))
+            if usable:
+                cores.append((usable, not siblings & topo.reserved))
+        cells.append(tuple(cores))
+    layout = tuple(cells)
+    if len(_LAYOUTS) >= 256:
+        _LAYOUTS.clear()
+    _LAYOUTS[id(topo)] = (topo, layout)
+    return layout
+
+
+def _states(topo: Topology, allocs: Sequence[Allocation]) -> list[_CellState]:
+    held: set[int] = set()
+    bound: dict[int, int] = {}
+    for a in allocs:
+        held.update(a.cpus)
+        for cell_id, mib in a.memory:
+            bound[cell_id] = bound.get(cell_id, 0) + mib
+    states = []
+    for cell, shapes in zip(topo.cells, _layout(topo), strict=True):
+        cores = []
+        free_cpus = whole_cores = 0
+        tpc = 1
+        for usable, whole_possible in shapes:
+            free = tuple(t for t in usable if t not in held) if held else usable
+            whole = whole_possible and len(free) == len(usable)
+            cores.append(_Core(usable, free, whole))
+            free_cpus += len(free)
+            whole_cores += whole
+            tpc = max(tpc, len(usable))
+        states.append(_CellState(cell, tuple(cores), cell.memory_mib - bound.get(cell.id, 0),
+                                 free_cpus, whole_cores, tpc))
     return states
 
 
@@ -338,11 +352,9 @@ def _fit_dedicated(states: list[_CellState], req: Request) -> Plan | NoFit:
             return _plan([(best[1], best[2], req.memory_mib)], best[1].tpc)
         if req.numa_nodes == 1:
             return NoFit(tuple(reasons))
-    counts = [req.numa_nodes] if req.numa_nodes else range(2, len(states) + 1)
-    for k in counts:
-        found = _fit_across(states, req, k)
-        if found is not None:
-            return found
+    found = _split(states, req)
+    if found is not None:
+        return found
     if req.numa_nodes:
         reasons.append(f"no {req.numa_nodes} NUMA nodes can take "
                        f"{_even(req.vcpus, req.numa_nodes)} vCPUs and their memory each")
@@ -364,13 +376,40 @@ def _part(req: Request, index: int) -> Request:
     return req if index == 0 or req.emulator == "share" else replace(req, emulator="share")
 
 
-def _distribute(combo: Sequence[_CellState], req: Request) -> list[int] | None:
+class _Memo:
+    """One split search visits each node in many combinations; what a node can take, and
+    what it picks for a share, depend only on the node, the share and whether the node is
+    first (where an isolated emulator CPU goes), so each is worked out once."""
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.caps: dict[tuple[int, bool], int] = {}
+        self.picks: dict[tuple[int, int, bool], _Pick | str] = {}
+
+    def cap(self, st: _CellState, first: bool) -> int:
+        key = (st.cell.id, first)
+        got = self.caps.get(key)
+        if got is None:
+            req = self.req
+            got = self.caps[key] = min(_capacity(st, _part(req, 0 if first else 1)),
+                                       st.free_mib * req.vcpus // req.memory_mib)
+        return got
+
+    def pick(self, st: _CellState, n: int, first: bool) -> _Pick | str:
+        key = (st.cell.id, n, first)
+        got = self.picks.get(key)
+        if got is None:
+            got = self.picks[key] = _pick(st, n, _part(self.req, 0 if first else 1))
+        return got
+
+
+def _distribute(combo: Sequence[_CellState], req: Request, memo: _Memo) -> list[int] | None:
     """vCPUs per node for a split: each node at least one (a whole core under require),
     none beyond what its CPUs and its memory (at this request's MiB per vCPU) allow."""
     step = max(st.tpc for st in combo) if req.threads == "require" else 1
     caps = []
     for i, st in enumerate(combo):
-        cap = min(_capacity(st, _part(req, i)), st.free_mib * req.vcpus // req.memory_mib)
+        cap = memo.cap(st, i == 0)
         caps.append(cap - cap % step)
     if min(caps) < step or sum(caps) < req.vcpus:
         return None
@@ -386,18 +425,47 @@ def _distribute(combo: Sequence[_CellState], req: Request) -> list[int] | None:
     return None if left else counts
 
 
+def _split(states: list[_CellState], req: Request) -> Plan | None:
+    """The best split, over the fewest nodes (or exactly ``numa_nodes``).
+
+    Nodes that cannot take a share in any split are left out, and node counts whose
+    largest nodes together lack the vCPUs are skipped: both only drop combinations
+    ``_fit_across`` would reject, in the order it visits the rest, so the result is the
+    same as trying every combination (tests/numa/test_equivalence.py).
+    """
+    if req.numa_nodes:
+        least_mib = min(_split_memory(req.memory_mib, _even(req.vcpus, req.numa_nodes)))
+        able = [st for st in states if st.free_cpus and st.free_mib >= least_mib]
+        return _fit_across(able, req, req.numa_nodes)
+    # A node's share is at most its capacity as a later node of the split (the first
+    # also carries an isolated emulator CPU), and under require at least a whole core.
+    caps = {st.cell.id: min(_capacity(st, _part(req, 1)),
+                            st.free_mib * req.vcpus // req.memory_mib) for st in states}
+    able = [st for st in states
+            if caps[st.cell.id] >= (st.tpc if req.threads == "require" else 1)]
+    largest = sorted((caps[st.cell.id] for st in able), reverse=True)
+    for k in range(2, len(states) + 1):
+        if sum(largest[:k]) < req.vcpus or k > len(able):
+            continue
+        found = _fit_across(able, req, k)
+        if found is not None:
+            return found
+    return None
+
+
 def _fit_across(states: list[_CellState], req: Request, k: int) -> Plan | None:
     best: tuple[tuple[int, int], list[tuple[_CellState, _Pick, int]]] | None = None
+    memo = _Memo(req)
     for combo in combinations(states, k):
         # The operator asked for k nodes: split evenly. Otherwise (fewest nodes) each node
         # gets a share, the roomiest the most.
-        counts = _even(req.vcpus, k) if req.numa_nodes else _distribute(combo, req)
+        counts = _even(req.vcpus, k) if req.numa_nodes else _distribute(combo, req, memo)
         if counts is None:
             continue
         mems = _split_memory(req.memory_mib, counts)
         picks = []
         for i, (st, n, mib) in enumerate(zip(combo, counts, mems, strict=True)):
-            pick = _pick(st, n, _part(req, i)) if st.free_mib >= mib else None
+            pick = memo.pick(st, n, i == 0) if st.free_mib >= mib else None
             if pick is None or isinstance(pick, str):
                 break
             picks.append((st, pick, mib))

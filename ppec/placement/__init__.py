@@ -14,12 +14,8 @@ NUMA holes left, soft anti-affinity. The best hosts are checked exactly, in rank
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ppec.placement.filters import FILTERS, Context, check, check_all
-from ppec.placement.index import FleetIndex
 from ppec.placement.model import (
     SPREADS,
     Candidate,
@@ -33,87 +29,27 @@ from ppec.placement.model import (
     Weights,
 )
 
+if TYPE_CHECKING:
+    from ppec.placement.decide import explain, place
+    from ppec.placement.filters import FILTERS
+    from ppec.placement.index import FleetIndex
+
 __all__ = ["FILTERS", "SPREADS", "Candidate", "Decision", "FleetIndex", "HostSnapshot",
            "Policy", "Rejection", "Request", "Spread", "Summary", "Weights", "explain",
            "place"]
 
-
-def _notes(index: FleetIndex, req: Request, row: int) -> tuple[str, ...]:
-    h = index.hosts[row]
-    watts = float(index.marginal_watts(req, np.array([row]))[0])
-    busy = "idle: waking it" if h.summary.vms == 0 else "busy: the VM"
-    return (f"cost {h.cost:g}/h", f"{busy} adds {watts:.0f} W")
-
-
-def place(index: FleetIndex, req: Request, *, now: float, policy: Policy | None = None,
-          ha_taken: Mapping[str, str] | None = None,
-          group_count: Mapping[str, int] | None = None,
-          free_ips: Mapping[str, int] | None = None) -> Decision:
-    """Up to ``policy.max_candidates`` hosts, best first, each passing every filter.
-
-    ``ha_taken`` maps spread keys (host, rack or power domain, as ``req.spread`` says)
-    already used by ``req.ha_group`` to the member there; ``group_count`` counts the
-    group's members per host (soft anti-affinity); ``free_ips`` maps VRF to free
-    addresses (None when there is no IP database).
-    """
-    policy = policy or Policy()
-    ha_taken = ha_taken or {}
-    masks = index.masks(req, policy, now, ha_taken, free_ips)
-    ok = np.ones(len(index.hosts), np.bool_)
-    for m in masks.values():
-        ok &= m
-    rows = np.flatnonzero(ok)
-    ctx = Context(req, policy, now, ha_taken, free_ips)
-    ranked: list[Candidate] = []
-    rejected: list[Rejection] = []
-    examined = 0
-    if len(rows):
-        total, scores = index.weigh(req, policy, rows, group_count or {})
-        order = np.argsort(-total, kind="stable")
-        for j in order:
-            row = int(rows[j])
-            examined += 1
-            why = check(index.hosts[row], ctx)        # exact, NUMA included
-            if why is not None:
-                rejected.append(why)
-                continue
-            ranked.append(Candidate(index.hosts[row].name, float(total[j]),
-                                    tuple((k, float(v[j])) for k, v in scores.items()),
-                                    _notes(index, req, row)))
-            if len(ranked) >= policy.max_candidates:
-                break
-    if not ranked:   # say why for every host, not only the ones the masks let through
-        rejected = [r for h in index.hosts if (r := check(h, ctx)) is not None]
-        examined = len(index.hosts)
-    return Decision(tuple(ranked), tuple(rejected), examined)
+# numpy (and the NUMA fit) are imported only when a decision is computed: ``Policy``,
+# ``Request`` and the snapshots are read by commands that never place anything
+# (`ppec host list`, `ppec config show`).
+_LAZY = {"FleetIndex": "ppec.placement.index", "place": "ppec.placement.decide",
+         "explain": "ppec.placement.decide", "FILTERS": "ppec.placement.filters"}
 
 
-def explain(index: FleetIndex, req: Request, *, now: float, policy: Policy | None = None,
-            ha_taken: Mapping[str, str] | None = None,
-            group_count: Mapping[str, int] | None = None,
-            free_ips: Mapping[str, int] | None = None) -> list[dict[str, object]]:
-    """Every host: each filter's verdict and reason, each weigher's score, the rank."""
-    policy = policy or Policy()
-    ctx = Context(req, policy, now, ha_taken or {}, free_ips)
-    rows = []
-    for i, h in enumerate(index.hosts):
-        verdicts = check_all(h, ctx)
-        rows.append({"host": h.name, "filters": verdicts,
-                     "passed": all(v is None for v in verdicts.values()), "row": i})
-    passing = np.array([r["row"] for r in rows if r["passed"]], np.int64)
-    ranks: dict[int, tuple[int, float, dict[str, float], tuple[str, ...]]] = {}
-    if len(passing):
-        total, scores = index.weigh(req, policy, passing, group_count or {})
-        for rank, j in enumerate(np.argsort(-total, kind="stable"), start=1):
-            row = int(passing[j])
-            ranks[row] = (rank, float(total[j]), {k: float(v[j]) for k, v in scores.items()},
-                          _notes(index, req, row))
-    out: list[dict[str, object]] = []
-    for r in rows:
-        row = int(r["row"])  # type: ignore[call-overload]
-        rank, score, weights, notes = ranks.get(row, (0, 0.0, {}, ()))
-        out.append({"host": r["host"], "passed": r["passed"], "filters": r["filters"],
-                    "rank": rank or None, "score": round(score, 4) if rank else None,
-                    "weights": {k: round(v, 4) for k, v in weights.items()},
-                    "notes": list(notes)})
-    return sorted(out, key=lambda r: (r["rank"] is None, r["rank"] or 0, str(r["host"])))
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ppec.placement' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -7,10 +7,15 @@ the two to agreeing. A reason names the numbers that decided it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ppec.numa import NoFit, fit
+from ppec.numa import NoFit, Plan, fit
+from ppec.numa import Request as NumaRequest
 from ppec.placement.model import HostSnapshot, Policy, Rejection, Request
+
+
+def fit_host(h: HostSnapshot, req: NumaRequest) -> Plan | NoFit:
+    return fit(h.topology, h.allocations, req, overcommit=h.overcommit)
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,10 @@ class Context:
     now: float
     ha_taken: Mapping[str, str]          # spread key -> the group member already there
     free_ips: Mapping[str, int] | None   # VRF -> free addresses; None: no IP database
+    # How the numa filter runs ppec.numa.fit: a FleetIndex passes its own, which remembers
+    # each host snapshot's answers.
+    numa_fit: Callable[[HostSnapshot, NumaRequest], Plan | NoFit] = field(
+        default=fit_host, compare=False)
 
 
 def _state(h: HostSnapshot, ctx: Context) -> str | None:
@@ -66,7 +75,7 @@ def _resources(h: HostSnapshot, ctx: Context) -> str | None:
 
 
 def _numa(h: HostSnapshot, ctx: Context) -> str | None:
-    plan = fit(h.topology, h.allocations, ctx.request.numa_request, overcommit=h.overcommit)
+    plan = ctx.numa_fit(h, ctx.request.numa_request)
     return f"NUMA: {plan}" if isinstance(plan, NoFit) else None
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from ppec.numa import Allocation, Topology
-from ppec.numa import Request as NumaRequest
+# At run time only Request.numa_request needs ppec.numa: `ppec host list` reads Policy
+# without loading the NUMA fit.
+if TYPE_CHECKING:
+    from ppec.numa import Allocation, Topology
+    from ppec.numa import Request as NumaRequest
 
 Spread = Literal["host", "rack", "power_domain"]
 SPREADS: tuple[Spread, ...] = ("host", "rack", "power_domain")
@@ -99,6 +102,7 @@ class Request:
 
     @property
     def numa_request(self) -> NumaRequest:
+        from ppec.numa import Request as NumaRequest
         return self.numa or NumaRequest(self.vcpus, self.memory_mib, policy="shared")
 
 

@@ -1,0 +1,61 @@
+"""Read-only commands and --help import only what they use: no numpy, paramiko, libvirt,
+fastapi or uvicorn. The real ``ppec`` entry point runs in a fresh interpreter on an
+empty store; at exit it writes the names in sys.modules, which this test reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("numpy", "paramiko", "libvirt", "fastapi", "uvicorn")
+
+# Runs ppec's own main() as the console script does; sys.exit still runs atexit.
+WRAPPER = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv[0] = "ppec"
+from ppec.cli.main import main
+main()
+"""
+
+COMMANDS = [["--help"], ["host", "list"], ["vm", "list"], ["request", "list"],
+            ["config", "show"]]
+
+
+def loaded(args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "NO_COLOR": "1"}
+    env.pop("PPEC_DB", None)
+    env.pop("PPEC_CONFIG", None)
+    out = tmp_path / "modules.json"
+    done = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    return done, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_read_only_commands_import_nothing_heavy(args: list[str], tmp_path: Path) -> None:
+    done, modules = loaded(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    heavy = sorted({m.split(".")[0] for m in modules} & set(HEAVY))
+    assert heavy == [], f"ppec {' '.join(args)} imported {', '.join(heavy)}"
+
+
+def test_the_wrapper_sees_imports(tmp_path: Path) -> None:
+    """The check can fail: a command that does import numpy is seen doing it."""
+    done, modules = loaded(["--help"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "ppec.cli.main" in modules and "typer" in modules
+    env_probe = subprocess.run(
+        [sys.executable, "-c", WRAPPER.replace("from ppec.cli.main import main",
+                                               "import numpy\nfrom ppec.cli.main import main"),
+         str(tmp_path / "probe.json"), "--help"], capture_output=True, text=True,
+        timeout=120, check=False)
+    assert env_probe.returncode == 0
+    assert "numpy" in json.loads((tmp_path / "probe.json").read_text())
