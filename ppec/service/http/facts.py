@@ -176,14 +176,15 @@ def health(store: Store, now: float, leader: Callable[[], bool | None] | None
              "failures": j.failures,
              "age_s": round(max(0.0, now - j.started - j.duration), 3)}
             for j in fleetstate.jobs(store)]
-    counts = store.db.execute(
-        "SELECT count(*), sum(CASE WHEN st.state = 'failed' THEN 1 ELSE 0 END), "
-        "sum(CASE WHEN s.host IS NULL THEN 1 ELSE 0 END) FROM hosts h "
-        "LEFT JOIN host_status st ON st.host = h.name "
-        "LEFT JOIN snapshots s ON s.host = h.name").fetchone()
+    def count(sql: str) -> int:
+        return int(store.db.execute(sql).fetchone()[0] or 0)
+    total = count("SELECT count(*) FROM hosts")
+    failed = count("SELECT count(*) FROM host_status WHERE state = 'failed'")
+    # snapshots.host references hosts (ON DELETE CASCADE): every row is an inventory host's
+    with_snapshot = count("SELECT count(*) FROM snapshots")
     return {"leader": leader() if leader is not None else None, "jobs": jobs,
-            "hosts": {"total": int(counts[0] or 0), "failed": int(counts[1] or 0),
-                      "without_snapshot": int(counts[2] or 0)}}
+            "hosts": {"total": total, "failed": failed,
+                      "without_snapshot": max(0, total - with_snapshot)}}
 
 
 def flavor_table(store: Store, config: Config) -> dict[str, Any]:

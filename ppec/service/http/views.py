@@ -48,7 +48,7 @@ def resources(parsed: Parsed | None) -> dict[str, Any]:
         "storage": {"total_bytes": parsed.storage_total,
                     "used_bytes": max(0, parsed.storage_total - parsed.storage_free),
                     "free_bytes": parsed.storage_free},
-        "vm_count": len(parsed.vm_states), "numa_nodes": len(parsed.topology.cells),
+        "vm_count": len(parsed.vm_states), "numa_nodes": len(parsed.nodes),
     }
 
 
@@ -78,11 +78,12 @@ def vm_doc(line: VmLine, parsed: Parsed | None, now: float) -> dict[str, Any]:
         state, source = seen, "snapshot"
     else:
         state, source = str(vm["state"]), "store"
-    alloc = next((a for a in parsed.allocations if a.vm == vm["name"]), None) \
+    alloc = next((a for a in parsed.raw_allocations if a.get("vm") == vm["name"]), None) \
         if parsed is not None else None
+    dedicated = alloc is not None and alloc.get("policy") == "dedicated"
     doc = {**vm, "state": state, "state_from": source,
-           "numa": alloc.policy if alloc else None,
-           "cpus": sorted(alloc.cpus) if alloc and alloc.policy == "dedicated" else [],
+           "numa": None if alloc is None else "dedicated" if dedicated else "shared",
+           "cpus": sorted(int(c) for c in alloc["cpus"]) if alloc and dedicated else [],
            "taken_at": line.taken_at, "age_s": _age(line.taken_at, now)}
     if state == "unknown":
         doc["last_seen"] = line.taken_at if line.taken_at is not None else line.status.last_ok
