@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query
+from starlette.responses import Response
 
 from ppec.core.errors import BadInput, NotFound
 from ppec.service.http import facts, views
@@ -91,9 +92,9 @@ def router(st: State) -> APIRouter:
     def hosts(limit: int | None = Limit, cursor: str | None = Cursor,
               region: str | None = None, rack: str | None = None,
               state: str | None = Query(None, description="fresh, stale, failed or none"),
-              ) -> Json:
-        return Json(host_list(st, PageAsk.of(limit, cursor), region=region, rack=rack,
-                              state=state))
+              ) -> Response:
+        return st.shared(("hosts", limit, cursor, region, rack, state), lambda: host_list(
+            st, PageAsk.of(limit, cursor), region=region, rack=rack, state=state))
 
     @api.get("/hosts/{name}", summary="One host with its NUMA nodes and VMs")
     def host(name: str) -> Json:
@@ -101,8 +102,9 @@ def router(st: State) -> APIRouter:
 
     @api.get("/vms", summary="VMs, a page at a time; unknown (with last_seen) on a failed host")
     def vms(limit: int | None = Limit, cursor: str | None = Cursor, host: str | None = None,
-            state: str | None = None) -> Json:
-        return Json(vm_list(st, PageAsk.of(limit, cursor), host=host, state=state))
+            state: str | None = None) -> Response:
+        return st.shared(("vms", limit, cursor, host, state), lambda: vm_list(
+            st, PageAsk.of(limit, cursor), host=host, state=state))
 
     @api.get("/vms/{name}", summary="One VM")
     def vm(name: str) -> Json:

@@ -22,9 +22,17 @@ class State:
     clock: Callable[[], float]
     leader: Callable[[], bool | None] | None = None
     memo: Memo = field(default_factory=lambda: Memo(ttl=10.0))
+    # Many readers asking for the same page within a second share one build (its as_of
+    # says when the store was read, so the answer stays honest about its age).
+    pages: Memo = field(default_factory=lambda: Memo(ttl=1.0))
 
     def now(self) -> float:
         return float(self.clock())
+
+    def shared(self, key: tuple[object, ...], make: Callable[[], dict[str, Any]]) -> Response:
+        """A page's JSON, built at most once a second for the same question."""
+        body = self.pages.get(key, None, lambda: Json(make()).body)
+        return Response(body, media_type="application/json")
 
 
 class Json(Response):
