@@ -92,7 +92,8 @@ def fill(location: str | Path, hosts: int, *, vms: int = 8, seed: int = 1,
             db.executemany(
                 "INSERT INTO vms (name, host, state, vcpus, memory_mib, disk_bytes, image, "
                 "created_at, updated_at) VALUES (?, ?, 'running', 2, 2048, ?, '', ?, ?)",
-                [(v["name"], s.host, 10 << 30, utc_now(), utc_now())
+                # 1 GiB: vms.disk_bytes is a 4-byte INTEGER on PostgreSQL (2 GiB at most)
+                [(v["name"], s.host, 1 << 30, utc_now(), utc_now())
                  for s in ok for v in s.snapshot["vms"]])
         if failed_every:
             fleetstate.record_round(store, [], [
