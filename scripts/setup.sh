@@ -12,6 +12,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils genisoimage ganeti-htools-3.0
   openssh-server openssh-client
   postgresql
+  chromium chromium-driver prometheus
   python3 python3-venv python3-dev gcc procps
 )
 missing=()

@@ -1,0 +1,176 @@
+"""Read-only access to the operator store from many request threads.
+
+SQLite connections belong to the thread that opened them (and psycopg's serialize their
+users), so each worker thread opens its own ``Store`` once and keeps it. Every query here
+reads one page: bounded by ``LIMIT``, keyed by name, never the whole fleet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ppec.operator.store import Host, Store
+from ppec.service.http.pages import PageAsk
+from ppec.service.http.snapcache import SnapshotCache
+
+HOST_STATES = ("fresh", "stale", "failed", "none")
+
+_HOST_COLS = ("name", "address", "port", "username", "identity", "socket", "region", "rack",
+              "power_domain", "vrf", "cost", "tags", "drained", "added_at", "power_idle_w",
+              "power_max_w")
+_VM_COLS = ("name", "host", "state", "vcpus", "memory_mib", "disk_bytes", "image",
+            "created_at", "updated_at")
+_STATUS_COLS = ("state", "last_ok", "last_attempt", "failures", "error_code", "error")
+
+
+@dataclass(frozen=True)
+class Status:
+    """The service's last word on a host's reachability (None fields: never tried)."""
+
+    state: str | None          # ok | failed | None
+    last_ok: float | None
+    last_attempt: float | None
+    failures: int
+    error_code: str
+    error: str
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host: Host
+    taken_at: float | None
+    status: Status
+
+
+@dataclass(frozen=True)
+class VmLine:
+    vm: dict[str, Any]
+    taken_at: float | None
+    status: Status
+
+
+def _host(values: list[Any]) -> Host:
+    values[11] = tuple(json.loads(values[11]))
+    values[12] = bool(values[12])
+    return Host(*values)
+
+
+def _status(values: list[Any]) -> Status:
+    state, last_ok, last_attempt, failures, code, error = values
+    return Status(None if state is None else str(state),
+                  None if last_ok is None else float(last_ok),
+                  None if last_attempt is None else float(last_attempt),
+                  int(failures or 0), str(code or ""), str(error or ""))
+
+
+class Reader:
+    """The store at ``location``, one connection per thread, plus the snapshot cache."""
+
+    def __init__(self, location: str, opener: Callable[[str], Store] = Store) -> None:
+        self.location = location
+        self.cache = SnapshotCache()
+        self._opener = opener
+        self._local = threading.local()
+        self._opened: list[Store] = []
+        self._lock = threading.Lock()
+
+    def store(self) -> Store:
+        store: Store | None = getattr(self._local, "store", None)
+        if store is None:
+            store = self._opener(self.location)
+            self._local.store = store
+            with self._lock:
+                self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            for store in self._opened:
+                # SQLite refuses a close from another thread than the opener's; such a
+                # connection goes with the process.
+                with contextlib.suppress(Exception):
+                    store.close()
+            self._opened.clear()
+
+    def host_page(self, ask: PageAsk, *, now: float, fresh_for: float, region: str | None = None,
+                  rack: str | None = None, state: str | None = None,
+                  name: str | None = None) -> tuple[list[HostRow], bool]:
+        """One page of hosts by name (and whether more follow), joined with the time of
+        their snapshot and their reachability."""
+        cols = ", ".join([f"h.{c}" for c in _HOST_COLS] + ["s.taken_at"]
+                         + [f"st.{c}" for c in _STATUS_COLS])
+        where, args = _host_filters(ask, now, fresh_for, region, rack, state, name)
+        sql = (f"SELECT {cols} FROM hosts h LEFT JOIN snapshots s ON s.host = h.name "
+               f"LEFT JOIN host_status st ON st.host = h.name"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY h.name LIMIT ?")
+        rows = self.store().db.execute(sql, (*args, ask.limit + 1)).fetchall()
+        n = len(_HOST_COLS)
+        out = [HostRow(_host(list(r[:n])), None if r[n] is None else float(r[n]),
+                       _status(list(r[n + 1:]))) for r in rows[:ask.limit]]
+        return out, len(rows) > ask.limit
+
+    def vm_chunk(self, after: str | None, limit: int, host: str | None,
+                 name: str | None = None) -> list[VmLine]:
+        """Up to ``limit`` VMs by name after ``after``, with their host's snapshot time and
+        reachability."""
+        cols = ", ".join([f"v.{c}" for c in _VM_COLS] + ["s.taken_at"]
+                         + [f"st.{c}" for c in _STATUS_COLS])
+        where, args = [], []   # type: list[str], list[Any]
+        if after is not None:
+            where.append("v.name > ?")
+            args.append(after)
+        for column, value in (("v.host", host), ("v.name", name)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = (f"SELECT {cols} FROM vms v LEFT JOIN snapshots s ON s.host = v.host "
+               f"LEFT JOIN host_status st ON st.host = v.host"
+               + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY v.name LIMIT ?")
+        rows = self.store().db.execute(sql, (*args, limit)).fetchall()
+        n = len(_VM_COLS)
+        return [VmLine(dict(zip(_VM_COLS, r[:n], strict=True)),
+                       None if r[n] is None else float(r[n]), _status(list(r[n + 1:])))
+                for r in rows]
+
+    def stamps(self, hosts: list[str]) -> dict[str, float]:
+        """host -> taken_at of those hosts' snapshots (hosts without one are left out)."""
+        out: dict[str, float] = {}
+        for start in range(0, len(hosts), 500):
+            chunk = hosts[start:start + 500]
+            rows = self.store().db.execute(
+                f"SELECT host, taken_at FROM snapshots WHERE host IN "
+                f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            out.update({str(h): float(t) for h, t in rows})
+        return out
+
+
+def _host_filters(ask: PageAsk, now: float, fresh_for: float, region: str | None,
+                  rack: str | None, state: str | None,
+                  name: str | None) -> tuple[list[str], list[Any]]:
+    where, args = [], []   # type: list[str], list[Any]
+    for column, value in (("h.name", name), ("h.region", region), ("h.rack", rack)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if ask.after is not None:
+        where.append("h.name > ?")
+        args.append(ask.after)
+    answered = "(st.state IS NULL OR st.state <> 'failed')"
+    if state == "failed":
+        where.append("st.state = 'failed'")
+    elif state == "fresh":
+        where += [answered, "s.taken_at >= ?"]
+        args.append(now - fresh_for)
+    elif state == "stale":
+        where += [answered, "s.taken_at < ?"]
+        args.append(now - fresh_for)
+    elif state == "none":
+        where += [answered, "s.taken_at IS NULL"]
+    return where, args

@@ -1,0 +1,176 @@
+"""Parsed host snapshots, cached by (host, taken_at): a snapshot is parsed once however
+many pages, scrapes and host pages read it, and a page reads only its own hosts' rows.
+
+Parsing is the cost at fleet size (a 10,000-host round changes every row), so a parse
+keeps only what pages and /metrics read: the agent's scalar facts, each VM's state, and a
+``ppec.placement`` ``Summary`` counted straight from the JSON (the same rules as
+``Summary.of``; tests hold them equal). The full NUMA ``Topology`` is built only for the
+host page that draws it. ``Warmer`` keeps the cache current from a background thread, so a
+scrape finds it parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from ppec.numa.fit import Allocation
+from ppec.numa.serial import allocation_from_dict, topology_from_dict
+from ppec.numa.topology import Topology
+from ppec.operator.store import Store
+from ppec.placement.model import Summary
+
+log = logging.getLogger("ppec.service.http")
+
+
+@dataclass(frozen=True)
+class Node:
+    id: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What the HTTP side reads of one snapshot."""
+
+    host: str
+    taken_at: float
+    info: dict[str, Any]            # the agent's scalar facts (cpu_percent, storage, …)
+    nodes: tuple[Node, ...]
+    summary: Summary
+    vm_states: dict[str, str]       # VM name -> libvirt state when the snapshot was taken
+    raw_topology: dict[str, Any] = field(repr=False)
+    raw_allocations: list[dict[str, Any]] = field(repr=False)
+
+    @property
+    def storage_total(self) -> int:
+        return int(self.info.get("storage_total_bytes") or 0)
+
+    @property
+    def storage_free(self) -> int:
+        return int(self.info.get("storage_free_bytes") or 0)
+
+    @cached_property
+    def topology(self) -> Topology:
+        return topology_from_dict(self.raw_topology)
+
+    @cached_property
+    def allocations(self) -> tuple[Allocation, ...]:
+        return tuple(allocation_from_dict(a) for a in self.raw_allocations)
+
+
+def summary_of(topology: dict[str, Any], allocations: list[dict[str, Any]]) -> Summary:
+    """``Summary.of`` over the snapshot's JSON, without building Cpu and Cell objects."""
+    reserved = {int(x) for x in topology.get("reserved", [])}
+    held = {int(c) for a in allocations for c in a["cpus"]}
+    usable: set[int] = set()
+    free_cpus, free_mib, memory = [], [], 0
+    for cell in topology["cells"]:
+        ids = {int(c[0]) for c in cell["cpus"]} - reserved
+        usable |= ids
+        free_cpus.append(len(ids - held))
+        bound = sum(int(m) for a in allocations for c, m in a["memory"] if int(c) == cell["id"])
+        free_mib.append(int(cell["memory_mib"]) - bound)
+        memory += int(cell["memory_mib"])
+    return Summary(cpus=len(usable), dedicated=len(held & usable),
+                   shared_vcpus=sum(int(a["vcpus"]) for a in allocations
+                                    if a["policy"] != "dedicated"),
+                   memory_mib=memory,
+                   used_mib=sum(int(m) for a in allocations for _, m in a["memory"]),
+                   node_free_cpus=tuple(free_cpus), node_free_mib=tuple(free_mib),
+                   vms=len(allocations))
+
+
+def parse(host: str, taken_at: float, text: str) -> Parsed:
+    data = json.loads(text)
+    topology = data.get("topology") or {"cells": []}
+    allocations = list(data.get("allocations") or [])
+    info = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+    states = {str(v.get("name")): str(v.get("state", "")) for v in data.get("vms", [])
+              if isinstance(v, dict)}
+    nodes = tuple(Node(int(c["id"]), int(c["memory_mib"])) for c in topology["cells"])
+    return Parsed(host, taken_at, info, nodes, summary_of(topology, allocations), states,
+                  topology, allocations)
+
+
+class SnapshotCache:
+    """host -> Parsed, refreshed from the store only where ``taken_at`` moved."""
+
+    def __init__(self) -> None:
+        self._parsed: dict[str, Parsed] = {}
+        self._lock = threading.Lock()
+        self._scan = threading.Lock()   # one full-fleet parse at a time (warmer, scrape)
+
+    def get(self, store: Store, stamps: dict[str, float]) -> dict[str, Parsed]:
+        """The parsed snapshots of the hosts in ``stamps`` (host -> taken_at, as the caller
+        just read them); rows whose stamp changed are read and parsed again."""
+        have = self._parsed
+        stale = [h for h, t in stamps.items() if (p := have.get(h)) is None or p.taken_at != t]
+        if stale:
+            fresh = self._load(store, stale)
+            with self._lock:
+                self._parsed.update(fresh)
+                have = self._parsed
+        return {h: have[h] for h in stamps if h in have}
+
+    def get_all(self, store: Store, stamps: dict[str, float]) -> dict[str, Parsed]:
+        """``get`` for a whole fleet, then drop hosts gone from it. Full scans take turns,
+        so a scrape that arrives while the warmer parses waits for it, not beside it."""
+        with self._scan:
+            out = self.get(store, stamps)
+            self._forget_except(stamps)
+            return out
+
+    def _forget_except(self, hosts: Iterable[str]) -> None:
+        keep = set(hosts)
+        with self._lock:
+            for gone in [h for h in self._parsed if h not in keep]:
+                del self._parsed[gone]
+
+    @staticmethod
+    def _load(store: Store, hosts: list[str]) -> dict[str, Parsed]:
+        out: dict[str, Parsed] = {}
+        for start in range(0, len(hosts), 500):   # bounded IN (…) lists
+            chunk = hosts[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = store.db.execute(f"SELECT host, taken_at, data FROM snapshots WHERE host "
+                                    f"IN ({marks})", chunk).fetchall()
+            for host, taken_at, text in rows:
+                out[str(host)] = parse(str(host), float(taken_at), str(text))
+        return out
+
+
+class Warmer:
+    """Every ``interval`` seconds, parse the snapshots that changed since the last look."""
+
+    def __init__(self, cache: SnapshotCache, store: Callable[[], Store],
+                 interval: float = 1.0) -> None:
+        self.cache, self._store, self.interval = cache, store, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ppec-http-warm", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def once(self) -> None:
+        store = self._store()
+        stamps = {str(h): float(t) for h, t in
+                  store.db.execute("SELECT host, taken_at FROM snapshots").fetchall()}
+        self.cache.get_all(store, stamps)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.once()
+            except Exception:   # a bad round must not end the warming; say it, go on
+                log.exception("refreshing the snapshot cache failed")
+            self._stop.wait(self.interval)
