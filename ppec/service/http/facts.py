@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.core.errors import BadInput, PpecError
-from ppec.core.units import MIB, parse_size
+from ppec.core.units import parse_size
 from ppec.operator import audit, capacity_report, makerchecker
 from ppec.operator.choose import Ask
-from ppec.operator.config import Config, known_hosts_path
+from ppec.operator.config import Config, known_hosts_path, memory_mib
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import Reach
 from ppec.operator.store import Store, fleetstate
 from ppec.service.http.pages import PageAsk
+from ppec.wire.vmspec import MAX_VCPUS, POLICIES, Pinning, literal
+from ppec.wire.vmspec import Shape as VmShape
 
 
 @dataclass(frozen=True)
@@ -35,19 +37,17 @@ class Shape:
     def ask(self, config: Config) -> Ask | None:
         if self.flavor is None and self.cpus is None and self.memory is None:
             return None
-        if self.numa not in ("shared", "dedicated"):
-            raise BadInput(f"numa must be shared or dedicated, not {self.numa!r}")
         base = config.flavor(self.flavor) if self.flavor else None
         if base is None and (self.cpus is None or self.memory is None):
             raise BadInput("give flavor, or both cpus and memory")
-        cpus = self.cpus if self.cpus is not None else base.cpus  # type: ignore[union-attr]
-        if not 1 <= cpus <= 1024:
-            raise BadInput(f"cpus must be between 1 and 1024, not {cpus}")
-        memory = (parse_size(self.memory, what="memory") // MIB if self.memory
-                  else base.memory_mib)  # type: ignore[union-attr]
+        policy = literal(self.numa, POLICIES, "numa")
+        cpus = self.cpus if self.cpus is not None else base.cpus if base else 0
+        if not 1 <= cpus <= MAX_VCPUS:
+            raise BadInput(f"cpus must be between 1 and {MAX_VCPUS}, not {cpus}")
+        memory = memory_mib(self.memory) if self.memory else base.memory_mib if base else 0
         disk = (parse_size(self.disk, what="disk size") if self.disk
                 else base.disk_bytes if base else 0)
-        return Ask(vcpus=cpus, memory_mib=memory, disk_bytes=disk, numa=self.numa)
+        return Ask(VmShape(cpus, memory, disk, Pinning(policy=policy)))
 
 
 def context(store: Store, config: Config) -> Context:
