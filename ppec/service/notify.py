@@ -14,6 +14,7 @@ import json
 import queue
 import subprocess
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -94,7 +95,10 @@ class Notifier:
                 item = self.queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self._deliver(item)
+            try:
+                self._deliver(item)
+            finally:
+                self.queue.task_done()
 
     def _deliver(self, item: dict[str, Any]) -> None:
         body = json.dumps(item).encode()
@@ -139,9 +143,16 @@ class Dispatch:
             for n in self.notifiers:
                 n.put(item)
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Stop after the delivery in hand (bounded by its own timeout); queued ones are
-        abandoned, the alerts stay in the store."""
+    def close(self, drain: float = 5.0) -> None:
+        """Deliver what is queued for up to ``drain`` seconds, then stop; what is left is
+        abandoned (the alerts stay in the store), and logged."""
+        deadline = time.monotonic() + drain
+        while any(n.queue.unfinished_tasks for n in self.notifiers) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
         self._stop.set()
         for n in self.notifiers:
-            n.join(timeout)
+            n.join(max(0.1, deadline - time.monotonic()))
+            if n.queue.unfinished_tasks:
+                n.log.warning("notify_abandoned", notifier=n.spec.name,
+                              pending=n.queue.unfinished_tasks)

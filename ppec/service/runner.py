@@ -143,4 +143,4 @@ class Jobs:
         self.pool.close()
         for t in self.threads:
             t.join(5.0)
-        self.notify.close()
+        self.notify.close(self.settings.stop_grace)
