@@ -3,7 +3,10 @@
 One ``AgentClient`` per host lives across rounds, so a round costs a request on an open
 SSH channel, not a handshake. A fixed number of worker threads (``workers``) serve every
 job and every host: 10,000 hosts are 10,000 small client objects, not 10,000 threads.
-A host's calls are serialized by its own lock (a client is one stream).
+A connection is one stream (one request at a time), so each host has two: one for
+snapshots and one for the checks (drift, agent files). ``drift.check`` waits for the
+agent's host lock, which a ``vm create`` may hold for a minute; snapshots, which take no
+lock, must not queue behind it on the same stream.
 """
 
 from __future__ import annotations
@@ -29,28 +32,28 @@ class _Slot:
 class HostPool:
     def __init__(self, reach: Reach, workers: int) -> None:
         self.reach = reach
-        self._slots: dict[str, _Slot] = {}
+        self._slots: dict[tuple[str, str], _Slot] = {}
         self._guard = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host")
 
-    def _slot(self, host: Host) -> _Slot:
+    def _slot(self, host: Host, lane: str) -> _Slot:
         with self._guard:
-            slot = self._slots.get(host.name)
+            slot = self._slots.get((host.name, lane))
             if slot is None or slot.client.host != host:
                 if slot is not None:   # the inventory changed the address, key or port
                     slot.client.close()
-                slot = self._slots[host.name] = _Slot(AgentClient(host, self.reach))
+                slot = self._slots[host.name, lane] = _Slot(AgentClient(host, self.reach))
             return slot
 
-    def call(self, host: Host, method: str) -> Any:
-        """``method`` on ``host``'s warm connection (opened or re-opened as needed; the
-        client drops a connection after any transport error)."""
-        slot = self._slot(host)
+    def call(self, host: Host, method: str, lane: str = "snapshots") -> Any:
+        """``method`` on ``host``'s warm connection for ``lane`` (opened or re-opened as
+        needed; the client drops a connection after any transport error)."""
+        slot = self._slot(host, lane)
         with slot.lock:
             return slot.client.call(method)
 
-    def ask(self, hosts: Iterable[Host], method: str,
-            stop: threading.Event) -> Iterator[HostResult]:
+    def ask(self, hosts: Iterable[Host], method: str, stop: threading.Event,
+            lane: str = "snapshots") -> Iterator[HostResult]:
         """``method`` on every host through the pool, results as they arrive. When
         ``stop`` is set, hosts not yet started are dropped."""
         def one(host: Host) -> HostResult:
@@ -59,7 +62,7 @@ class HostPool:
                                   error=PpecError("abandoned: the service is stopping",
                                                   code="STOPPING"))
             try:
-                return HostResult(host.name, True, self.call(host, method))
+                return HostResult(host.name, True, self.call(host, method, lane))
             except PpecError as e:
                 e.host = e.host or host.name
                 return HostResult(host.name, False, error=e)
@@ -77,7 +80,7 @@ class HostPool:
     def retain(self, names: set[str]) -> None:
         """Close connections to hosts no longer in the inventory."""
         with self._guard:
-            gone = [n for n in self._slots if n not in names]
+            gone = [key for key in self._slots if key[0] not in names]
             slots = [self._slots.pop(n) for n in gone]
         for slot in slots:
             slot.client.close()

@@ -44,7 +44,7 @@ class AgentFiles:
     def round(self, env: Env, hosts: list[Host], now: float) -> Outcome:
         out = Outcome(asked=len(hosts))
         open_on = alerting_hosts(env.store, "agent")
-        for r in env.pool.ask(hosts, "agent.manifest", env.stop):
+        for r in env.pool.ask(hosts, "agent.manifest", env.stop, lane="checks"):
             if not r.ok:
                 out.failed.append(r.host)
                 continue

@@ -17,7 +17,7 @@ class Drift:
     def round(self, env: Env, hosts: list[Host], now: float) -> Outcome:
         out = Outcome(asked=len(hosts))
         open_on = alerting_hosts(env.store, "drift")
-        for r in env.pool.ask(hosts, "drift.check", env.stop):
+        for r in env.pool.ask(hosts, "drift.check", env.stop, lane="checks"):
             if not r.ok:
                 out.failed.append(r.host)
                 continue
