@@ -16,6 +16,7 @@ from tests.realparts import TEST_NODE_URI, Cli, make_key, unique, wait_until
 from tests.service.serving import Host, Service, add_hosts, make_fleet, stop_fleet
 
 INTERVAL = 1.0
+JOBS = ("snapshots", "drift", "agent_files")   # one call per host per round each
 FAST = {"snapshot_interval": INTERVAL, "drift_interval": INTERVAL,
         "agent_check_interval": INTERVAL, "jitter": 0.0}
 
@@ -53,7 +54,8 @@ def test_one_leader_runs_jobs_and_the_other_takes_over(
         wait_until(lambda: len(a.events("leader")) + len(b.events("leader")) == 1
                    and (a.events("follower") or b.events("follower")), 30, "one leader")
         leader, follower = (a, b) if a.events("leader") else (b, a)
-        leader.wait_rounds(5)
+        for job in JOBS:
+            leader.wait_rounds(5, job)
         # Every job on every host, from the leader only; the follower never connected.
         assert all(n >= 15 for n in calls(hosts, leader.tag)), calls(hosts, leader.tag)
         assert calls(hosts, follower.tag) == [0, 0]
@@ -67,7 +69,8 @@ def test_one_leader_runs_jobs_and_the_other_takes_over(
         # The follower tries the lock every interval: it leads within one of the death
         # (the margin is for the lock query itself on a busy machine).
         assert led - killed <= INTERVAL + 0.5, led - killed
-        follower.wait_rounds(3)
+        for job in JOBS:
+            follower.wait_rounds(3, job)
         assert all(n >= 9 for n in calls(hosts, follower.tag))
         counted = calls(hosts, leader.tag)
         follower.wait_rounds(5)
