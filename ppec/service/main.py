@@ -7,6 +7,7 @@ To run the jobs beside something else (the HTTP server), start that, then call
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 from types import FrameType
@@ -107,8 +108,8 @@ def once_exit_code(done: list[JobThread]) -> int:
 
 
 def _redact(url: str) -> str:
-    from ppec.operator.store.backends import _redact as redact
-    return redact(url)
+    """The store URL without its password, for the log."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def serve(settings: Settings, log: Log | None = None) -> int:
