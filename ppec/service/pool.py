@@ -12,9 +12,12 @@ lock, must not queue behind it on the same stream.
 from __future__ import annotations
 
 import contextlib
+import functools
+import queue
 import threading
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +32,51 @@ class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class Workers:
+    """A fixed set of daemon threads running submitted calls. Not ThreadPoolExecutor:
+    its threads are joined at interpreter exit, so one call stuck on a dead host (a
+    drift check waits up to 600 s) would keep a stopped service from exiting."""
+
+    def __init__(self, count: int) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = \
+            queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._loop, name=f"host-{i}", daemon=True)
+                         for i in range(count)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((future, fn))
+        return future
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, fn = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:   # handed to the waiter, as an executor does
+                future.set_exception(e)
+
+    def shutdown(self) -> None:
+        """Drop what has not started; each thread ends after its current call."""
+        with contextlib.suppress(queue.Empty):
+            while (item := self._queue.get_nowait()) is not None:
+                item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+
+
 class HostPool:
-    def __init__(self, reach: Reach, workers: int) -> None:
+    def __init__(self, reach: Reach, workers: int, grace: float = 5.0) -> None:
         self.reach = reach
+        self.grace = grace
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._guard = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host")
+        self._workers = Workers(workers)
+        self._closed = False
 
     def _slot(self, host: Host, lane: str) -> _Slot:
         with self._guard:
@@ -50,31 +92,44 @@ class HostPool:
         needed; the client drops a connection after any transport error)."""
         slot = self._slot(host, lane)
         with slot.lock:
-            return slot.client.call(method)
+            try:
+                return slot.client.call(method)
+            finally:
+                if self._closed:   # opened while the pool was closing: close it too
+                    slot.client.close()
 
     def ask(self, hosts: Iterable[Host], method: str, stop: threading.Event,
             lane: str = "snapshots") -> Iterator[HostResult]:
-        """``method`` on every host through the pool, results as they arrive. When
-        ``stop`` is set, hosts not yet started are dropped."""
-        def one(host: Host) -> HostResult:
+        """``method`` on every host through the pool, results as they arrive. Once
+        ``stop`` is set, hosts not yet started are dropped and calls in flight get
+        ``grace`` seconds; what is still out then is abandoned (never reported as a
+        failure: the host did nothing wrong)."""
+        def one(host: Host) -> HostResult | None:
             if stop.is_set():
-                return HostResult(host.name, False,
-                                  error=PpecError("abandoned: the service is stopping",
-                                                  code="STOPPING"))
+                return None
             try:
                 return HostResult(host.name, True, self.call(host, method, lane))
             except PpecError as e:
                 e.host = e.host or host.name
                 return HostResult(host.name, False, error=e)
 
-        futures: list[Future[HostResult]] = [self._executor.submit(one, h) for h in hosts]
+        pending: set[Future[HostResult | None]] = {
+            self._workers.submit(functools.partial(one, h)) for h in hosts}
+        deadline: float | None = None
         try:
-            for f in as_completed(futures):
+            while pending:
                 if stop.is_set():
-                    break
-                yield f.result()
+                    deadline = deadline or time.monotonic() + self.grace
+                    if time.monotonic() >= deadline:
+                        return
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                for f in done:
+                    result = None if f.cancelled() else f.result()
+                    # After stop, a failure may be our own closing of the connection.
+                    if result is not None and (result.ok or not stop.is_set()):
+                        yield result
         finally:
-            for f in futures:
+            for f in pending:
                 f.cancel()
 
     def retain(self, names: set[str]) -> None:
@@ -88,10 +143,11 @@ class HostPool:
     def close(self) -> None:
         """Close every connection (this also wakes calls blocked on a dead host) and
         stop the workers."""
+        self._closed = True
         with self._guard:
             slots = list(self._slots.values())
             self._slots.clear()
         for slot in slots:
             with contextlib.suppress(Exception):
                 slot.client.close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()

@@ -88,7 +88,8 @@ class JobThread:
                       error=", ".join(out.failed[:20]))
         self.log.info("round_done", job=self.job.name, duration_s=round(duration, 3),
                       hosts=out.asked, answered=out.answered, failed=len(out.failed),
-                      backing_off=skipped, stopped=self.stop.is_set() or None,
+                      backing_off=skipped, abandoned=out.abandoned or None,
+                      stopped=self.stop.is_set() or None,
                       failed_hosts=out.failed[:20] or None)
 
     def join(self, timeout: float) -> None:
@@ -101,7 +102,7 @@ class Jobs:
     def __init__(self, settings: Settings, log: Log, jobs: Sequence[Job]) -> None:
         self.settings, self.log = settings, log
         self.stop = threading.Event()
-        self.pool = HostPool(settings.reach(), settings.workers)
+        self.pool = HostPool(settings.reach(), settings.workers, settings.stop_grace)
         self.notify = Dispatch(settings.notifiers, log, settings.notify_queue)
         self.threads = [JobThread(j, settings, self.pool, self.notify, log, self.stop)
                         for j in jobs]

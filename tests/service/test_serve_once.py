@@ -114,3 +114,37 @@ def test_sigterm_exits_0_and_releases_the_leader_lock(cli: Cli, tmp_path: Path) 
     finally:
         first.stop()
         second.stop()
+
+
+def test_sigterm_abandons_a_round_stuck_on_a_hung_agent(cli: Cli, tmp_path: Path,
+                                                       sshd_ready: None) -> None:
+    key = tmp_path / "operator_ed25519"
+    hosts = make_fleet(tmp_path / "fleet", 1, TEST_NODE_URI, make_key(key))
+    service = Service(cli, tmp_path / "serve", {
+        "snapshot_interval": 0.5, "drift_interval": 0.5, "agent_check_interval": 0.5,
+        "stop_grace": 1.0})
+    agent = hosts[0].agent.proc
+    assert agent is not None
+    try:
+        add_hosts(cli, hosts, key)
+        service.start()
+        service.wait_rounds(2)
+        def skipped() -> int:
+            return sum(1 for e in service.events("round_skipped") if e["job"] == "snapshots")
+        before = skipped()
+        agent.send_signal(signal.SIGSTOP)   # answers nothing, holds every connection open
+        wait_until(lambda: skipped() > before, 30, "a snapshot round stuck on the hung agent")
+        # Snapshot calls wait 30 s and drift checks 600 s for a reply: a clean stop
+        # abandons them after stop_grace instead.
+        assert service.proc is not None
+        service.proc.send_signal(signal.SIGTERM)
+        assert service.proc.wait(timeout=25) == 0
+        events = [e["event"] for e in service.events()]
+        assert events[-1] == "stopped" and "stopping" in events
+        # Abandoned, not failed: the service's own stop is not the host's fault.
+        assert statuses(cli.db)["h1"][0] == "ok"
+        assert not service.events("host_failed")
+    finally:
+        agent.send_signal(signal.SIGCONT)
+        service.stop()
+        stop_fleet(hosts)

@@ -32,12 +32,14 @@ class Env:
 @dataclass
 class Outcome:
     asked: int = 0
+    answered: int = 0
     failed: list[str] = field(default_factory=list)
     skipped: int = 0        # still backing off: not asked this round
 
     @property
-    def answered(self) -> int:
-        return self.asked - len(self.failed)
+    def abandoned(self) -> int:
+        """Asked but without an answer yet when the service stopped."""
+        return self.asked - self.answered - len(self.failed)
 
 
 class Job(Protocol):

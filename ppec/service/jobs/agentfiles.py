@@ -48,6 +48,7 @@ class AgentFiles:
             if not r.ok:
                 out.failed.append(r.host)
                 continue
+            out.answered += 1
             found = findings(self.want, dict(r.value))
             if found or r.host in open_on:
                 sync_and_notify(env, r.host, "agent", found, now)

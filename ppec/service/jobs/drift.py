@@ -21,6 +21,7 @@ class Drift:
             if not r.ok:
                 out.failed.append(r.host)
                 continue
+            out.answered += 1
             found = [(str(a["code"]), str(a["object"]), str(a.get("detail", "")))
                      for a in r.value.get("alerts", [])]
             if found or r.host in open_on:

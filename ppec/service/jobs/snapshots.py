@@ -32,6 +32,7 @@ class Snapshots:
         for r in env.pool.ask(hosts, "host.snapshot", env.stop):
             was = before.get(r.host)
             if r.ok:
+                out.answered += 1
                 ok.append(fs.Success(r.host, float(r.value["taken_at"]), dict(r.value)))
                 if was is not None and was.state == "failed":
                     env.log.info("host_recovered", host=r.host, after_failures=was.failures)
