@@ -48,6 +48,7 @@ app.command("alerts")(alerts.alerts)
 app.command("sync")(sync.sync)
 app.command("capacity")(capacity.capacity)
 app.command("completion")(completion.completion)
+app.command("serve")(__import__("ppec.cli.serve", fromlist=["serve"]).serve)
 
 
 def _version(value: bool) -> None:
