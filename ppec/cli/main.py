@@ -22,6 +22,7 @@ from ppec.cli import (
     output,
     place,
     request,
+    serve,
     sync,
     vm,
 )
@@ -48,7 +49,7 @@ app.command("alerts")(alerts.alerts)
 app.command("sync")(sync.sync)
 app.command("capacity")(capacity.capacity)
 app.command("completion")(completion.completion)
-app.command("serve")(__import__("ppec.cli.serve", fromlist=["serve"]).serve)
+app.command("serve")(serve.serve)
 
 
 def _version(value: bool) -> None:

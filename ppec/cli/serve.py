@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ppec.cli import output
+from ppec.cli.common import Run, command
 
 
-def serve(listen: Annotated[str, typer.Option(
+@command
+def serve(run: Run, listen: Annotated[str, typer.Option(
               "--listen", help="ADDRESS:PORT for the HTTP API and web UI.")]
           = "127.0.0.1:8480",
           once: Annotated[bool, typer.Option(
@@ -26,6 +27,6 @@ def serve(listen: Annotated[str, typer.Option(
     when every host answered, 5 when some failed, 1 when all did; bad config exits 2."""
     from ppec.service import main as service
     from ppec.service.settings import load
-    settings = load(db=output.current.get("db"), listen=listen, token_file=token_file,
+    settings = load(db=run.state.db, listen=listen, token_file=token_file,
                     once=once)
     raise typer.Exit(service.serve(settings))

@@ -11,6 +11,7 @@ import re
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 from ppec.core.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, PpecError
 from ppec.operator.store import Store
@@ -29,7 +30,7 @@ def default_jobs() -> list[Job]:
 
 
 def run(settings: Settings, stop: threading.Event, log: Log | None = None,
-        jobs: list[Job] | None = None) -> int:
+        jobs: list[Job] | None = None, leading: threading.Event | None = None) -> int:
     """Run the periodic jobs (on the leader only) until ``stop`` is set; with
     ``settings.once``, one round of each, then return. Returns the exit code."""
     log = log or Log()
@@ -44,7 +45,8 @@ def run(settings: Settings, stop: threading.Event, log: Log | None = None,
     try:
         if settings.once:
             return _once(settings, log, leader, jobs or default_jobs())
-        _lead_or_follow(settings, log, leader, stop, jobs or default_jobs())
+        _lead_or_follow(settings, log, leader, stop, jobs or default_jobs(),
+                        leading or threading.Event())
         return EXIT_OK
     finally:
         leader.release()
@@ -52,7 +54,9 @@ def run(settings: Settings, stop: threading.Event, log: Log | None = None,
 
 
 def _lead_or_follow(settings: Settings, log: Log, leader: Leader, stop: threading.Event,
-                    jobs: list[Job]) -> None:
+                    jobs: list[Job], leading: threading.Event) -> None:
+    """Lead (run the jobs) while holding the lock, else retry it; ``leading`` says which,
+    for the HTTP side's health answer."""
     running: Jobs | None = None
     said_follower = False
     try:
@@ -67,17 +71,20 @@ def _lead_or_follow(settings: Settings, log: Log, leader: Leader, stop: threadin
                     log.info("leader", lock=leader.where)
                     said_follower = False
                     running = Jobs(settings, log, jobs)
+                    leading.set()
                 elif not said_follower:
                     log.info("follower", lock=leader.where, retry_s=settings.retry_every)
                     said_follower = True
             elif not leader.still_held():
                 log.error("leader_lost", lock=leader.where)
+                leading.clear()
                 running.close()
                 running = None
                 continue
             wait = settings.retry_every if running is None else min(running.tick(), 1.0)
             stop.wait(wait)
     finally:
+        leading.clear()
         if running is not None:
             log.info("stopping", grace_s=settings.stop_grace)
             running.close()
@@ -113,13 +120,36 @@ def _redact(url: str) -> str:
 
 
 def serve(settings: Settings, log: Log | None = None) -> int:
-    """``ppec serve``: ``run`` with SIGTERM and SIGINT setting the stop event."""
+    """``ppec serve``: the HTTP API, metrics and UI (not with --once) beside ``run``;
+    SIGTERM and SIGINT set the stop event, then HTTP stops after the jobs."""
+    log = log or Log()
     stop = threading.Event()
+    leading = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        (log or Log()).info("signal", signal=signal.Signals(signum).name)
+        log.info("signal", signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return run(settings, stop, log)
+    http = None if settings.once else _start_http(settings, log, leading)
+    try:
+        return run(settings, stop, log, leading=leading)
+    finally:
+        if http is not None:
+            http.stop()
+
+
+def _start_http(settings: Settings, log: Log, leading: threading.Event) -> Any:
+    # Here, not at the top: fastapi and uvicorn are paid only by a service that serves.
+    from ppec.service.http import listen, server
+    from ppec.service.http.app import create_app
+    host, port, token = listen.resolve(settings.listen, str(settings.token_file)
+                                       if settings.token_file else None)
+    # A snapshot is fresh for the pages while it is at most two rounds old.
+    app = create_app(settings.db, token=token, fresh_for=2 * settings.snapshot_interval,
+                     leader=leading.is_set)
+    handle = server.start(app, host, port)
+    log.info("http", listen=f"{host}:{handle.port}", mode=listen.mode_line(host, handle.port,
+                                                                          token))
+    return handle

@@ -160,6 +160,5 @@ def from_config(raw: dict[str, Any], *, db: str, listen: str = "127.0.0.1:8480",
 
 
 def _check_listen(listen: str) -> None:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadInput(f"--listen {listen!r} must be ADDRESS:PORT, e.g. 127.0.0.1:8480")
+    from ppec.service.http.listen import split  # one parser for --listen (stdlib only)
+    split(listen)

@@ -25,7 +25,7 @@ main()
 """
 
 COMMANDS = [["--help"], ["host", "list"], ["vm", "list"], ["request", "list"],
-            ["config", "show"]]
+            ["config", "show"], ["serve", "--help"]]
 
 
 def loaded(args: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:

@@ -164,6 +164,8 @@ class Service:
 
     def start(self, *args: str) -> Service:
         env = self.env()
+        if "--listen" not in args:   # a port of its own: several services run at once
+            args = (*args, "--listen", "127.0.0.1:0")
         log = open(self.log_path, "ab")  # noqa: SIM115 -- lives with the process
         self.proc = subprocess.Popen([PPEC, "serve", *args], env=env,
                                      stdout=subprocess.DEVNULL, stderr=log)
@@ -182,6 +184,10 @@ class Service:
             if name is None or record["event"] == name:
                 out.append(record)
         return out
+
+    def http_port(self, timeout: float = 60) -> int:
+        wait_until(lambda: self.events("http"), timeout, "the HTTP server")
+        return int(self.events("http")[0]["listen"].rsplit(":", 1)[1])
 
     def rounds(self, job: str = "snapshots") -> list[dict[str, Any]]:
         return [e for e in self.events("round_done") if e["job"] == job]

@@ -91,7 +91,7 @@ def test_bad_serve_config_exits_2_with_one_clear_line(cli: Cli, tmp_path: Path) 
         assert len(done.stderr.splitlines()) == 1 and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
     done = Service(cli, tmp_path / "listen", {}).once("--listen", "nowhere")
-    assert done.returncode == 2 and "must be ADDRESS:PORT" in done.stderr
+    assert done.returncode == 2 and "give HOST:PORT" in done.stderr
 
 
 def test_sigterm_exits_0_and_releases_the_leader_lock(cli: Cli, tmp_path: Path) -> None:

@@ -18,13 +18,14 @@ DEFAULT_LISTEN = "127.0.0.1:8480"
 
 
 def split(listen: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (loopback) as (host, port)."""
+    """``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` (loopback) as (host, port); port 0 asks
+    the kernel for a free one (the start-up log says which)."""
     text = listen.strip()
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise BadInput(f"--listen {listen!r}: give HOST:PORT, e.g. {DEFAULT_LISTEN}")
     return host or "127.0.0.1", int(port)
 
