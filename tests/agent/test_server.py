@@ -127,6 +127,19 @@ def test_proxy_relays_and_reports_a_dead_agent(test_agent: Agent) -> None:
     assert "agent not running" in reply["error"]["message"]
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_proxy_help_exits_0_with_its_usage(flag: str) -> None:
+    done = subprocess.run([AGENT, "proxy", flag], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ppec-agent proxy [--socket PATH]")
+    assert "--socket PATH" in done.stdout and done.stderr == ""
+    # An unknown argument is still bad input (exit 2), with the usage on stderr.
+    bad = subprocess.run([AGENT, "proxy", "--nope"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert bad.returncode == 2 and "usage: ppec-agent proxy" in bad.stderr
+
+
 def test_proxy_imports_nothing_but_the_standard_library() -> None:
     code = ("import sys; sys.argv=['ppec-agent','proxy','--socket','/nonexistent'];"
             "from ppec.agent.main import main\n"
