@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppec.core import sqlschema
 from ppec.core.clock import utc_now
-from ppec.core.errors import AlreadyExists
+from ppec.core.errors import AlreadyExists, PpecError
 from ppec.numa import Allocation
 
 MIGRATIONS = [
@@ -92,6 +93,12 @@ _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, po
          " created_at, policy, threads, emulator, numa_nodes")
 
 
+class LedgerError(PpecError):
+    """The ledger file cannot be opened as this agent's ledger (the daemon exits 1)."""
+
+    code = "LEDGER"
+
+
 @dataclass(frozen=True)
 class VmRecord:
     name: str
@@ -134,18 +141,20 @@ class Ledger:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        with self._tx() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"ledger {path} has schema {version}, newer than this agent")
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+            with self._tx() as db:
+                sqlschema.migrate(sqlschema.Pragma(db), MIGRATIONS, what=f"ledger {path}",
+                                  program="ppec-agent")
+        except sqlite3.DatabaseError as e:   # not a database, or a damaged one
+            self._db.close()
+            raise LedgerError(f"ledger {path} cannot be read: {e}") from None
+        except PpecError:
+            self._db.close()
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,21 @@ def test_proxy_imports_nothing_but_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, check=False)
     assert done.stderr.strip().endswith("[]"), done.stderr
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda p: sqlite3.connect(p).execute("PRAGMA user_version=99"),
+     "has schema 99, newer than this ppec-agent"),
+    (lambda p: p.write_bytes(b"not a database at all" * 100), "cannot be read"),
+])
+def test_a_ledger_the_agent_cannot_use_is_one_log_line_and_exit_1(
+        tmp_path: Path, make: Callable[[Path], object], words: str) -> None:
+    agent = Agent(tmp_path / "a", host="t9")
+    agent.ledger.parent.mkdir(parents=True)
+    make(agent.ledger)
+    agent.write_config()
+    done = subprocess.run([AGENT, "serve", "--config", str(agent.config_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr
+    assert not agent.socket.exists()
