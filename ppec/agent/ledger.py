@@ -2,7 +2,7 @@
 
 A VM row moves ``creating`` -> ``present`` -> ``deleting`` -> gone. The row is written
 before the first side effect of each step, so after a crash the agent knows what to undo
-or finish (see ``AgentService.recover``). The host CPUs a dedicated VM holds are rows of
+or finish (see ``ppec.agent.recovery``). The host CPUs a dedicated VM holds are rows of
 ``vm_cpus`` whose primary key is the CPU: two VMs holding one CPU is a constraint
 violation, not only a bug the fit must avoid.
 """
@@ -20,6 +20,7 @@ from ppec.core import sqlschema
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, PpecError
 from ppec.numa import Allocation
+from ppec.wire.vmspec import VmSpec
 
 MIGRATIONS = [
     """
@@ -70,7 +71,7 @@ MIGRATIONS = [
         PRIMARY KEY (code, object)
     )
     """,
-    # Data disks: written before each step of an attach or detach (see AgentService).
+    # Data disks: written before each step of an attach or detach (handlers/disks.py).
     """
     CREATE TABLE disks (
         vm          TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
@@ -115,6 +116,17 @@ class VmRecord:
     threads: str = "prefer"
     emulator: str = "share"
     numa_nodes: int = 0          # 0: auto
+
+    @classmethod
+    def creating(cls, spec: VmSpec, *, uuid: str, disk_path: str, created_at: str
+                 ) -> VmRecord:
+        """The row a create writes first: the VM's shape from its spec."""
+        shape, pin = spec.shape, spec.shape.pinning
+        return cls(name=spec.name, uuid=uuid, state="creating", vcpus=shape.vcpus,
+                   memory_mib=shape.memory_mib, disk_path=disk_path,
+                   disk_bytes=shape.disk_bytes, image=spec.image, power="running",
+                   created_at=created_at, policy=pin.policy, threads=pin.threads,
+                   emulator=pin.emulator, numa_nodes=pin.nodes)
 
 
 @dataclass(frozen=True)
