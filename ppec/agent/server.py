@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 from ppec.agent.config import AgentConfig
 from ppec.agent.handlers import Handler, Handlers
 from ppec.core.errors import LockBusy, PpecError, ProtocolError
-from ppec.core.signing import Approvers, Forbidden, check_approval, digest
+from ppec.core.signing import Approvers, Forbidden, check_approval, check_envelope, digest
 from ppec.wire import protocol
 from ppec.wire.methods import METHODS, Method, check_params
 
@@ -256,19 +256,16 @@ class AgentServer:
         if method.approval_for is None or self.approvers is None \
                 or not self.approvers.needs(*method.approval_for):
             return
-        if not isinstance(approval, dict):
+        if approval is None:
             raise Forbidden(f"{method.name} needs an approved request on this host "
                             f"(maker-checker); none was sent")
-        payload = approval.get("payload")
-        if not isinstance(payload, dict):
-            raise Forbidden("approval lacks its request payload")
+        env = check_envelope(approval)
+        payload = env.payload
         rtype, op = method.approval_for
-        check_approval(self.approvers, payload, str(approval.get("maker_sig", "")),
-                       str(approval.get("checker", "")), str(approval.get("checker_sig", "")),
+        check_approval(self.approvers, payload, env.maker_sig, env.checker, env.checker_sig,
                        operation=f"{rtype}.{op}", resource=method.approval_resource(params),
                        host=self.config.host)
-        approved = payload.get("params")
-        approved = approved if isinstance(approved, dict) else {}
+        approved = payload.get("params", {})
         for key in method.approval_binds:
             if approved.get(key) != params.get(key):
                 raise Forbidden(f"the approved request has {key}={approved.get(key)!r}, this "
