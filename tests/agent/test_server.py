@@ -170,3 +170,25 @@ def test_a_ledger_the_agent_cannot_use_is_one_log_line_and_exit_1(
     assert done.returncode == 1, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
     assert not agent.socket.exists()
+
+
+def test_a_burst_of_500_connects_all_get_answers(test_agent: Agent) -> None:
+    """A fleet-wide fan-out opens many sessions at once: every connect must be queued (a
+    non-blocking connect to a full backlog fails with EAGAIN), and every one answered."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(500):
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            socks.append(s)
+            s.connect(str(test_agent.socket))   # raises BlockingIOError on a full queue
+        for i, s in enumerate(socks):
+            s.setblocking(True)
+            s.settimeout(60)
+            s.sendall(b'{"v":1,"id":%d,"method":"ping","params":{}}\n' % i)
+        replies = [json.loads(s.makefile("rb").readline()) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    assert [r["id"] for r in replies] == list(range(500))
+    assert all(r["ok"] and r["result"]["host"] == "t1" for r in replies)
