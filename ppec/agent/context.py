@@ -23,7 +23,7 @@ from ppec.agent import domxml
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord
-from ppec.core.errors import Conflict, NotFound
+from ppec.core.errors import Conflict, HypervisorError, NotFound
 from ppec.wire import bundle as pkgfiles
 
 Holdings = tuple[frozenset[int], tuple[tuple[int, int], ...]]
@@ -58,7 +58,8 @@ class AgentContext:
     @property
     def domain_type(self) -> str:
         if self._domain_type is None:
-            self._domain_type = self.hv.pick_domain_type(self.config.domain_type)
+            self._domain_type = choose_domain_type(self.hv.node().domain_types,
+                                                   self.config.domain_type, self.hv.uri)
         return self._domain_type
 
     def topology(self) -> numa.Topology:
@@ -114,6 +115,21 @@ class AgentContext:
             siblings = {c.id: c.siblings for cell in self.topology().cells for c in cell.cpus}
             held |= {s for cpu in list(held) for s in siblings.get(cpu, {cpu})}
         return frozenset(held), tuple(sorted(live.cells))
+
+
+def choose_domain_type(offered: tuple[str, ...], wanted: str, uri: str) -> str:
+    """``auto``: kvm when the host offers it and /dev/kvm is usable, else qemu (TCG)."""
+    if wanted != "auto":
+        if wanted not in offered:
+            raise HypervisorError(f"domain type {wanted!r} is not offered by {uri} "
+                                  f"(offered: {', '.join(offered) or 'none'})")
+        return wanted
+    if "kvm" in offered and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "kvm"
+    for candidate in ("qemu", *offered):
+        if candidate in offered:
+            return candidate
+    raise HypervisorError(f"{uri} offers no domain type for this architecture")
 
 
 def ensure_dirs(config: AgentConfig) -> None:
