@@ -147,9 +147,8 @@ class Hypervisor:
             caps = ET.fromstring(conn.getCapabilities())
             arch = caps.findtext("host/cpu/arch", "x86_64")
             types = tuple(dict.fromkeys(
-                d.get("type", "") for g in caps.findall("guest")
-                if g.find("arch") is not None and g.find("arch").get("name") == arch  # type: ignore[union-attr]
-                for d in g.findall("arch/domain")))
+                d.get("type", "") for a in caps.findall("guest/arch")
+                if a.get("name") == arch for d in a.findall("domain")))
             return Node(cpus=cpus, memory_mib=memory_mib, model=model, arch=arch,
                         hypervisor=conn.getType(),
                         libvirt_version=_version(conn.getLibVersion()), domain_types=types)
