@@ -81,3 +81,30 @@ def test_a_failing_script_inside_a_transaction_leaves_the_old_version(tmp_path: 
     db.execute("ROLLBACK")
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM sqlite_master WHERE name='c'").fetchone()[0] == 0
+
+
+def test_the_operator_stores_migrations_run_through_it(store_url: str) -> None:
+    """The call the operator store will make (its connection has schema_version() and
+    set_schema_version(), and ddl() for PostgreSQL), on both real backends: the same
+    tables and version as the store's own migration, and a newer store is refused with the
+    store's message."""
+    from ppec.operator.store.backends import connect
+    from ppec.operator.store.tables import MIGRATIONS, Store
+
+    conn = connect(store_url)
+    try:
+        with conn.transaction() as db:
+            assert sqlschema.migrate(db, MIGRATIONS, what=f"store {store_url}",
+                                     ddl=db.ddl) == 0
+        assert conn.schema_version() == len(MIGRATIONS)
+        with conn.transaction() as db:
+            db.set_schema_version(len(MIGRATIONS) + 1)
+        with pytest.raises(BadInput, match="newer than this ppec"), conn.transaction() as db:
+            sqlschema.migrate(db, MIGRATIONS, what=f"store {store_url}", ddl=db.ddl)
+        with conn.transaction() as db:
+            db.set_schema_version(len(MIGRATIONS))
+    finally:
+        conn.close()
+    store = Store(store_url)   # the store's own runner finds nothing left to do
+    assert store.schema_version == len(MIGRATIONS)
+    store.close()
