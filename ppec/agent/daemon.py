@@ -11,10 +11,11 @@ from filelock import Timeout
 
 from ppec.agent import config as agent_config
 from ppec.agent import files
+from ppec.agent.context import AgentContext, ensure_dirs
+from ppec.agent.handlers import Handlers
 from ppec.agent.hypervisor import Hypervisor
 from ppec.agent.ledger import Ledger
 from ppec.agent.server import AgentServer
-from ppec.agent.service import AgentService, ensure_dirs
 from ppec.core.errors import PpecError
 from ppec.core.signing import Approvers
 from ppec.wire import bundle as pkgfiles
@@ -28,8 +29,8 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
     try:
         config = agent_config.load(Path(config_path) if config_path else None)
         ensure_dirs(config)
-        service = AgentService(config, Hypervisor(config.libvirt_uri),
-                               Ledger(config.ledger_path))
+        handlers = Handlers(AgentContext(config, Hypervisor(config.libvirt_uri),
+                                         Ledger(config.ledger_path)))
         approvers_path = Path(config.approvers_file)
         approvers = Approvers.load(approvers_path, require_root=True) \
             if approvers_path.exists() else None
@@ -37,14 +38,14 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
             log.info("maker-checker enforced for %s (%d operators)",
                      ", ".join(sorted(approvers.rules)) or "nothing", len(approvers.operators))
         files.cleanup(pkgfiles.package_root())   # staging dirs an interrupted update left
-        server = AgentServer(config, service, approvers)
+        server = AgentServer(config, handlers, approvers)
         server.bind()   # first: refuses to start when another agent already serves here
         # Recovery runs under the host lock: a second agent started by mistake must not
         # undo what the first is in the middle of doing.
         with server.host_lock:
-            for line in service.recover():
+            for line in handlers.recover():
                 log.info("recovery: %s", line)
-            log.info("domain type %s on %s", service.domain_type, config.libvirt_uri)
+            log.info("domain type %s on %s", handlers.ctx.domain_type, config.libvirt_uri)
     except PpecError as e:
         log.error("%s", e)
         return 1

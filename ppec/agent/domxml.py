@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from ppec.numa import Plan
 from ppec.numa.topology import format_cpulist as cpulist
 from ppec.numa.topology import parse_cpulist
+from ppec.wire.vmspec import KernelBoot as KernelBoot  # the one kernel-boot shape
+from ppec.wire.vmspec import Pinning, VmSpec
 
 NS = "https://ppec.dev/xmlns/vm/1"
 ET.register_namespace("ppec", NS)
@@ -35,12 +37,18 @@ class DomainSpec:
     boot: KernelBoot | None = None  # direct kernel boot instead of the disk's boot loader
     console_log: str = ""           # serial console copied here (by virtlogd)
 
-
-@dataclass(frozen=True)
-class KernelBoot:
-    kernel: str
-    initrd: str = ""
-    cmdline: str = ""
+    @classmethod
+    def for_vm(cls, spec: VmSpec, *, uuid: str, domain_type: str, arch: str, disk_path: str,
+               host: str, created: str, emulator: str = "", plan: Plan | None = None,
+               seed_path: str = "", console_log: str = "") -> DomainSpec:
+        """The domain of ``spec`` on this host: the VM's shape from the spec, the rest from
+        the host (paths, the fit's plan, the domain type)."""
+        address = str(spec.network["address"]) if spec.network else ""
+        return cls(name=spec.name, uuid=uuid, domain_type=domain_type, arch=arch,
+                   vcpus=spec.shape.vcpus, memory_mib=spec.shape.memory_mib,
+                   disk_path=disk_path, host=host, created=created, emulator=emulator,
+                   plan=plan, numa=NumaPolicy.of(spec.shape.pinning), seed_path=seed_path,
+                   address=address, boot=spec.boot, console_log=console_log)
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,11 @@ class NumaPolicy:
     threads: str = "prefer"
     emulator: str = "share"
     nodes: str = "auto"
+
+    @classmethod
+    def of(cls, pinning: Pinning) -> NumaPolicy:
+        return cls(pinning.policy, pinning.threads, pinning.emulator,
+                   str(pinning.nodes or "auto"))
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def _import_check(python: str, work: Path, stage: Path) -> None:
     stage may answer)."""
     pkg = stage.name
     check = (f"import {pkg}, {pkg}.agent.main, {pkg}.agent.daemon, {pkg}.agent.proxy, "
-             f"{pkg}.agent.service, {pkg}.agent.server\n"
+             f"{pkg}.agent.handlers, {pkg}.agent.server\n"
              f"assert {pkg}.__file__.startswith({str(stage)!r}), {pkg}.__file__")
     env = {**os.environ, "PYTHONPATH": str(work)}
     for args in (["-c", check], ["-m", f"{pkg}.agent.main", "default-config"]):

@@ -147,9 +147,8 @@ class Hypervisor:
             caps = ET.fromstring(conn.getCapabilities())
             arch = caps.findtext("host/cpu/arch", "x86_64")
             types = tuple(dict.fromkeys(
-                d.get("type", "") for g in caps.findall("guest")
-                if g.find("arch") is not None and g.find("arch").get("name") == arch  # type: ignore[union-attr]
-                for d in g.findall("arch/domain")))
+                d.get("type", "") for a in caps.findall("guest/arch")
+                if a.get("name") == arch for d in a.findall("domain")))
             return Node(cpus=cpus, memory_mib=memory_mib, model=model, arch=arch,
                         hypervisor=conn.getType(),
                         libvirt_version=_version(conn.getLibVersion()), domain_types=types)
@@ -184,21 +183,6 @@ class Hypervisor:
                                                   libvirt.VIR_ERR_NO_SUPPORT):
                         raise
         self._call(f"re-pin {name}", pin)
-
-    def pick_domain_type(self, wanted: str) -> str:
-        """``auto``: kvm when the host offers it and /dev/kvm is usable, else qemu (TCG)."""
-        types = self.node().domain_types
-        if wanted != "auto":
-            if wanted not in types:
-                raise HypervisorError(f"domain type {wanted!r} is not offered by {self.uri} "
-                                      f"(offered: {', '.join(types) or 'none'})")
-            return wanted
-        if "kvm" in types and os.access("/dev/kvm", os.R_OK | os.W_OK):
-            return "kvm"
-        for candidate in ("qemu", *types):
-            if candidate in types:
-                return candidate
-        raise HypervisorError(f"{self.uri} offers no domain type for this architecture")
 
     # -- domains --------------------------------------------------------------------------
 
@@ -316,78 +300,28 @@ class Hypervisor:
     def detach_live(self, name: str, target: str, path: str, timeout: float,
                     waiting: Callable[[], AbstractContextManager[Any]] = nullcontext
                     ) -> bool:
-        """Ask the guest to release disk ``target`` (backed by ``path``) and wait for
-        libvirt's device-removed event. True once removal is confirmed (or the disk is not
-        live at all, or the domain is gone), False when it cannot be confirmed within
-        ``timeout`` (the guest is silent, or libvirt went away meanwhile). The wait runs
-        inside ``waiting()`` (the agent lets go of its host lock there).
-
-        detachDeviceAlias returns at once; only the event, or the disk gone from the live
-        XML (polled, in case the event is missed), proves the guest let go. (virsh's
-        detach-device waits 5 s and then reports success even when the guest has not let
-        go: its "success" proves nothing.)
-        """
-        def live_alias(dom: libvirt.virDomain) -> str | None:
-            """The disk's alias when it is live; "" when live without one; None if not."""
-            if not dom.isActive():
-                return None
-            for disk in domxml.disks(ET.fromstring(dom.XMLDesc(0))):
-                if disk.target == target and disk.path == path:
-                    return disk.alias
-            return None
-
+        """Ask the guest to release disk ``target`` (backed by ``path``) and wait, inside
+        ``waiting()`` (the agent lets go of its host lock there). True once removal is
+        confirmed (or the disk is not live, or the domain is gone), False when it cannot be
+        within ``timeout``. detachDeviceAlias returns at once; only libvirt's event, or the
+        disk gone from the live XML (polled), proves the guest let go. (virsh detach-device
+        reports success after 5 s whether or not the guest let go.)"""
         def detach(conn: libvirt.virConnect) -> bool:
             dom = conn.lookupByName(name)
-            alias = live_alias(dom)
+            alias = _live_alias(dom, target, path)
             if alias is None:
                 return True
             if not alias:
                 log.warning("%s: live disk %s has no alias; cannot ask for its removal",
                             name, target)
                 return False
-            removed, failed = threading.Event(), threading.Event()
-
-            def on_removed(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
-                if dev_alias == alias:
-                    removed.set()
-
-            def on_failed(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
-                if dev_alias == alias:
-                    failed.set()
-
-            callbacks: list[int] = []
-            try:
-                callbacks.append(conn.domainEventRegisterAny(
-                    dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, on_removed, None))
-                callbacks.append(conn.domainEventRegisterAny(
-                    dom, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED, on_failed, None))
+            with _RemovalEvents(conn, dom, alias) as events:
                 dom.detachDeviceAlias(alias, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                 log.info("%s: asked the guest to release %s (%s); waiting up to %.0f s",
                          name, target, alias, timeout)
                 deadline = time.monotonic() + timeout
                 with waiting():
-                    while True:
-                        if removed.wait(min(0.5, max(deadline - time.monotonic(), 0))):
-                            return True
-                        if failed.is_set():
-                            raise HypervisorError(f"the guest of {name} refused to release "
-                                                  f"{target}", code="DETACH_FAILED")
-                        try:
-                            if live_alias(dom) is None:
-                                return True
-                        except libvirt.libvirtError as e:
-                            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                                return True   # deleted meanwhile: no guest holds it
-                            # libvirtd restarted or the connection broke: unconfirmed.
-                            log.warning("%s: lost sight of %s while waiting: %s", name,
-                                        target, e.get_error_message())
-                            return False
-                        if time.monotonic() >= deadline:
-                            return False
-            finally:
-                for cb in callbacks:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        conn.domainEventDeregisterAny(cb)
+                    return events.wait(dom, target, path, deadline)
         return self._call(f"detach {target} from {name}", detach)
 
     def saved_state_xml(self, name: str) -> str | None:
@@ -399,3 +333,65 @@ class Hypervisor:
                 return None
             return str(dom.managedSaveGetXMLDesc(0))
         return self._call(f"read {name}'s managed-save image", get)
+
+
+def _live_alias(dom: libvirt.virDomain, target: str, path: str) -> str | None:
+    """The disk's alias when it is live; "" when live without one; None if not."""
+    if not dom.isActive():
+        return None
+    return next((d.alias for d in domxml.disks(ET.fromstring(dom.XMLDesc(0)))
+                 if d.target == target and d.path == path), None)
+
+
+class _RemovalEvents:
+    """libvirt's device-removed and removal-failed events for one device alias."""
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str) -> None:
+        self.conn, self.dom, self.alias = conn, dom, alias
+        self.removed, self.failed = threading.Event(), threading.Event()
+        self._callbacks: list[int] = []
+
+    def _on(self, event: threading.Event) -> Callable[[Any, Any, str, Any], None]:
+        def handler(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
+            if dev_alias == self.alias:
+                event.set()
+        return handler
+
+    def __enter__(self) -> _RemovalEvents:
+        try:
+            for event_id, event in ((libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self.removed),
+                                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
+                                     self.failed)):
+                self._callbacks.append(self.conn.domainEventRegisterAny(
+                    self.dom, event_id, self._on(event), None))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for cb in self._callbacks:
+            with contextlib.suppress(libvirt.libvirtError):
+                self.conn.domainEventDeregisterAny(cb)
+
+    def wait(self, dom: libvirt.virDomain, target: str, path: str, deadline: float) -> bool:
+        """Until the event, the disk gone from the live XML, or the deadline (False)."""
+        name = dom.name()
+        while True:
+            if self.removed.wait(min(0.5, max(deadline - time.monotonic(), 0))):
+                return True
+            if self.failed.is_set():
+                raise HypervisorError(f"the guest of {name} refused to release {target}",
+                                      code="DETACH_FAILED")
+            try:
+                if _live_alias(dom, target, path) is None:
+                    return True
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return True   # deleted meanwhile: no guest holds it
+                # libvirtd restarted or the connection broke: unconfirmed.
+                log.warning("%s: lost sight of %s while waiting: %s", name, target,
+                            e.get_error_message())
+                return False
+            if time.monotonic() >= deadline:
+                return False

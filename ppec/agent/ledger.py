@@ -2,7 +2,7 @@
 
 A VM row moves ``creating`` -> ``present`` -> ``deleting`` -> gone. The row is written
 before the first side effect of each step, so after a crash the agent knows what to undo
-or finish (see ``AgentService.recover``). The host CPUs a dedicated VM holds are rows of
+or finish (see ``ppec.agent.recovery``). The host CPUs a dedicated VM holds are rows of
 ``vm_cpus`` whose primary key is the CPU: two VMs holding one CPU is a constraint
 violation, not only a bug the fit must avoid.
 """
@@ -16,9 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppec.core import sqlschema
 from ppec.core.clock import utc_now
-from ppec.core.errors import AlreadyExists
+from ppec.core.errors import AlreadyExists, PpecError
 from ppec.numa import Allocation
+from ppec.wire.vmspec import VmSpec
 
 MIGRATIONS = [
     """
@@ -69,7 +71,7 @@ MIGRATIONS = [
         PRIMARY KEY (code, object)
     )
     """,
-    # Data disks: written before each step of an attach or detach (see AgentService).
+    # Data disks: written before each step of an attach or detach (handlers/disks.py).
     """
     CREATE TABLE disks (
         vm          TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
@@ -92,6 +94,12 @@ _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, po
          " created_at, policy, threads, emulator, numa_nodes")
 
 
+class LedgerError(PpecError):
+    """The ledger file cannot be opened as this agent's ledger (the daemon exits 1)."""
+
+    code = "LEDGER"
+
+
 @dataclass(frozen=True)
 class VmRecord:
     name: str
@@ -108,6 +116,17 @@ class VmRecord:
     threads: str = "prefer"
     emulator: str = "share"
     numa_nodes: int = 0          # 0: auto
+
+    @classmethod
+    def creating(cls, spec: VmSpec, *, uuid: str, disk_path: str, created_at: str
+                 ) -> VmRecord:
+        """The row a create writes first: the VM's shape from its spec."""
+        shape, pin = spec.shape, spec.shape.pinning
+        return cls(name=spec.name, uuid=uuid, state="creating", vcpus=shape.vcpus,
+                   memory_mib=shape.memory_mib, disk_path=disk_path,
+                   disk_bytes=shape.disk_bytes, image=spec.image, power="running",
+                   created_at=created_at, policy=pin.policy, threads=pin.threads,
+                   emulator=pin.emulator, numa_nodes=pin.nodes)
 
 
 @dataclass(frozen=True)
@@ -134,18 +153,20 @@ class Ledger:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                    timeout=30)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-        with self._tx() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > len(MIGRATIONS):
-                raise RuntimeError(f"ledger {path} has schema {version}, newer than this agent")
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={number}")
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+            with self._tx() as db:
+                sqlschema.migrate(sqlschema.Pragma(db), MIGRATIONS, what=f"ledger {path}",
+                                  program="ppec-agent")
+        except sqlite3.DatabaseError as e:   # not a database, or a damaged one
+            self._db.close()
+            raise LedgerError(f"ledger {path} cannot be read: {e}") from None
+        except PpecError:
+            self._db.close()
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

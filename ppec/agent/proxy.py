@@ -65,11 +65,21 @@ def run(socket_path: str) -> int:
         sock.close()
 
 
+USAGE = ("usage: ppec-agent proxy [--socket PATH]\n\n"
+         "Relay stdin/stdout to the agent socket (sshd's forced command).\n\n"
+         "options:\n"
+         "  -h, --help     show this help and exit\n"
+         f"  --socket PATH  the agent's socket (default {DEFAULT_SOCKET})\n")
+
+
 def main(argv: list[str]) -> int:
     path = DEFAULT_SOCKET
     args = list(argv)
     while args:
         arg = args.pop(0)
+        if arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
         if arg == "--socket" and args:
             path = args.pop(0)
         elif arg.startswith("--socket="):

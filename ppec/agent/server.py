@@ -25,21 +25,28 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ppec.agent.config import AgentConfig
-from ppec.agent.service import AgentService
+from ppec.agent.handlers import Handler, Handlers
 from ppec.core.errors import LockBusy, PpecError, ProtocolError
-from ppec.core.signing import Approvers, Forbidden, check_approval, digest
+from ppec.core.signing import Approvers, Forbidden, check_approval, check_envelope, digest
 from ppec.wire import protocol
 from ppec.wire.methods import METHODS, Method, check_params
 
 log = logging.getLogger(__name__)
 _ENVELOPE = {"v", "id", "method", "params", "approval"}
+# Connections the kernel queues before accept(): a fleet-wide fan-out opens one SSH
+# session per operator command per host at once, and a full queue answers EAGAIN. The
+# kernel caps it at net.core.somaxconn (4096 by default since Linux 5.4).
+BACKLOG = max(socket.SOMAXCONN, 4096)
 
 
 class AgentServer:
-    def __init__(self, config: AgentConfig, service: AgentService,
+    def __init__(self, config: AgentConfig, handlers: Handlers,
                  approvers: Approvers | None = None) -> None:
         self.config = config
-        self.service = service
+        self.ctx = handlers.ctx
+        # Resolved once: a table entry without a handler stops the agent at start.
+        self.handlers: dict[str, Handler] = {
+            name: handlers.resolve(m.handler) for name, m in METHODS.items()}
         self.approvers = approvers
         self.path = Path(config.socket)
         # filelock's default is thread-local: each request thread gets its own claim on the
@@ -48,7 +55,7 @@ class AgentServer:
         self.allowed_uids = {0, os.getuid(), *config.allowed_uids}
         self._sock: socket.socket | None = None
         self._stopping = threading.Event()
-        service.unlocked = self._unlocked
+        self.ctx.unlocked = self._unlocked
         # Requests being handled or answered: a restart waits for them to be answered.
         self._busy = 0
         self._idle = threading.Condition()
@@ -86,7 +93,7 @@ class AgentServer:
         if self.config.socket_group:
             os.chown(self.path, -1, grp.getgrnam(self.config.socket_group).gr_gid)
         os.chmod(self.path, 0o660)
-        sock.listen(64)
+        sock.listen(BACKLOG)
         self._sock = sock
 
     def serve_forever(self) -> None:
@@ -128,7 +135,7 @@ class AgentServer:
             while not self._stopping.wait(interval):
                 try:
                     with self.host_lock:
-                        alerts = self.service.drift_check()["alerts"]
+                        alerts = self.handlers["drift.check"]()["alerts"]
                     if alerts:
                         log.warning("drift: %d open alert(s): %s", len(alerts), ", ".join(
                             f"{a['code']} {a['object']}" for a in alerts))
@@ -172,7 +179,7 @@ class AgentServer:
                     with self._idle:
                         self._busy -= 1
                         self._idle.notify_all()
-                if self.service.restart_requested and not self.restarting:
+                if self.ctx.restart_requested and not self.restarting:
                     # The new files are in place and the caller has its answer: stop
                     # serving; the daemon re-executes itself on the new code.
                     self.restarting = True
@@ -193,7 +200,7 @@ class AgentServer:
     def handle_line(self, line: bytes) -> dict[str, Any]:
         msg_id: Any = None
         try:
-            if self.service.restart_requested:
+            if self.ctx.restart_requested:
                 # New files are in place and this process is about to become them: the
                 # old code must not start anything more.
                 raise LockBusy("the agent is restarting on updated files; try again")
@@ -219,11 +226,11 @@ class AgentServer:
             if not isinstance(params, dict):
                 raise ProtocolError("'params' must be an object", code="BAD_REQUEST")
             clean = check_params(method, params)
-            handler = getattr(self.service, method.handler)
+            handler = self.handlers[method.name]
             if method.mutating:
                 try:
                     with self.host_lock:
-                        if self.service.restart_requested:   # queued behind the update
+                        if self.ctx.restart_requested:   # queued behind the update
                             raise LockBusy("the agent is restarting on updated files; "
                                            "try again")
                         self._check_approval(method, clean, msg.get("approval"))
@@ -249,24 +256,21 @@ class AgentServer:
         if method.approval_for is None or self.approvers is None \
                 or not self.approvers.needs(*method.approval_for):
             return
-        if not isinstance(approval, dict):
+        if approval is None:
             raise Forbidden(f"{method.name} needs an approved request on this host "
                             f"(maker-checker); none was sent")
-        payload = approval.get("payload")
-        if not isinstance(payload, dict):
-            raise Forbidden("approval lacks its request payload")
+        env = check_envelope(approval)
+        payload = env.payload
         rtype, op = method.approval_for
-        check_approval(self.approvers, payload, str(approval.get("maker_sig", "")),
-                       str(approval.get("checker", "")), str(approval.get("checker_sig", "")),
+        check_approval(self.approvers, payload, env.maker_sig, env.checker, env.checker_sig,
                        operation=f"{rtype}.{op}", resource=method.approval_resource(params),
                        host=self.config.host)
-        approved = payload.get("params")
-        approved = approved if isinstance(approved, dict) else {}
+        approved = payload.get("params", {})
         for key in method.approval_binds:
             if approved.get(key) != params.get(key):
                 raise Forbidden(f"the approved request has {key}={approved.get(key)!r}, this "
                                 f"call {key}={params.get(key)!r}")
-        if not self.service.ledger.use_nonce(str(payload["nonce"]), digest(payload)):
+        if not self.ctx.ledger.use_nonce(str(payload["nonce"]), digest(payload)):
             raise Forbidden(f"request {payload['nonce'][:8]}… was already executed on "
                             f"{self.config.host}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import secrets
 import time
@@ -197,6 +198,83 @@ def verify(op: Operator, purpose: bytes, hexdigest: str, signature: str) -> bool
         return False
 
 
+# -- the shapes ----------------------------------------------------------------------------
+
+# What an approval envelope and its payload hold, and of which JSON type: anything else
+# is refused (FORBIDDEN, naming the field) before a rule reads it. "number" is a JSON
+# number (int or float, finite; not a boolean).
+ENVELOPE_FIELDS: dict[str, str] = {"payload": "object", "maker_sig": "string",
+                                   "checker": "string", "checker_sig": "string"}
+PAYLOAD_FIELDS: dict[str, str] = {
+    "operation": "string", "type": "string", "resource": "string", "host": "string",
+    "params": "object", "maker": "string", "maker_key": "string", "created": "number",
+    "expires": "number", "nonce": "string"}
+PAYLOAD_OPTIONAL = frozenset({"host", "params"})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """An approval as a client sends it to the agent, its shape checked."""
+
+    payload: dict[str, Any]
+    maker_sig: str
+    checker: str
+    checker_sig: str
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "object":
+        return isinstance(value, dict)
+    return isinstance(value, int | float) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _check_fields(data: dict[str, Any], fields: dict[str, str], optional: frozenset[str],
+                  what: str) -> None:
+    unknown = sorted(str(k) for k in set(data) - set(fields))
+    if unknown:
+        raise Forbidden(f"{what} has unknown field(s) {', '.join(unknown)}")
+    for key, kind in fields.items():
+        if key not in data:
+            if key in optional:
+                continue
+            raise Forbidden(f"{what} lacks {key!r}")
+        if not _is(data[key], kind):
+            article = "an" if kind == "object" else "a"
+            raise Forbidden(f"{what} field {key!r} must be {article} {kind}, not "
+                            f"{_json_type(data[key])}")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number" if math.isfinite(value) else "non-finite number"
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def check_payload(payload: Any) -> dict[str, Any]:
+    """A request payload with exactly the known fields, each of its JSON type."""
+    if not isinstance(payload, dict):
+        raise Forbidden(f"request payload must be an object, not {_json_type(payload)}")
+    _check_fields(payload, PAYLOAD_FIELDS, PAYLOAD_OPTIONAL, "request payload")
+    return payload
+
+
+def check_envelope(approval: Any) -> Envelope:
+    """An approval envelope as sent to the agent: its fields and their types, no others."""
+    if not isinstance(approval, dict):
+        raise Forbidden(f"approval must be an object, not {_json_type(approval)}")
+    _check_fields(approval, ENVELOPE_FIELDS, frozenset(), "approval")
+    return Envelope(check_payload(approval["payload"]), approval["maker_sig"],
+                    approval["checker"], approval["checker_sig"])
+
+
 # -- the rules -----------------------------------------------------------------------------
 
 
@@ -218,10 +296,7 @@ def check_approval(approvers: Approvers, payload: dict[str, Any], maker_sig: str
                    operation: str | None = None, resource: str | None = None,
                    host: str | None = None) -> Operator:
     """Every rule, in order; the first broken one is the refusal. Returns the checker."""
-    for key in ("operation", "type", "resource", "maker", "maker_key", "created",
-                "expires", "nonce"):
-        if key not in payload:
-            raise Forbidden(f"request payload lacks {key!r}")
+    check_payload(payload)
     if operation is not None and payload["operation"] != operation:
         raise Forbidden(f"approval is for {payload['operation']}, not {operation}")
     rtype, _, op = str(payload["operation"]).partition(".")

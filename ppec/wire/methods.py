@@ -1,7 +1,8 @@
 """The agent's method table: the one place that says what the agent answers.
 
 Pure data, no libvirt: the CLI imports it for the timeout tiers, the server for dispatch
-and parameter checking. Each entry names the handler on ``AgentService`` that serves it.
+and parameter checking. Each entry names its handler as ``"object.method"``: the agent
+resolves it over its handler objects (``ppec.agent.handlers``); nothing here imports them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Param:
 @dataclass(frozen=True)
 class Method:
     name: str
-    handler: str
+    handler: str                # "object.method" of ppec.agent.handlers.Handlers
     params: Mapping[str, Param] = field(default_factory=dict)
     tier: str = "fast"
     mutating: bool = False      # runs under the host lock
@@ -74,26 +75,26 @@ def _one_of(*allowed: str) -> Callable[[Any], Any]:
     return check
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("ping", "ping"),
-    Method("agent.manifest", "agent_manifest"),
+    Method("ping", "host.ping"),
+    Method("agent.manifest", "update.manifest"),
     # Replaces the agent's own files and restarts it (VMs untouched); the approval, when
     # policy asks for one, names the exact files by their digest.
-    Method("agent.update", "agent_update", {
+    Method("agent.update", "update.apply", {
         "version": Param(str),
         "manifest": Param(dict),    # the whole desired package: relative path -> sha256
         "bundle": Param(str),
         "digest": Param(str),
     }, tier="slow", mutating=True, approval_for=("agent", "update"),
         approval_resource=lambda p: "agent", approval_binds=("digest",)),
-    Method("host.info", "host_info"),
-    Method("host.numa", "host_numa"),
-    Method("host.snapshot", "host_snapshot"),
+    Method("host.info", "host.info"),
+    Method("host.numa", "host.numa"),
+    Method("host.snapshot", "host.snapshot"),
     # Writes the open alerts to the ledger: under the lock, so no half-made VM looks drifted.
-    Method("drift.check", "drift_check", tier="normal", mutating=True),
-    Method("vm.list", "vm_list", tier="normal"),
-    Method("vm.get", "vm_get", {"name": _NAME}),
-    Method("vm.xml", "vm_xml", {"name": _NAME}),
-    Method("vm.create", "vm_create", {
+    Method("drift.check", "drift.check", tier="normal", mutating=True),
+    Method("vm.list", "vms.list_all", tier="normal"),
+    Method("vm.get", "vms.get", {"name": _NAME}),
+    Method("vm.xml", "vms.xml", {"name": _NAME}),
+    Method("vm.create", "vms.create", {
         "name": _NAME,
         "vcpus": Param(int, minimum=1, maximum=vmspec.MAX_VCPUS),
         "memory_mib": Param(int, minimum=vmspec.MIN_MEMORY_MIB, maximum=vmspec.MAX_MEMORY_MIB),
@@ -111,24 +112,24 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot
         "boot": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),
-    Method("vm.delete", "vm_delete", {"name": _NAME}, tier="slow", mutating=True,
+    Method("vm.delete", "vms.delete", {"name": _NAME}, tier="slow", mutating=True,
            approval_for=("vm", "delete")),
-    Method("vm.start", "vm_start", {"name": _NAME}, tier="normal", mutating=True),
-    Method("vm.stop", "vm_stop", {
+    Method("vm.start", "vms.start", {"name": _NAME}, tier="normal", mutating=True),
+    Method("vm.stop", "vms.stop", {
         "name": _NAME,
         "force": Param(bool, required=False, default=False),
         "timeout": Param(int, required=False, default=60, minimum=1, maximum=3600),
     }, tier="slow", mutating=True, wait_param="timeout"),
     # Lists resolve pending detaches (deleting volumes), so they take the lock.
-    Method("disk.list", "disk_list", {"name": _NAME}, tier="normal", mutating=True),
-    Method("disk.attach", "disk_attach", {
+    Method("disk.list", "disks.list_all", {"name": _NAME}, tier="normal", mutating=True),
+    Method("disk.attach", "disks.attach", {
         "name": _NAME,
         "size_bytes": Param(int, required=False, default=0, minimum=0, maximum=1 << 50),
         "path": Param(str, required=False, default=""),
         "bus": Param(str, required=False, default="virtio", check=_one_of("virtio", "scsi")),
     }, tier="slow", mutating=True),
     # The wait for the guest happens with the host lock let go (see AgentServer).
-    Method("disk.detach", "disk_detach", {
+    Method("disk.detach", "disks.detach", {
         "name": _NAME,
         "target": _TARGET,
         "timeout": Param(int, required=False, default=20, minimum=1, maximum=300),

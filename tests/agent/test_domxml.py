@@ -149,3 +149,29 @@ def test_drivers_accept_dedicated_domains(qemu_ready: None) -> None:
 def test_builder_uses_the_spec(field: str) -> None:
     spec = domxml.DomainSpec(**{**SPEC.__dict__, field: "zz-marker"})
     assert "zz-marker" in domxml.build_domain(spec)
+
+
+def test_a_domain_built_from_the_wire_form_matches_the_golden_files() -> None:
+    """vm.create's params -> VmSpec -> DomainSpec.for_vm: the same XML as the golden
+    files, so the one VM shape loses nothing on its way to libvirt."""
+    from ppec.wire.vmspec import VmSpec
+    host = {"uuid": SPEC.uuid, "domain_type": "qemu", "arch": "x86_64",
+            "disk_path": SPEC.disk_path, "host": "bm-01", "created": SPEC.created}
+    spec = VmSpec.from_params({
+        "name": "web-01", "vcpus": 2, "memory_mib": 2048, "disk_bytes": 1 << 30,
+        "boot": {"kernel": "/var/lib/ppec/images/vmlinuz",
+                 "initrd": "/var/lib/ppec/images/initrd", "cmdline": "console=ttyS0 quiet"}})
+    built = domxml.DomainSpec.for_vm(spec, **host,
+                                     console_log="/var/lib/ppec/console/web-01.log")
+    assert built == KERNEL_SPEC
+    assert domxml.build_domain(built) + "\n" == GOLDEN_KERNEL.read_text()
+    plain = VmSpec.from_params({"name": "web-01", "vcpus": 2, "memory_mib": 2048,
+                                "disk_bytes": 1 << 30})
+    assert domxml.DomainSpec.for_vm(plain, **{**host, "domain_type": "kvm"}) == SPEC
+    dedicated = VmSpec.from_params({"name": "web-01", "vcpus": 12, "memory_mib": 12288,
+                                    "disk_bytes": 1 << 30, "numa": "dedicated",
+                                    "numa_nodes": 2, "threads": "isolate",
+                                    "network": {"address": "10.0.0.5/24"}})
+    numa = domxml.DomainSpec.for_vm(dedicated, **host).numa
+    assert numa == domxml.NumaPolicy("dedicated", "isolate", "share", "2")
+    assert domxml.DomainSpec.for_vm(dedicated, **host).address == "10.0.0.5/24"

@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from ppec.core.errors import BadInput
@@ -45,3 +49,38 @@ def test_client_timeouts_cover_the_lock_and_the_wait_asked_for() -> None:
     assert client_timeout("vm.stop", {"timeout": 3600}) == TIMEOUTS["slow"] + 3600
     assert client_timeout("vm.stop", {"timeout": True}) == TIMEOUTS["slow"]
     assert client_timeout("no.such", {}) == TIMEOUTS["fast"]
+
+
+def test_every_method_resolves_to_a_handler_and_every_handler_is_in_the_table(
+        tmp_path: Path) -> None:
+    """Both directions, over real handler objects (libvirt's test driver): a table entry
+    naming no handler would stop the agent at start; a handler no entry names is dead code
+    or a method someone forgot to declare (its schema, tier and lock)."""
+    from ppec.agent.config import AgentConfig
+    from ppec.agent.context import AgentContext
+    from ppec.agent.handlers import Handlers
+    from ppec.agent.hypervisor import Hypervisor
+    from ppec.agent.ledger import Ledger
+    from tests.realparts import TEST_NODE_URI
+
+    config = AgentConfig(host="t", state_dir=str(tmp_path), storage_dir=str(tmp_path / "d"),
+                         libvirt_uri=TEST_NODE_URI)
+    handlers = Handlers(AgentContext(config, Hypervisor(TEST_NODE_URI),
+                                     Ledger(tmp_path / "ledger.db")))
+    named = {m.handler for m in METHODS.values()}
+    assert len(named) == len(METHODS)          # one handler per method
+    assert named == handlers.served()
+    for m in METHODS.values():
+        assert callable(handlers.resolve(m.handler)), m.name
+    for bad in ("vms._build", "vms", "nope.ping", "host.ctx", "vms.__init__"):
+        with pytest.raises(KeyError):
+            handlers.resolve(bad)
+
+
+def test_the_method_table_imports_no_agent_code() -> None:
+    code = ("import sys, ppec.wire.methods\n"
+            "sys.stdout.write(repr(sorted(m for m in sys.modules if m.startswith("
+            "('ppec.agent', 'libvirt')))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=True)
+    assert done.stdout == "[]"

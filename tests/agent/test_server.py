@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,19 @@ def test_proxy_relays_and_reports_a_dead_agent(test_agent: Agent) -> None:
     assert "agent not running" in reply["error"]["message"]
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_proxy_help_exits_0_with_its_usage(flag: str) -> None:
+    done = subprocess.run([AGENT, "proxy", flag], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ppec-agent proxy [--socket PATH]")
+    assert "--socket PATH" in done.stdout and done.stderr == ""
+    # An unknown argument is still bad input (exit 2), with the usage on stderr.
+    bad = subprocess.run([AGENT, "proxy", "--nope"], capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert bad.returncode == 2 and "usage: ppec-agent proxy" in bad.stderr
+
+
 def test_proxy_imports_nothing_but_the_standard_library() -> None:
     code = ("import sys; sys.argv=['ppec-agent','proxy','--socket','/nonexistent'];"
             "from ppec.agent.main import main\n"
@@ -137,3 +152,43 @@ def test_proxy_imports_nothing_but_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, check=False)
     assert done.stderr.strip().endswith("[]"), done.stderr
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda p: sqlite3.connect(p).execute("PRAGMA user_version=99"),
+     "has schema 99, newer than this ppec-agent"),
+    (lambda p: p.write_bytes(b"not a database at all" * 100), "cannot be read"),
+])
+def test_a_ledger_the_agent_cannot_use_is_one_log_line_and_exit_1(
+        tmp_path: Path, make: Callable[[Path], object], words: str) -> None:
+    agent = Agent(tmp_path / "a", host="t9")
+    agent.ledger.parent.mkdir(parents=True)
+    make(agent.ledger)
+    agent.write_config()
+    done = subprocess.run([AGENT, "serve", "--config", str(agent.config_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert words in done.stderr and "Traceback" not in done.stderr
+    assert not agent.socket.exists()
+
+
+def test_a_burst_of_500_connects_all_get_answers(test_agent: Agent) -> None:
+    """A fleet-wide fan-out opens many sessions at once: every connect must be queued (a
+    non-blocking connect to a full backlog fails with EAGAIN), and every one answered."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(500):
+            s = socket.socket(socket.AF_UNIX)
+            s.setblocking(False)
+            socks.append(s)
+            s.connect(str(test_agent.socket))   # raises BlockingIOError on a full queue
+        for i, s in enumerate(socks):
+            s.setblocking(True)
+            s.settimeout(60)
+            s.sendall(b'{"v":1,"id":%d,"method":"ping","params":{}}\n' % i)
+        replies = [json.loads(s.makefile("rb").readline()) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    assert [r["id"] for r in replies] == list(range(500))
+    assert all(r["ok"] and r["result"]["host"] == "t1" for r in replies)

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ppec.agent.diskops import device_names
+from ppec.agent.volumes import device_names
 from ppec.core.errors import BadInput
 from ppec.core.units import (
     check_disk_target,

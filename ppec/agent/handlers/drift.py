@@ -1,0 +1,50 @@
+"""Drift: the ledger against libvirt, now; the open alerts are kept in the ledger."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from ppec.agent import drift
+from ppec.agent.context import AgentContext
+from ppec.agent.volumes import Volumes
+from ppec.core.clock import utc_now
+
+
+class DriftHandlers:
+    def __init__(self, ctx: AgentContext, volumes: Volumes) -> None:
+        self.ctx = ctx
+        self.volumes = volumes
+
+    def check(self) -> dict[str, Any]:
+        """Compare the ledger with libvirt now; record and return the open alerts."""
+        ctx = self.ctx
+        found: list[drift.Alert] = []
+        domains = {d.name: d for d in ctx.hv.domains()}
+        records = {r.name: r for r in ctx.ledger.all()}
+        for name, known in sorted(domains.items()):
+            if name not in records and not ctx.ours(known):
+                owner = f"ppec metadata of host {known.owner.host}" if known.owner else \
+                    "no ppec metadata"
+                found.append(drift.Alert(drift.FOREIGN_DOMAIN, name,
+                                         f"{known.state}, {owner}; not touched"))
+        held = {a.vm: (a.cpus, a.memory) for a in ctx.ledger.allocations()}
+        for rec in records.values():
+            if rec.state != "present":
+                continue   # mid-create or mid-delete: recovery's business, not drift
+            dom = domains.get(rec.name)
+            if dom is None:
+                found.append(drift.Alert(drift.DOMAIN_MISSING, rec.name,
+                                         "in the ledger, gone from libvirt"))
+                continue
+            live_xml = ctx.hv.xml(rec.name)
+            expected, optional = self.volumes.expected(rec)
+            dedicated = rec.policy == "dedicated"
+            found += drift.compare_vm(
+                rec.name, rec.vcpus, rec.memory_mib, rec.power, dom.active,
+                expected, optional, ET.fromstring(live_xml),
+                ET.fromstring(ctx.hv.xml(rec.name, inactive=True)),
+                held.get(rec.name) if dedicated else None,
+                ctx.live_holdings(rec, live_xml) if dedicated else None)
+        alerts = ctx.ledger.record_alerts((a.code, a.object, a.detail) for a in found)
+        return {"host": ctx.host, "checked_at": utc_now(), "alerts": alerts}
