@@ -10,7 +10,7 @@ from typing import Any
 
 from ppec.core.errors import BadInput
 from ppec.core.paths import AGENT_SOCKET
-from ppec.core.units import MIB, parse_size
+from ppec.core.units import parse_memory_mib, parse_size
 from ppec.numa.topology import parse_cpulist
 
 DEFAULT_PATH = Path("/etc/ppec/agent.toml")
@@ -44,7 +44,7 @@ class AgentConfig:
 
     @property
     def reserved_memory_mib(self) -> int:
-        return parse_size(self.reserved_memory, what="reserved_memory") // MIB \
+        return parse_memory_mib(self.reserved_memory, what="reserved_memory") \
             if self.reserved_memory not in ("", "0") else 0
 
     @property

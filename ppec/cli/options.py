@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from ppec.core.errors import BadInput
-from ppec.core.units import parse_size
+from ppec.core.units import parse_memory_mib, parse_size
 from ppec.operator.choose import Ask, spread_level
-from ppec.operator.config import Config, memory_mib
+from ppec.operator.config import Config
 from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, Shape, literal
 
 
@@ -78,7 +78,7 @@ def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str |
                        (" and --disk" if disk_required else ""))
     base = config.flavor(flavor) if flavor else None
     vcpus = cpus if cpus is not None else base.cpus if base else 0
-    mib = memory_mib(memory) if memory else base.memory_mib if base else 0
+    mib = parse_memory_mib(memory) if memory else base.memory_mib if base else 0
     disk_bytes = parse_size(disk, what="disk size") if disk else base.disk_bytes if base else 0
     pinning = Pinning(policy=literal(numa.value, POLICIES, "--numa"), nodes=numa_nodes,
                       threads=literal(threads.value, THREADS, "--threads"),

@@ -27,6 +27,17 @@ def parse_size(text: str, *, what: str = "size", default_unit: str = "") -> int:
     return value
 
 
+def parse_memory_mib(text: str, *, what: str = "memory") -> int:
+    """Memory as operators write it (``512M``, ``4G``) in MiB: the one memory parser, for
+    flavors, --memory and the agent's reserved_memory. An amount that is not a whole
+    number of MiB is refused, not rounded."""
+    size = parse_size(text, what=what)
+    if size % MIB:
+        raise BadInput(f"invalid {what} {text!r}: not a whole number of MiB (e.g. 512M, 4G)",
+                       code="BAD_SIZE")
+    return size // MIB
+
+
 def format_size(n: int) -> str:
     """The shortest exact binary-unit spelling, e.g. 1073741824 -> ``1G``."""
     for unit in ("P", "T", "G", "M", "K"):

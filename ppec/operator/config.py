@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ppec.core.errors import BadInput
-from ppec.core.units import MIB, parse_size
+from ppec.core.units import parse_memory_mib, parse_size
 
 if TYPE_CHECKING:
     from ppec.placement import Policy
@@ -22,15 +22,6 @@ if TYPE_CHECKING:
 Strategy = Literal["pack", "spread"]
 STRATEGIES: dict[str, Strategy] = {"pack": "pack", "spread": "spread"}
 
-
-def memory_mib(text: str, what: str = "memory") -> int:
-    """Memory as operators write it (``512M``, ``4G``: binary units) in MiB, for flavors
-    and --memory alike; an amount that is not whole MiB is refused, not rounded."""
-    size = parse_size(text, what=what)
-    if size % MIB:
-        raise BadInput(f"invalid {what} {text!r}: not a whole number of MiB (e.g. 512M, 4G)",
-                       code="BAD_SIZE")
-    return size // MIB
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -121,7 +112,7 @@ def load(path: Path | None = None) -> Config:
     for name, f in data.get("flavors", {}).items():
         try:
             flavors[name] = Flavor(name, int(f["cpus"]),
-                                   memory_mib(str(f["memory"])),
+                                   parse_memory_mib(str(f["memory"]), what="memory"),
                                    parse_size(str(f["disk"]), what="disk"))
         except (KeyError, TypeError, ValueError) as e:
             raise BadInput(f"config {source}: flavor {name!r} needs cpus, memory and disk "

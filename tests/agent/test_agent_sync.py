@@ -177,7 +177,7 @@ def _ping(agent: Agent) -> dict[str, object]:
 
 
 def test_under_policy_an_update_waits_for_a_second_person(cli: Cli, tmp_path: Path) -> None:
-    from tests.test_makerchecker import as_, install_policy, make_people
+    from tests.policy import as_, install_policy, make_people
     people = make_people(tmp_path)
     approvers = install_policy(cli, tmp_path, people, '[approval.agent]\noperations = '
                                                       '["update"]\napprovers = ["sre"]\n')

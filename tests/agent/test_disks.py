@@ -401,7 +401,7 @@ def test_detach_waits_for_a_second_person_when_policy_says_so(
         cli: Cli, qemu_dir: Path, tmp_path: Path) -> None:
     """Maker-checker end to end on real QEMU: the request holds the detach, the approval
     runs it with the maker's --keep-volume, and the agent enforces its own approvers file."""
-    from tests.test_makerchecker import as_, install_policy, make_people
+    from tests.policy import as_, install_policy, make_people
     people = make_people(tmp_path)
     approvers = install_policy(cli, tmp_path, people)
     agent = Agent(qemu_dir / "mc", host=unique("q"), libvirt_uri="qemu:///system",

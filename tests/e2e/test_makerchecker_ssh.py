@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 from tests.e2e.fleet import make_fleet
+from tests.policy import install_policy, make_people
 from tests.realparts import QEMU_URI, Cli, domain_state, make_key, unique, virsh
-from tests.test_makerchecker import install_policy, make_people
 
 
 def test_maker_creates_checker_approves_agent_deletes(cli: Cli, qemu_dir: Path,

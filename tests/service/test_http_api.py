@@ -18,9 +18,9 @@ from ppec.operator import config as ppec_config
 from ppec.operator.fleet.client import AgentClient, Reach
 from ppec.operator.store import Store, fleetstate
 from ppec.service.http.pages import encode
+from tests.policy import as_, install_policy, make_people
 from tests.realparts import Agent, Cli
 from tests.service.http_support import get, serving
-from tests.test_makerchecker import as_, install_policy, make_people
 
 
 @dataclass

@@ -15,9 +15,9 @@ import pytest
 
 from ppec.operator import config as ppec_config
 from ppec.operator.store import Store, fleetstate
+from tests.policy import as_, install_policy, make_people
 from tests.realparts import Agent, Cli, wait_until
 from tests.service.http_support import serving
-from tests.test_makerchecker import as_, install_policy, make_people
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 

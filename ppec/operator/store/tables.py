@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppec.core import sqlschema
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
 from ppec.core.paths import AGENT_SOCKET
@@ -242,14 +243,7 @@ class Store:
 
     def _migrate(self) -> None:
         with self._tx() as db:
-            version = db.schema_version()
-            if version > len(MIGRATIONS):
-                raise BadInput(f"store {self.location} has schema {version}, newer than this "
-                               f"ppec (knows {len(MIGRATIONS)}); upgrade ppec")
-            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(db.ddl(statement))
-                db.set_schema_version(number)
+            sqlschema.migrate(db, MIGRATIONS, what=f"store {self.location}", ddl=db.ddl)
 
     @property
     def schema_version(self) -> int:

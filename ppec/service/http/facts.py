@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.core.errors import BadInput, PpecError
-from ppec.core.units import parse_size
+from ppec.core.units import parse_memory_mib, parse_size
 from ppec.operator import audit, capacity_report, makerchecker
 from ppec.operator.choose import Ask
-from ppec.operator.config import Config, known_hosts_path, memory_mib
+from ppec.operator.config import Config, known_hosts_path
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import Reach
 from ppec.operator.store import Store, fleetstate
@@ -44,7 +44,7 @@ class Shape:
         cpus = self.cpus if self.cpus is not None else base.cpus if base else 0
         if not 1 <= cpus <= MAX_VCPUS:
             raise BadInput(f"cpus must be between 1 and {MAX_VCPUS}, not {cpus}")
-        memory = memory_mib(self.memory) if self.memory else base.memory_mib if base else 0
+        memory = parse_memory_mib(self.memory) if self.memory else base.memory_mib if base else 0
         disk = (parse_size(self.disk, what="disk size") if self.disk
                 else base.disk_bytes if base else 0)
         return Ask(VmShape(cpus, memory, disk, Pinning(policy=policy)))
