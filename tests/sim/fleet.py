@@ -14,6 +14,7 @@ an agent that is down, ``AGENT_UNREACHABLE``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -194,7 +195,12 @@ async def _serve(settings: SimSettings, indexes: range, ready: Path) -> None:
     ready.write_text(str(len(servers)))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    parent = os.getppid()
+    while not stop.is_set():   # a parent killed without cleanup takes its fleet along
+        if os.getppid() != parent:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
     for s in servers:
         s.close()
 
