@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.sshfleet import Fleet, sshd_fleet
 from ppec.operator.store import Store
 from ppec.service.jobs import Env
 from ppec.service.jobs.snapshots import Snapshots
@@ -37,8 +35,6 @@ from ppec.service.log import Log
 from ppec.service.notify import Dispatch
 from ppec.service.pool import HostPool
 from ppec.service.settings import from_config
-from tests.e2e.fleet import SimHost, make_fleet
-from tests.realparts import TEST_NODE_URI, Cli, make_key
 
 
 def round_time(env: Env, store: Store) -> float:
@@ -50,21 +46,9 @@ def round_time(env: Env, store: Store) -> float:
     return took
 
 
-def ssh_fanout(hosts: list[SimHost], key: Path, known: Path) -> float:
-    def one(h: SimHost) -> None:
-        subprocess.run(["ssh", "-i", str(key), "-p", str(h.sshd.port),
-                        "-o", f"UserKnownHostsFile={known}", "-o", "BatchMode=yes",
-                        f"root@{h.sshd.address}", "true"],
-                       capture_output=True, check=True, timeout=60)
-    t = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        list(pool.map(one, hosts))
-    return time.perf_counter() - t
-
-
-def measure(hosts: list[SimHost], cli: Cli, key: Path, runs: int) -> dict[str, list[float]]:
-    known = Path(cli.env["XDG_CONFIG_HOME"]) / "ppec" / "known_hosts"
-    settings = replace(from_config({}, db=str(cli.db)), known_hosts=known)
+def measure(fleet: Fleet, runs: int) -> dict[str, list[float]]:
+    cli = fleet.cli
+    settings = replace(from_config({}, db=str(cli.db)), known_hosts=fleet.known_hosts)
     store, log, stop = Store(cli.db), Log(level="error"), threading.Event()
     notify = Dispatch((), log)
     warm_pool = HostPool(settings.reach(), settings.workers)
@@ -80,7 +64,7 @@ def measure(hosts: list[SimHost], cli: Cli, key: Path, runs: int) -> dict[str, l
             start = time.perf_counter()
             cli.ok("sync", "-o", "json")
             t["sync"].append(time.perf_counter() - start)
-            t["ssh"].append(ssh_fanout(hosts, key, known))
+            t["ssh"].append(fleet.ssh_fanout())
     finally:
         warm_pool.close()
         store.close()
@@ -92,18 +76,8 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=30)
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ppec-bench-serve-"))
-    key = root / "operator_ed25519"
-    hosts = make_fleet(root / "fleet", args.hosts, TEST_NODE_URI, make_key(key))
-    cli = Cli(root / "operator")
-    try:
-        for h in hosts:
-            cli.ok(*h.add_args(key), "--accept-new-host-key")
-        t = measure(hosts, cli, key, args.runs)
-    finally:
-        for h in hosts:
-            h.sshd.stop()
-            h.agent.kill()
+    with sshd_fleet(args.hosts, "ppec-bench-serve-") as fleet:
+        t = measure(fleet, args.runs)
     med: dict[str, Any] = {k: statistics.median(v) for k, v in t.items()}
     print(f"hosts: {args.hosts}, runs: {args.runs}, cores: {os.cpu_count()}")
     print(f"serve round, warm connections:        median {med['warm'] * 1000:7.1f} ms  "

@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.fleet import make_fleet
-from tests.realparts import TEST_NODE_URI, Cli, make_key
+from bench.sshfleet import sshd_fleet
 
 
 def main() -> None:
@@ -32,36 +28,13 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=30)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ppec-bench-sync-"))
-    key = root / "operator_ed25519"
-    hosts = make_fleet(root / "fleet", args.hosts, TEST_NODE_URI, make_key(key))
-    cli = Cli(root / "operator")
-    try:
-        for h in hosts:
-            cli.ok(*h.add_args(key), "--accept-new-host-key")
-        known = root / "known_hosts"
-        known.write_text((Path(cli.env["XDG_CONFIG_HOME"]) / "ppec" / "known_hosts")
-                         .read_text())
-
-        def ssh_true(h: object) -> None:
-            subprocess.run(["ssh", "-i", str(key), "-p", str(h.sshd.port),  # type: ignore[attr-defined]
-                            "-o", f"UserKnownHostsFile={known}", "-o", "BatchMode=yes",
-                            f"root@{h.sshd.address}", "true"],  # type: ignore[attr-defined]
-                           capture_output=True, check=True, timeout=60)
-
-        sync_t, ssh_t = [], []
+    sync_t, ssh_t = [], []
+    with sshd_fleet(args.hosts, "ppec-bench-sync-") as fleet:
         for _ in range(args.runs):
             t = time.perf_counter()
-            cli.ok("sync", "-o", "json")
+            fleet.cli.ok("sync", "-o", "json")
             sync_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-                list(pool.map(ssh_true, hosts))
-            ssh_t.append(time.perf_counter() - t)
-    finally:
-        for h in hosts:
-            h.sshd.stop()
-            h.agent.kill()
+            ssh_t.append(fleet.ssh_fanout())
     s, b = statistics.median(sync_t), statistics.median(ssh_t)
     print(f"hosts: {args.hosts}, runs: {args.runs}, cores: {os.cpu_count()}")
     print(f"ppec sync (snapshots stored):      median {s * 1000:.0f} ms")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts import TEST_NODE_URI, Cli, make_key, unique, wait_until
+from tests.conftest import fresh_pg_database
+from tests.realparts import TEST_NODE_URI, Cli, make_key, wait_until
 from tests.service.serving import Host, Service, add_hosts, make_fleet, stop_fleet
 
 INTERVAL = 1.0
@@ -26,14 +27,9 @@ def store(request: pytest.FixtureRequest, cli: Cli) -> Iterator[str]:
     if request.param == "sqlite":
         yield str(cli.db)
         return
-    import psycopg
-    admin = request.getfixturevalue("pg_ready")
-    name = unique("ppec_serve").replace("-", "_")
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    yield f"postgresql://ppec:ppec@127.0.0.1:5432/{name}"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    request.getfixturevalue("pg_ready")
+    with fresh_pg_database("ppec_serve") as url:
+        yield url
 
 
 def calls(hosts: list[Host], tag: str) -> list[int]:

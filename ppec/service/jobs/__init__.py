@@ -4,9 +4,9 @@ ask the due hosts through the shared pool, write what came back to the store."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ppec.operator.store import Host, Store
 from ppec.operator.store import fleetstate as fs
@@ -82,3 +82,22 @@ def sync_and_notify(env: Env, host: str, source: str,
         env.log.info("alert_resolved", host=host, source=source, code=a.code,
                      object=a.object)
     env.notify.send(opened, resolved)
+
+
+def alert_round(env: Env, hosts: list[Host], now: float, *, method: str, source: str,
+                findings: Callable[[dict[str, Any]], list[tuple[str, str, str]]]
+                ) -> Outcome:
+    """An alert job's round: ``method`` on every due host over the checks connection,
+    ``findings`` of each answer into the store's alerts from ``source``, and the changes
+    to the notifiers. Only hosts with findings now or alerts open cost a transaction."""
+    out = Outcome(asked=len(hosts))
+    open_on = alerting_hosts(env.store, source)
+    for r in env.pool.ask(hosts, method, env.stop, lane="checks"):
+        if not r.ok:
+            out.failed.append(r.host)
+            continue
+        out.answered += 1
+        found = findings(dict(r.value))
+        if found or r.host in open_on:
+            sync_and_notify(env, r.host, source, found, now)
+    return out

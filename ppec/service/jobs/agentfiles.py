@@ -8,7 +8,7 @@ from typing import Any
 
 from ppec.operator.agentsync import Desired
 from ppec.operator.store import Host
-from ppec.service.jobs import Env, Outcome, alerting_hosts, sync_and_notify
+from ppec.service.jobs import Env, Outcome, alert_round
 from ppec.service.settings import Settings
 
 OBJECT = "ppec-agent"
@@ -42,14 +42,5 @@ class AgentFiles:
         return settings.agent_check_interval
 
     def round(self, env: Env, hosts: list[Host], now: float) -> Outcome:
-        out = Outcome(asked=len(hosts))
-        open_on = alerting_hosts(env.store, "agent")
-        for r in env.pool.ask(hosts, "agent.manifest", env.stop, lane="checks"):
-            if not r.ok:
-                out.failed.append(r.host)
-                continue
-            out.answered += 1
-            found = findings(self.want, dict(r.value))
-            if found or r.host in open_on:
-                sync_and_notify(env, r.host, "agent", found, now)
-        return out
+        return alert_round(env, hosts, now, method="agent.manifest", source="agent",
+                           findings=lambda answer: findings(self.want, answer))

@@ -3,8 +3,10 @@ fleet-wide alerts with first/last seen and resolution; changes go to the notifie
 
 from __future__ import annotations
 
+from typing import Any
+
 from ppec.operator.store import Host
-from ppec.service.jobs import Env, Outcome, alerting_hosts, sync_and_notify
+from ppec.service.jobs import Env, Outcome, alert_round
 from ppec.service.settings import Settings
 
 
@@ -15,15 +17,10 @@ class Drift:
         return settings.drift_interval
 
     def round(self, env: Env, hosts: list[Host], now: float) -> Outcome:
-        out = Outcome(asked=len(hosts))
-        open_on = alerting_hosts(env.store, "drift")
-        for r in env.pool.ask(hosts, "drift.check", env.stop, lane="checks"):
-            if not r.ok:
-                out.failed.append(r.host)
-                continue
-            out.answered += 1
-            found = [(str(a["code"]), str(a["object"]), str(a.get("detail", "")))
-                     for a in r.value.get("alerts", [])]
-            if found or r.host in open_on:
-                sync_and_notify(env, r.host, "drift", found, now)
-        return out
+        return alert_round(env, hosts, now, method="drift.check", source="drift",
+                           findings=_alerts)
+
+
+def _alerts(answer: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(str(a["code"]), str(a["object"]), str(a.get("detail", "")))
+            for a in answer.get("alerts", [])]
