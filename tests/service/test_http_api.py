@@ -94,7 +94,7 @@ def api(fleet: Fleet, path: str) -> dict:  # type: ignore[type-arg]
 
 def test_hosts_carry_the_agents_snapshots_and_their_reachability(fleet: Fleet) -> None:
     doc = api(fleet, "/api/v1/hosts")
-    assert doc["next"] is None and doc["as_of"] > 0
+    assert doc["next_cursor"] is None and doc["as_of"] > 0
     hosts = {h["name"]: h for h in doc["hosts"]}
     assert list(hosts) == ["t1", "t2", "t3"]
     t1 = hosts["t1"]
@@ -120,16 +120,16 @@ def test_host_pages_follow_the_cursor_to_the_end(fleet: Fleet) -> None:
         assert len(doc["hosts"]) <= 1 and doc["limit"] == 1
         names += [h["name"] for h in doc["hosts"]]
         pages += 1
-        cursor = doc["next"]
+        cursor = doc["next_cursor"]
         if cursor is None:
             break
     assert names == ["t1", "t2", "t3"] and pages == 3
     two = api(fleet, "/api/v1/hosts?limit=2")
-    assert [h["name"] for h in two["hosts"]] == ["t1", "t2"] and two["next"]
-    rest = api(fleet, f"/api/v1/hosts?limit=2&cursor={two['next']}")
-    assert [h["name"] for h in rest["hosts"]] == ["t3"] and rest["next"] is None
+    assert [h["name"] for h in two["hosts"]] == ["t1", "t2"] and two["next_cursor"]
+    rest = api(fleet, f"/api/v1/hosts?limit=2&cursor={two['next_cursor']}")
+    assert [h["name"] for h in rest["hosts"]] == ["t3"] and rest["next_cursor"] is None
     past = api(fleet, f"/api/v1/hosts?cursor={encode('zzz')}")
-    assert past["hosts"] == [] and past["next"] is None
+    assert past["hosts"] == [] and past["next_cursor"] is None
 
 
 @pytest.mark.parametrize(("query", "names"), [
@@ -204,7 +204,7 @@ def test_host_detail_draws_the_agents_numa_nodes(fleet: Fleet) -> None:
 def test_vms_on_a_failed_host_are_unknown_with_last_seen(fleet: Fleet) -> None:
     doc = api(fleet, "/api/v1/vms")
     vms = {v["name"]: v for v in doc["vms"]}
-    assert list(vms) == ["ded-1", "sh-1", "web-2"] and doc["next"] is None
+    assert list(vms) == ["ded-1", "sh-1", "web-2"] and doc["next_cursor"] is None
     assert vms["ded-1"]["state"] == "running" and vms["ded-1"]["state_from"] == "snapshot"
     assert vms["ded-1"]["numa"] == "dedicated" and len(vms["ded-1"]["cpus"]) == 4
     web = vms["web-2"]
@@ -215,9 +215,9 @@ def test_vms_on_a_failed_host_are_unknown_with_last_seen(fleet: Fleet) -> None:
     assert api(fleet, "/api/v1/vms?state=stopped")["vms"] == []
     assert [v["name"] for v in api(fleet, "/api/v1/vms?host=t1")["vms"]] == ["ded-1", "sh-1"]
     one = api(fleet, "/api/v1/vms?limit=1&state=running")
-    assert [v["name"] for v in one["vms"]] == ["ded-1"] and one["next"]
-    two = api(fleet, f"/api/v1/vms?limit=1&state=running&cursor={one['next']}")
-    assert [v["name"] for v in two["vms"]] == ["sh-1"] and two["next"] is None
+    assert [v["name"] for v in one["vms"]] == ["ded-1"] and one["next_cursor"]
+    two = api(fleet, f"/api/v1/vms?limit=1&state=running&cursor={one['next_cursor']}")
+    assert [v["name"] for v in two["vms"]] == ["sh-1"] and two["next_cursor"] is None
     assert api(fleet, "/api/v1/vms/web-2")["state"] == "unknown"
 
 

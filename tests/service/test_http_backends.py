@@ -17,9 +17,9 @@ def test_pages_metrics_and_facts_on_each_backend(store_url: str) -> None:
         while True:
             doc = get(f"{url}/api/v1/hosts?limit=7{cursor}").json()
             seen += [h["name"] for h in doc["hosts"]]
-            if doc["next"] is None:
+            if doc["next_cursor"] is None:
                 break
-            cursor = f"&cursor={doc['next']}"
+            cursor = f"&cursor={doc['next_cursor']}"
         assert seen == names
         failed = get(f"{url}/api/v1/hosts?state=failed").json()["hosts"]
         assert [h["name"] for h in failed] == names[::10]

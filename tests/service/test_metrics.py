@@ -189,8 +189,8 @@ def test_a_generated_fleet_is_listed_whole_in_pages(tmp_path: Path) -> None:
         while True:
             doc = get(f"{url}/api/v1/hosts?limit=128{cursor}").json()
             seen += [(h["name"], h["state"], h["age_s"] is not None) for h in doc["hosts"]]
-            if doc["next"] is None:
+            if doc["next_cursor"] is None:
                 break
-            cursor = f"&cursor={doc['next']}"
+            cursor = f"&cursor={doc['next_cursor']}"
     assert [s[0] for s in seen] == names
     assert {s[1] for s in seen} == {"fresh", "failed"} and all(s[2] for s in seen)

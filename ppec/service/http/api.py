@@ -31,7 +31,7 @@ def host_list(st: State, ask: PageAsk, **filters: str | None) -> dict[str, Any]:
                                                      if r.taken_at is not None})
     hosts = [views.host_doc(r, parsed.get(r.host.name), now, st.fresh_for) for r in rows]
     return {"as_of": now, "fresh_for_s": st.fresh_for, "limit": ask.limit, "hosts": hosts,
-            "next": next_cursor([h["name"] for h in hosts], ask, more)}
+            "next_cursor": next_cursor([h["name"] for h in hosts], ask, more)}
 
 
 def host_detail(st: State, name: str) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def host_detail(st: State, name: str) -> dict[str, Any]:
     doc = views.host_doc(row, parsed, now, st.fresh_for)
     doc["numa"] = views.numa_doc(parsed) if parsed is not None else None
     vms = vm_list(st, PageAsk(1000, None), host=name)
-    doc["vms"], doc["vms_next"] = vms["vms"], vms["next"]
+    doc["vms"], doc["vms_next"] = vms["vms"], vms["next_cursor"]
     return {"as_of": now, **doc}
 
 
@@ -72,7 +72,7 @@ def vm_list(st: State, ask: PageAsk, host: str | None = None,
         after = chunk[-1].vm["name"]
     page = found[:ask.limit]
     return {"as_of": now, "limit": ask.limit, "vms": page,
-            "next": next_cursor([v["name"] for v in page], ask, len(found) > ask.limit)}
+            "next_cursor": next_cursor([v["name"] for v in page], ask, len(found) > ask.limit)}
 
 
 def vm_detail(st: State, name: str) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def _facts_routes(api: APIRouter, st: State) -> None:
         rows, more = facts.alert_page(st.reader.store(), ask, now, state=state, host=host,
                                       code=code)
         return Json({"as_of": now, "limit": ask.limit, "alerts": rows,
-                     "next": encode(str(rows[-1]["id"])) if more else None})
+                     "next_cursor": encode(str(rows[-1]["id"])) if more else None})
 
     @api.get("/requests", summary="Maker-checker requests; pending ones say how to approve")
     def requests(state: str = Query("pending", description="pending, approved, rejected, "
