@@ -1,5 +1,5 @@
-"""House style, held by a test for the shared and host-side code: modules under 400
-lines, functions under 60 (docs/development.md)."""
+"""House style, held by a test for the whole of ppec/: modules of at most 400 lines,
+functions of at most 60 (docs/development.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2] / "ppec"
-MODULES = sorted(p for d in ("agent", "core", "wire") for p in (ROOT / d).rglob("*.py"))
+ROOT = Path(__file__).resolve().parents[1] / "ppec"
+MODULES = sorted(ROOT.rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -24,4 +24,4 @@ def test_module_and_function_sizes(path: Path) -> None:
 
 
 def test_the_modules_are_found() -> None:
-    assert len(MODULES) > 20
+    assert len(MODULES) > 100
