@@ -41,6 +41,34 @@ def stored(ctx: Context) -> dict[str, dict[str, Any]]:
     return {h: {**data, "taken_at": taken} for h, (taken, data) in ctx.store.snapshots().items()}
 
 
+def current(ctx: Context, hosts: list[Host], fresh_for: float,
+            now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Snapshots for placement at the least cost: a stored one younger than ``fresh_for``
+    is used as it is (``ppec serve`` keeps them so); only the hosts whose snapshot is stale,
+    missing, or whose last poll failed (the service's host_status) are asked now.
+
+    With no service running, every stored snapshot ages past ``fresh_for`` and this asks
+    every host, as a refresh does. Placement's choice is still re-checked by the chosen
+    agent under its lock, so a fresh-but-wrong view costs a late refusal, not a bad VM."""
+    from ppec.operator.store import fleetstate
+    now = time.time() if now is None else now
+    have = stored(ctx)
+    failed = {h for h, st in fleetstate.host_statuses(ctx.store).items()
+              if st.state == "failed"}
+    out: dict[str, dict[str, Any]] = {}
+    ask: list[Host] = []
+    for h in hosts:
+        data = have.get(h.name)
+        if data is not None and h.name not in failed and fresh_for > 0 \
+                and now - float(data["taken_at"]) < fresh_for:
+            out[h.name] = data
+        else:
+            ask.append(h)
+    if ask:
+        out.update(refresh(ctx, ask))
+    return out
+
+
 def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
     """An inventory host and its agent's snapshot as ``ppec.placement.HostSnapshot``."""
     from ppec.numa.serial import allocation_from_dict, topology_from_dict
