@@ -83,8 +83,8 @@ def create(
 def list_(
     run: Run,
     host: Annotated[str | None, typer.Option(help="Only this host.")] = None,
-    state: Annotated[str, typer.Option(help="Only VMs in this state (running, shut "
-                                            "off, ...).")] = "",
+    state: Annotated[str, typer.Option(help="Only VMs in this state (running, "
+                                            "shut-off, ...).")] = "",
     limit: output.LimitOpt = None,
     cursor: output.CursorOpt = None,
     fmt: OutputOpt = Fmt.table,

@@ -26,7 +26,7 @@ def paged(cli: Cli, store_url: str) -> Iterator[Cli]:
                             region="eu"))
     for i in range(7):
         store.reserve_vm(f"web-{i}", HOSTS[i % 2], Shape(1, 256, 1 << 30), "")
-        store.set_vm(f"web-{i}", state="running" if i % 3 else "shut off")
+        store.set_vm(f"web-{i}", state="running" if i % 3 else "shut-off")
     store.close()
     cli.env["PPEC_DB"] = store_url
     yield cli
@@ -101,7 +101,7 @@ def test_vm_pages_come_from_the_store(paged: Cli) -> None:
     # is asked of any host (it would fail, exit 1).
     names, pages = _walk(paged, "vm", "list", "--limit", "3")
     assert (names, pages) == ([f"web-{i}" for i in range(7)], 3)
-    doc = _json(paged, "vm", "list", "--limit", "10", "--state", "shut off")
+    doc = _json(paged, "vm", "list", "--limit", "10", "--state", "shut-off")
     assert [v["name"] for v in doc["vms"]] == ["web-0", "web-3", "web-6"]
     assert doc["source"] == "store" and doc["errors"] == [] and doc["next_cursor"] is None
     doc = _json(paged, "vm", "list", "--limit", "2", "--host", "bm-2")
@@ -110,7 +110,7 @@ def test_vm_pages_come_from_the_store(paged: Cli) -> None:
     assert _walk(paged, "vm", "list", "--limit", "2", "--host", "bm-2")[0] == [
         "web-1", "web-3", "web-5"]
     table = paged.ok("vm", "list", "--limit", "1")
-    assert table.stdout.splitlines()[1].split()[:3] == ["web-0", "bm-1", "shut"]
+    assert table.stdout.splitlines()[1].split()[:3] == ["web-0", "bm-1", "shut-off"]
     assert "ppec: more: ppec vm list --limit 1 --cursor " in table.stderr
 
 

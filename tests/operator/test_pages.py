@@ -64,7 +64,7 @@ def ctx(store_url: str, tmp_path: Path) -> Iterator[Context]:
                             rack=f"k{i % 2}"))
     for i, name in enumerate(NAMES[:20]):
         store.reserve_vm(f"vm-{i:02d}", name, SHAPE, "")
-        store.set_vm(f"vm-{i:02d}", state="running" if i % 4 else "shut off")
+        store.set_vm(f"vm-{i:02d}", state="running" if i % 4 else "shut-off")
     store.save_snapshot("a", 1.0, {"taken_at": 1.0, "vm_count": 7})
     (tmp_path / "config.toml").write_text("")
     c = Context(store=store, config=ppec_config.load(tmp_path / "config.toml"),
@@ -123,7 +123,7 @@ def test_walking_the_vm_pages_gives_each_record_once(ctx: Context) -> None:
     walked = _walk(lambda **kw: listing.vms(ctx, **kw), "vms", 3)
     assert sorted(v["name"] for v in walked) == [f"vm-{i:02d}" for i in range(20)]
     assert len(walked) == 20
-    off = _walk(lambda **kw: listing.vms(ctx, **kw), "vms", 2, state="shut off")
+    off = _walk(lambda **kw: listing.vms(ctx, **kw), "vms", 2, state="shut-off")
     assert sorted(v["name"] for v in off) == [f"vm-{i:02d}" for i in range(0, 20, 4)]
     on_a = listing.vms(ctx, limit=5, host=NAMES[0])
     assert [(v["name"], v["host"]) for v in on_a["vms"]] == [("vm-00", NAMES[0])]
