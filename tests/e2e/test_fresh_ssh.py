@@ -56,3 +56,34 @@ def test_create_after_sync_asks_only_the_chosen_host(cli: Cli, tmp_path: Path,
         for h in hosts:
             h.sshd.stop()
             h.agent.kill()
+
+
+def test_a_host_filled_behind_the_stores_back_refuses_and_the_next_is_tried(
+        cli: Cli, tmp_path: Path, sshd_ready: None) -> None:
+    key = tmp_path / "operator_ed25519"
+    hosts = make_fleet(tmp_path / "fleet", 3, TEST_NODE_URI, make_key(key))
+    other = Cli(tmp_path / "other")   # another operator, with its own store
+    try:
+        for h in hosts:
+            # h3 costs more: placement ranks it last, so both refusals come first.
+            cli.ok(*h.add_args(key), "--accept-new-host-key",
+                   *(["--cost", "5"] if h.name == "h3" else []))
+        _config(cli, "10m")
+        cli.ok("sync")
+        assert json.loads(cli.ok("place", "--cpus", "1", "--memory", "8G", "-o", "json")
+                          .stdout)["hosts"][-1]["host"] == "h3"
+        # After the sync, h1 and h2 fill up: our store's snapshots say they are empty.
+        for h in hosts[:2]:
+            other.ok(*h.add_args(key), "--accept-new-host-key")
+            other.ok("vm", "create", f"big-{h.name}", "--cpus", "1", "--memory", "60G",
+                     "--disk", "1G", "--host", h.name)
+        doc = json.loads(cli.ok("vm", "create", "web-1", "--cpus", "1", "--memory", "8G",
+                                "--disk", "1G", "-o", "json").stdout)
+        assert doc["host"] == "h3" and doc["attempts"] == 3
+        assert "web-1" in hosts[2].agent.ledger_rows()
+        assert all("web-1" not in h.agent.ledger_rows() for h in hosts[:2])
+        assert cli.store_vms() == ["web-1"]
+    finally:
+        for h in hosts:
+            h.sshd.stop()
+            h.agent.kill()
