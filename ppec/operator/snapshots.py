@@ -53,7 +53,7 @@ def current(ctx: Context, hosts: list[Host], fresh_for: float,
     agent under its lock, so a fresh-but-wrong view costs a late refusal, not a bad VM."""
     from ppec.operator.store import fleetstate, pages
     now = time.time() if now is None else now
-    have = stored(ctx)
+    have = pages.snapshots_of(ctx.store, [h.name for h in hosts])   # these hosts' only
     failed = {h for h, st in fleetstate.host_statuses(ctx.store).items()
               if st.state == "failed"}
     changed = pages.vm_changes(ctx.store)
