@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, format_size
-from ppec.operator import hosts, snapshots
+from ppec.operator import hosts, listing, snapshots
 from ppec.operator.store import Host
 
 app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain.",
@@ -64,19 +63,16 @@ def add(
 
 @app.command("list")
 @command
-def list_(run: Run, fmt: OutputOpt = Fmt.table) -> None:
-    """List hosts in the inventory."""
-    ctx = run.ctx
-    stale_after = ctx.config.placement_policy().stale_after
-    snaps = snapshots.stored(ctx)
-    now = time.time()
-    rows = []
-    for h in ctx.store.hosts():
-        s = snapshots.summary(h.name, snaps.get(h.name, {}), now, stale_after)
-        rows.append({**h.as_dict(), "state": s["state"], "age_s": s["age_s"]
-                     if s["state"] != "none" else None, "vms": s["vms"],
-                     "cpu_percent": s["cpu_percent"]})
-    output.emit_list(fmt, {"hosts": rows}, "hosts", COLUMNS)
+def list_(run: Run,
+          region: Annotated[str, typer.Option(help="Only hosts in this region.")] = "",
+          rack: Annotated[str, typer.Option(help="Only hosts in this rack.")] = "",
+          limit: output.LimitOpt = None, cursor: output.CursorOpt = None,
+          fmt: OutputOpt = Fmt.table) -> None:
+    """List hosts in the inventory, by name, with their stored snapshot's age (no agent is
+    asked). --limit/--cursor page through it in the store, a page at a time."""
+    doc = listing.hosts(run.ctx, limit=limit, cursor=cursor, region=region, rack=rack)
+    output.emit_page(fmt, doc, "hosts", COLUMNS, "ppec host list", region=region, rack=rack,
+                     limit=limit)
 
 
 NUMA_COLUMNS = [("node", "NODE"), ("cpus", "CPUS"), ("reserved", "RESERVED"),

@@ -77,6 +77,25 @@ def emit_list(fmt: Fmt, doc: dict[str, Any], key: str,
         sys.stderr.write(f"ppec: {err['host']}: {err['message']}\n")
 
 
+LimitOpt = Annotated[int | None, typer.Option(
+    "--limit", min=1, help="At most N rows, by name; `-o json` gives next_cursor for the next "
+                           "page (null on the last).")]
+CursorOpt = Annotated[str | None, typer.Option(
+    "--cursor", help="Start after this cursor: a previous page's next_cursor, as it is.")]
+
+
+def emit_page(fmt: Fmt, doc: dict[str, Any], key: str,
+              columns: Sequence[tuple[str, str]], command: str, **options: object) -> None:
+    """A page of a list: in JSON ``next_cursor`` is in the document; for people and CSV the
+    command line of the next page goes to stderr (with this page's ``options``), so stdout
+    stays the rows."""
+    emit_list(fmt, doc, key, columns)
+    if fmt is not Fmt.json and doc.get("next_cursor"):
+        import shlex
+        given = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in options.items() if v)
+        sys.stderr.write(f"ppec: more: {command}{given} --cursor {doc['next_cursor']}\n")
+
+
 def emit_record(fmt: Fmt, doc: dict[str, Any], fields: Sequence[tuple[str, str]] | None = None,
                 message: str | None = None) -> None:
     if fmt is Fmt.json:

@@ -53,7 +53,8 @@ def place(
         fleet, hosts = scheduler.fleet_from_file(from_snapshot)
     else:
         hosts = ctx.store.hosts()
-        fleet = scheduler.fleet_from_store(ctx, hosts, refresh=refresh)
+        fleet = scheduler.fleet_from_store(ctx, hosts,
+                                           "refresh" if refresh else "stored")
     ask.check(hosts, fleet.free_ips)
     rows = scheduler.explain(ctx, fleet, ask)
     placed = [r for r in rows if r["passed"]]

@@ -12,7 +12,7 @@ from ppec.cli.common import Run, command, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import BadInput
 from ppec.core.units import MIB, format_size
-from ppec.operator import makerchecker, vms
+from ppec.operator import listing, makerchecker, vms
 from ppec.wire.vmspec import KernelBoot
 
 app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
@@ -83,13 +83,27 @@ def create(
 def list_(
     run: Run,
     host: Annotated[str | None, typer.Option(help="Only this host.")] = None,
+    state: Annotated[str, typer.Option(help="Only VMs in this state (running, "
+                                            "shut-off, ...).")] = "",
+    limit: output.LimitOpt = None,
+    cursor: output.CursorOpt = None,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
-    """List VMs on every host (asked live from each agent, in parallel)."""
+    """List VMs. Without --limit/--cursor: asked live from every agent, in parallel (exit 5
+    if some hosts did not answer). With --limit or --cursor: from the store, a page at a
+    time by name, as ppec last recorded them (its own create/start/stop); no agent asked."""
+    if limit is not None or cursor is not None:
+        doc = listing.vms(run.ctx, limit=limit, cursor=cursor, host=host or "", state=state)
+        if fmt is not Fmt.json:
+            doc = {**doc, "vms": [_human(v) for v in doc["vms"]]}
+        output.emit_page(fmt, doc, "vms", COLUMNS, "ppec vm list", host=host, state=state,
+                         limit=limit)
+        return
     found, failed = vms.list_all(run.ctx, host)
+    found = [v for v in found if not state or v.get("state") == state]
     total = len([host] if host else run.ctx.store.hosts())
     doc = {"vms": [_human(v) for v in found] if fmt is not Fmt.json else found,
-           "errors": output.host_errors(failed)}
+           "errors": output.host_errors(failed), "source": "live", "next_cursor": None}
     output.emit_list(fmt, doc, "vms", COLUMNS)
     partial_exit(len(failed), total)
 

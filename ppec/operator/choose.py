@@ -94,9 +94,20 @@ class Fleet:
         return taken, count
 
 
-def fleet_from_store(ctx: Context, hosts: list[Host], refresh: bool) -> Fleet:
+Fresh = Literal["stored", "fresh", "refresh"]
+
+
+def fleet_from_store(ctx: Context, hosts: list[Host], snaps: Fresh) -> Fleet:
+    """The fleet from the store: its snapshots as stored (``place``), the fresh ones kept
+    and the rest asked anew (``vm create``: see snapshots.current), or every host asked
+    (``place --refresh``)."""
     from ppec.placement import FleetIndex
-    data = snapshots.refresh(ctx, hosts) if refresh else snapshots.stored(ctx)
+    if snaps == "refresh":
+        data = snapshots.refresh(ctx, hosts)
+    elif snaps == "fresh":
+        data = snapshots.current(ctx, hosts, ctx.config.fresh_for)
+    else:
+        data = snapshots.stored(ctx)
     index = FleetIndex([snapshots.to_placement(h, data.get(h.name)) for h in hosts])
     groups = dict(ctx.store.ha_groups())
     return Fleet(index, {g: ctx.store.ha_members(g) for g in groups}, groups,

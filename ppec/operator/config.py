@@ -24,6 +24,30 @@ STRATEGIES: dict[str, Strategy] = {"pack": "pack", "spread": "spread"}
 
 
 
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(value: object, what: str) -> float:
+    """Seconds from a config value: a number (seconds) or text such as ``"5s"``, ``"500ms"``,
+    ``"2m"``; negative, non-finite or unparsable values are a clear BAD_INPUT."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool):
+        text = ""
+    number, scale = text, 1.0
+    for unit in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            number, scale = text[:-len(unit)].strip(), _DURATION_UNITS[unit]
+            break
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        seconds = -1.0
+    if not (0 <= seconds < float("inf")):
+        raise BadInput(f"invalid {what} {value!r}: a duration such as 5s, 500ms, 2m or a "
+                       f"number of seconds (>= 0)", code="BAD_DURATION")
+    return seconds
+
+
 def _xdg(var: str, fallback: str) -> Path:
     value = os.environ.get(var)
     return Path(value) if value else Path.home() / fallback
@@ -62,6 +86,9 @@ class Config:
     flavors: dict[str, Flavor] = field(default_factory=dict)
     connect_timeout: float = 10.0
     ssh_command: str = "ppec-agent proxy"
+    # Stored snapshots younger than this are used as they are by `vm create`; older ones
+    # (or a host the service marks failed) are asked for anew.
+    fresh_for: float = 5.0
     source: str = "defaults"
     raw: dict[str, Any] = field(default_factory=dict)   # the merged TOML, for `config show`
 
@@ -118,6 +145,8 @@ def load(path: Path | None = None) -> Config:
             raise BadInput(f"config {source}: flavor {name!r} needs cpus, memory and disk "
                            f"({e})") from None
     ssh = data.get("ssh", {})
+    fresh_for = duration(data.get("placement", {}).get("fresh_for", 5),
+                         f"[placement] fresh_for in config {source}")
     return Config(flavors=flavors, connect_timeout=float(ssh.get("connect_timeout", 10)),
                   ssh_command=str(ssh.get("command", "ppec-agent proxy")), source=source,
-                  raw=data)
+                  raw=data, fresh_for=fresh_for)

@@ -41,6 +41,37 @@ def stored(ctx: Context) -> dict[str, dict[str, Any]]:
     return {h: {**data, "taken_at": taken} for h, (taken, data) in ctx.store.snapshots().items()}
 
 
+def current(ctx: Context, hosts: list[Host], fresh_for: float,
+            now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Snapshots for placement at the least cost: a stored one younger than ``fresh_for``
+    is used as it is (``ppec serve`` keeps them so); only the hosts whose snapshot is stale,
+    missing, older than the store's last VM change there (a create just made, by this or
+    another ppec), or whose last poll failed (the service's host_status) are asked now.
+
+    With no service running, every stored snapshot ages past ``fresh_for`` and this asks
+    every host, as a refresh does. Placement's choice is still re-checked by the chosen
+    agent under its lock, so a fresh-but-wrong view costs a late refusal, not a bad VM."""
+    from ppec.operator.store import fleetstate, pages
+    now = time.time() if now is None else now
+    have = pages.snapshots_of(ctx.store, [h.name for h in hosts])   # these hosts' only
+    failed = {h for h, st in fleetstate.host_statuses(ctx.store).items()
+              if st.state == "failed"}
+    changed = pages.vm_changes(ctx.store)
+    out: dict[str, dict[str, Any]] = {}
+    ask: list[Host] = []
+    for h in hosts:
+        data = have.get(h.name)
+        taken = float(data["taken_at"]) if data is not None else 0.0
+        if data is not None and h.name not in failed and now - taken < fresh_for \
+                and taken > changed.get(h.name, 0.0):
+            out[h.name] = data
+        else:
+            ask.append(h)
+    if ask:
+        out.update(refresh(ctx, ask))
+    return out
+
+
 def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
     """An inventory host and its agent's snapshot as ``ppec.placement.HostSnapshot``."""
     from ppec.numa.serial import allocation_from_dict, topology_from_dict

@@ -50,7 +50,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     candidates = _candidates(ctx, inventory, host)
     if ask.ha_group and not dry_run:
         ctx.store.ha_group(ask.ha_group, ask.spread)
-    fleet = scheduler.fleet_from_store(ctx, candidates, refresh=True)
+    fleet = scheduler.fleet_from_store(ctx, candidates, "fresh")
     decision = scheduler.decide(ctx, fleet, ask)
     if dry_run:
         if not decision.ranked:

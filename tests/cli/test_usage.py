@@ -70,6 +70,23 @@ def test_config_show_names_the_db_given(cli: Cli, tmp_path: Path) -> None:
         tmp_path / "env.db")
 
 
+def test_config_show_has_fresh_for_and_refuses_a_bad_one(cli: Cli, tmp_path: Path) -> None:
+    doc = json.loads(cli.ok("config", "show", "-o", "json").stdout)
+    assert doc["placement"]["fresh_for"] == 5.0
+    assert "fresh_for = 5.0" in cli.ok("config", "show").stdout
+    config = tmp_path / "config.toml"
+    cli.env["PPEC_CONFIG"] = str(config)
+    config.write_text('[placement]\nfresh_for = "2m"\n')
+    assert json.loads(cli.ok("config", "show", "-o", "json").stdout)["placement"][
+        "fresh_for"] == 120.0
+    config.write_text('[placement]\nfresh_for = "soon"\n')
+    for args in (("config", "show"), ("vm", "create", "x", "--flavor", "tiny")):
+        done = cli.run(*args)
+        assert done.returncode == 2, done
+        assert done.stderr.startswith("ppec: error: invalid [placement] fresh_for in config ")
+        assert len(done.stderr.splitlines()) == 1
+
+
 def test_a_host_failure_beside_requests_keeps_its_own_code(cli: Cli, tmp_path: Path) -> None:
     """`agent sync` under policy: a host it cannot compare is reported with its code (the
     agent unreachable), not as if placement had found no capacity."""

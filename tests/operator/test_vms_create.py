@@ -51,8 +51,7 @@ class FakeAgent:
         if method == "ping":
             return {"version": "test", "host": self.name}
         if method == "host.snapshot":
-            return {"taken_at": time.time(), "topology": topology_to_dict(topology(2, 8, 1, 16)),
-                    "allocations": [], "cpu_overcommit": 4.0, "storage_free_bytes": 1 << 40}
+            return empty_host(time.time())
         if method == "vm.get":
             if self.gets == "drop":
                 return DROP
@@ -77,6 +76,15 @@ class FakeAgent:
 
     def vm_creates(self) -> list[dict[str, Any]]:
         return [p for m, p in self.calls if m == "vm.create"]
+
+    def count(self, method: str) -> int:
+        return sum(1 for m, _ in self.calls if m == method)
+
+
+def empty_host(taken_at: float) -> dict[str, Any]:
+    """A snapshot of an empty 16-CPU host, as the agent sends it."""
+    return {"taken_at": taken_at, "topology": topology_to_dict(topology(2, 8, 1, 16)),
+            "allocations": [], "cpu_overcommit": 4.0, "storage_free_bytes": 1 << 40}
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -289,3 +297,95 @@ def test_interrupted_while_the_agent_builds_keeps_the_claim(
         fleet.create()
     assert fleet.row() == ("h1", "unknown")
     assert fleet.addresses() == [("10.0.0.1", "web-1")]
+
+
+# -- fresh snapshots: `vm create` asks only the hosts whose stored view is not fresh ------
+
+def _stored(fleet: Fleet, ages: dict[str, float]) -> None:
+    """Snapshots in the store as `ppec serve` (or `ppec sync`) leaves them, ``age`` s old."""
+    for host, age in ages.items():
+        fleet.store.save_snapshot(host, time.time() - age, empty_host(time.time() - age))
+
+
+def _calls(fleet: Fleet, method: str) -> dict[str, int]:
+    return {name: a.count(method) for name, a in fleet.agents.items()}
+
+
+def test_fresh_snapshots_mean_only_the_chosen_host_is_asked(
+        make: Callable[..., Fleet]) -> None:
+    fleet = make(*(FakeAgent(f"h{i}", ["ok"]) for i in (1, 2, 3)),
+                 config='[placement]\nfresh_for = "60s"\n')
+    _stored(fleet, {"h1": 1, "h2": 1, "h3": 1})
+    doc = fleet.create()
+    assert _calls(fleet, "host.snapshot") == {"h1": 0, "h2": 0, "h3": 0}
+    assert _calls(fleet, "vm.create") == {h: int(h == doc["host"]) for h in ("h1", "h2", "h3")}
+    # Nothing else either: the other agents were not even connected to.
+    assert [len(a.calls) for n, a in fleet.agents.items() if n != doc["host"]] == [0, 0]
+    assert fleet.row() == (doc["host"], "running")
+
+
+def test_only_the_host_with_a_stale_snapshot_is_asked_for_one(
+        make: Callable[..., Fleet]) -> None:
+    fleet = make(*(FakeAgent(f"h{i}", ["ok", "ok"]) for i in (1, 2, 3)),
+                 config="[placement]\nfresh_for = 30\n")
+    _stored(fleet, {"h1": 1, "h2": 120, "h3": 1})
+    first = fleet.create()["host"]
+    assert _calls(fleet, "host.snapshot") == {"h1": 0, "h2": 1, "h3": 0}
+    assert sum(_calls(fleet, "vm.create").values()) == 1
+    # h2's answer was stored, so it is fresh now; the host that took web-1 is not: its
+    # snapshot predates the VM the store records there, so it alone is asked again.
+    fleet.create("web-2")
+    assert _calls(fleet, "host.snapshot") == {h: int(h == "h2") + int(h == first)
+                                              for h in ("h1", "h2", "h3")}
+
+
+def test_missing_snapshots_and_hosts_the_service_marks_failed_are_asked(
+        make: Callable[..., Fleet]) -> None:
+    from ppec.operator.store import fleetstate
+    fleet = make(*(FakeAgent(f"h{i}", ["ok"]) for i in (1, 2, 3)),
+                 config="[placement]\nfresh_for = 30\n")
+    _stored(fleet, {"h1": 1, "h2": 1})     # h3: none yet
+    fleetstate.record_round(fleet.store, [], [fleetstate.Failure("h1", "UNREACHABLE", "x")],
+                            time.time())
+    fleet.create()
+    assert _calls(fleet, "host.snapshot") == {"h1": 1, "h2": 0, "h3": 1}
+
+
+def test_fresh_for_zero_asks_every_host(make: Callable[..., Fleet]) -> None:
+    fleet = make(*(FakeAgent(f"h{i}", ["ok"]) for i in (1, 2, 3)),
+                 config="[placement]\nfresh_for = 0\n")
+    _stored(fleet, {"h1": 0, "h2": 0, "h3": 0})
+    fleet.create()
+    assert _calls(fleet, "host.snapshot") == {"h1": 1, "h2": 1, "h3": 1}
+
+
+def test_a_fresh_but_wrong_snapshot_is_refused_late_and_the_next_host_tried(
+        make: Callable[..., Fleet]) -> None:
+    # The store says all three are empty; whichever placement ranks first has filled
+    # meanwhile, and its agent refuses under its lock.
+    fleet = make(*(FakeAgent(f"h{i}", ["full-if-first"]) for i in (1, 2, 3)),
+                 config="[placement]\nfresh_for = 60\n")
+    _stored(fleet, {"h1": 1, "h2": 1, "h3": 1})
+    doc = fleet.create()
+    refused, took = fleet.asked()
+    assert refused != took == doc["host"] and doc["attempts"] == 2
+    assert _calls(fleet, "host.snapshot") == {"h1": 0, "h2": 0, "h3": 0}
+    assert fleet.row() == (took, "running") and fleet.addresses() == [("10.0.0.1", "web-1")]
+
+
+@pytest.mark.parametrize("value", ['"soon"', "-1", '"5 parsecs"', "true"])
+def test_a_bad_fresh_for_is_a_clear_config_error(tmp_path: Path, value: str) -> None:
+    from ppec.core.errors import BadInput
+    path = tmp_path / "config.toml"
+    path.write_text(f"[placement]\nfresh_for = {value}\n")
+    with pytest.raises(BadInput, match=r"invalid \[placement\] fresh_for") as caught:
+        ppec_config.load(path)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("value", "seconds"), [('"5s"', 5.0), ("2", 2.0), ('"500ms"', 0.5),
+                                                ('"2m"', 120.0), ("0", 0.0)])
+def test_fresh_for_spellings(tmp_path: Path, value: str, seconds: float) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[placement]\nfresh_for = {value}\n")
+    assert ppec_config.load(path).fresh_for == seconds

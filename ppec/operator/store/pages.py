@@ -1,0 +1,77 @@
+"""Pages of the inventory and of the VM records, keyset-paged in SQL; and when ppec last
+changed a VM on each host (what makes a stored snapshot out of date before it ages).
+
+A page is ``WHERE name > :after ORDER BY name LIMIT :n + 1``: the store reads one page (and
+one row to know whether another follows), never the whole fleet, and a page reached from a
+cursor is the same whatever was added or removed before it. The one extra row means the
+last page says so (no next key) instead of leaving an empty page to fetch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from ppec.operator.store.tables import _HOST_COLS, _VM_COLS, Host, Store, VmRow, _host
+
+# Hosts per query when reading the snapshots of a page: far below any backend's bound
+# on parameters (SQLite's default is 32766, PostgreSQL's 65535).
+_IN_BATCH = 500
+
+
+def _page(store: Store, table: str, cols: str, filters: dict[str, str], after: str,
+          limit: int | None) -> tuple[list[Any], str | None]:
+    where, args = ["name > ?"], [after]   # type: list[str], list[Any]
+    for column, value in filters.items():
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    sql = f"SELECT {cols} FROM {table} WHERE {' AND '.join(where)} ORDER BY name"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit + 1)
+    rows = store.db.execute(sql, args).fetchall()
+    if limit is None or len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, str(rows[-1][0])
+
+
+def hosts_page(store: Store, *, limit: int | None = None, after: str = "", region: str = "",
+               rack: str = "") -> tuple[list[Host], str | None]:
+    """Hosts named after ``after``, by name, at most ``limit`` (None: all); and the last
+    name when more follow (else None)."""
+    rows, last = _page(store, "hosts", _HOST_COLS, {"region": region, "rack": rack}, after,
+                       limit)
+    return [_host(r) for r in rows], last
+
+
+def vms_page(store: Store, *, limit: int | None = None, after: str = "", host: str = "",
+             state: str = "") -> tuple[list[VmRow], str | None]:
+    """The store's VM records named after ``after``, by name: as ``hosts_page``."""
+    rows, last = _page(store, "vms", _VM_COLS, {"host": host, "state": state}, after, limit)
+    return [VmRow(*r) for r in rows], last
+
+
+def snapshots_of(store: Store, hosts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The stored snapshots of these hosts only (the store's time of record as
+    ``taken_at``, as snapshots.stored gives them)."""
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(hosts), _IN_BATCH):
+        batch = list(hosts[i:i + _IN_BATCH])
+        marks = ",".join("?" * len(batch))
+        for h, taken, data in store.db.execute(
+                f"SELECT host, taken_at, data FROM snapshots WHERE host IN ({marks})",
+                batch).fetchall():
+            out[str(h)] = {**json.loads(data), "taken_at": float(taken)}
+    return out
+
+
+def vm_changes(store: Store) -> dict[str, float]:
+    """host -> when the store last recorded a VM change there (a claim, a build, a start or
+    stop), epoch seconds. The column keeps whole seconds: the time returned is the end of
+    that second, so a snapshot taken within it counts as taken before the change."""
+    rows = store.db.execute("SELECT host, MAX(updated_at) FROM vms GROUP BY host").fetchall()
+    return {str(h): datetime.fromisoformat(str(t)).timestamp() + 1.0 for h, t in rows}
