@@ -89,6 +89,17 @@ MIGRATIONS = [
         PRIMARY KEY (vm, target)
     )
     """,
+    # The operator's audit chain head that came with an approved execution, written with
+    # its spent nonce: what ``ppec audit verify`` checks the store's chain against.
+    """
+    CREATE TABLE audit_anchors (
+        nonce   TEXT PRIMARY KEY REFERENCES used_nonces(nonce),
+        seq     INTEGER NOT NULL,
+        hash    TEXT NOT NULL,
+        digest  TEXT NOT NULL,
+        at      TEXT NOT NULL
+    )
+    """,
 ]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
          " created_at, policy, threads, emulator, numa_nodes")
@@ -233,15 +244,28 @@ class Ledger:
         return [dict(zip(("code", "object", "detail", "first_seen", "last_seen"), r,
                          strict=True)) for r in rows]
 
-    def use_nonce(self, nonce: str, digest: str) -> bool:
-        """Record an approval's nonce; False when it was used before (a replay)."""
+    def use_nonce(self, nonce: str, digest: str, anchor: tuple[int, str] | None = None
+                  ) -> bool:
+        """Record an approval's nonce, and the audit chain head (seq, hash) it came with
+        in the same transaction; False when it was used before (a replay)."""
+        stamp = utc_now()
         try:
             with self._tx() as db:
                 db.execute("INSERT INTO used_nonces (nonce, digest, used_at) VALUES (?, ?, ?)",
-                           (nonce, digest, utc_now()))
+                           (nonce, digest, stamp))
+                if anchor is not None:
+                    db.execute("INSERT INTO audit_anchors (nonce, seq, hash, digest, at) "
+                               "VALUES (?, ?, ?, ?, ?)", (nonce, *anchor, digest, stamp))
         except sqlite3.IntegrityError:
             return False
         return True
+
+    def anchors(self) -> list[dict[str, object]]:
+        """Every audit chain head recorded, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, hash, digest, at FROM audit_anchors "
+                                    "ORDER BY seq, at").fetchall()
+        return [dict(zip(("seq", "hash", "digest", "at"), r, strict=True)) for r in rows]
 
     def set_state(self, name: str, state: str) -> None:
         with self._tx() as db:

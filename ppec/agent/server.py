@@ -270,7 +270,8 @@ class AgentServer:
             if approved.get(key) != params.get(key):
                 raise Forbidden(f"the approved request has {key}={approved.get(key)!r}, this "
                                 f"call {key}={params.get(key)!r}")
-        if not self.ctx.ledger.use_nonce(str(payload["nonce"]), digest(payload)):
+        anchor = (int(env.audit["seq"]), str(env.audit["hash"])) if env.audit else None
+        if not self.ctx.ledger.use_nonce(str(payload["nonce"]), digest(payload), anchor):
             raise Forbidden(f"request {payload['nonce'][:8]}… was already executed on "
                             f"{self.config.host}")
 

@@ -9,6 +9,7 @@ import typer
 from ppec.cli import output
 from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
+from ppec.core.errors import EXIT_FAILED, EXIT_PARTIAL
 from ppec.operator import audit, makerchecker
 
 app = typer.Typer(help="Maker-checker requests: list, show, approve, reject, cancel.",
@@ -87,7 +88,25 @@ def audit_list(run: Run, fmt: OutputOpt = Fmt.table) -> None:
 @audit_app.command("verify")
 @command
 def audit_verify(run: Run, fmt: OutputOpt = Fmt.table) -> None:
-    """Recompute the chain; exit 1 naming the first entry that breaks it."""
-    count = audit.verify(run.ctx.store)
-    output.emit_record(fmt, {"ok": True, "entries": count},
-                       message=f"audit log intact: {count} entries")
+    """Recompute the chain, check it against every host's anchors and the requests
+    table; exit 1 naming the first problem, 5 when it holds but a host did not answer."""
+    from ppec.operator import auditcheck
+    doc = auditcheck.check(run.ctx)
+    down = {h: a["error"] for h, a in doc["anchors"].items() if "error" in a}
+    if fmt is Fmt.json:
+        output.emit_json(doc)
+    else:
+        for host, err in down.items():
+            output.error_line(fmt, f"{host}: anchors not checked: {err}", "HOST_DOWN")
+        if doc["problem"] is not None:
+            output.error_line(fmt, doc["problem"]["message"], "AUDIT_BROKEN")
+        else:
+            checked = sum(a["checked"] for a in doc["anchors"].values())
+            hosts = len(doc["anchors"]) - len(down)
+            output.emit_record(fmt, doc, message=(
+                f"audit log intact: {doc['entries']} entries, {checked} anchors on "
+                f"{hosts} host(s)" + (f"; {len(down)} host(s) not checked" if down else "")))
+    if doc["problem"] is not None:
+        raise typer.Exit(EXIT_FAILED)
+    if down:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -204,7 +204,13 @@ def verify(op: Operator, purpose: bytes, hexdigest: str, signature: str) -> bool
 # is refused (FORBIDDEN, naming the field) before a rule reads it. "number" is a JSON
 # number (int or float, finite; not a boolean).
 ENVELOPE_FIELDS: dict[str, str] = {"payload": "object", "maker_sig": "string",
-                                   "checker": "string", "checker_sig": "string"}
+                                   "checker": "string", "checker_sig": "string",
+                                   "audit": "object"}
+# ``audit``: the operator's audit chain head (its newest entry, the execution's own) that
+# the agent records beside the spent nonce: an anchor outside the store (docs/design.md).
+# Optional, so an envelope from a ppec without anchors still executes.
+ENVELOPE_OPTIONAL = frozenset({"audit"})
+AUDIT_FIELDS: dict[str, str] = {"seq": "integer", "hash": "string"}
 PAYLOAD_FIELDS: dict[str, str] = {
     "operation": "string", "type": "string", "resource": "string", "host": "string",
     "params": "object", "maker": "string", "maker_key": "string", "created": "number",
@@ -220,6 +226,7 @@ class Envelope:
     maker_sig: str
     checker: str
     checker_sig: str
+    audit: dict[str, Any] | None = None
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -227,6 +234,8 @@ def _is(value: Any, kind: str) -> bool:
         return isinstance(value, str)
     if kind == "object":
         return isinstance(value, dict)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, int | float) and not isinstance(value, bool) \
         and math.isfinite(value)
 
@@ -242,7 +251,7 @@ def _check_fields(data: dict[str, Any], fields: dict[str, str], optional: frozen
                 continue
             raise Forbidden(f"{what} lacks {key!r}")
         if not _is(data[key], kind):
-            article = "an" if kind == "object" else "a"
+            article = "an" if kind in ("object", "integer") else "a"
             raise Forbidden(f"{what} field {key!r} must be {article} {kind}, not "
                             f"{_json_type(data[key])}")
 
@@ -270,9 +279,12 @@ def check_envelope(approval: Any) -> Envelope:
     """An approval envelope as sent to the agent: its fields and their types, no others."""
     if not isinstance(approval, dict):
         raise Forbidden(f"approval must be an object, not {_json_type(approval)}")
-    _check_fields(approval, ENVELOPE_FIELDS, frozenset(), "approval")
+    _check_fields(approval, ENVELOPE_FIELDS, ENVELOPE_OPTIONAL, "approval")
+    head = approval.get("audit")
+    if head is not None:
+        _check_fields(head, AUDIT_FIELDS, frozenset(), "approval audit head")
     return Envelope(check_payload(approval["payload"]), approval["maker_sig"],
-                    approval["checker"], approval["checker_sig"])
+                    approval["checker"], approval["checker_sig"], head)
 
 
 # -- the rules -----------------------------------------------------------------------------

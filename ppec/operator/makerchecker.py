@@ -135,9 +135,10 @@ def list_(ctx: Context, state: str | None = None) -> list[dict[str, Any]]:
 
 
 def _set(ctx: Context, request_id: int, expect: str, state: str,
-         entry: tuple[str, str, dict[str, Any]], **fields: str) -> None:
+         entry: tuple[str, str, dict[str, Any]], **fields: str) -> dict[str, Any]:
     """Move a request from ``expect`` to ``state`` and append the audit ``entry`` (actor,
-    action, detail) in the same transaction: no change without its record."""
+    action, detail) in the same transaction: no change without its record. Returns the
+    entry appended."""
     sets = ", ".join([f"{k}=?" for k in fields] + ["state=?", "updated_at=?"])
     with ctx.store.transaction() as db:
         cur = db.execute(f"UPDATE requests SET {sets} WHERE id=? AND state=?",
@@ -148,7 +149,7 @@ def _set(ctx: Context, request_id: int, expect: str, state: str,
             raise Conflict(f"request {request_id} is {now[0] if now else 'gone'}, "
                            f"not {expect}", code="REQUEST_STATE")
         actor, action, detail = entry
-        audit.append_in(db, actor, action, request_id, detail)
+        return audit.append_in(db, actor, action, request_id, detail)
 
 
 def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
@@ -184,11 +185,16 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     p = doc["payload"]
     # Re-check everything at the moment of execution: expiry, signatures, edits.
     check_approval(approvers(ctx), p, doc["maker_sig"], doc["checker"], doc["checker_sig"])
-    _set(ctx, request_id, "approved", "executed",
-         (actor or doc["checker"], "execute",
-          {"operation": p["operation"], "resource": p["resource"]}))
-    envelope = {"payload": p, "maker_sig": doc["maker_sig"], "checker": doc["checker"],
-                "checker_sig": doc["checker_sig"]}
+    head = _set(ctx, request_id, "approved", "executed",
+                (actor or doc["checker"], "execute",
+                 {"operation": p["operation"], "resource": p["resource"]}))
+    envelope: dict[str, Any] = {"payload": p, "maker_sig": doc["maker_sig"],
+                                "checker": doc["checker"], "checker_sig": doc["checker_sig"]}
+    if p["operation"] != "agent.update":
+        # The host keeps the chain head (this execution's own entry) in its ledger: an
+        # anchor the store's writer cannot move (auditcheck). Not with an agent update:
+        # the agent being replaced may predate the field and would refuse the envelope.
+        envelope["audit"] = {"seq": head["seq"], "hash": head["hash"]}
     try:
         if p["operation"] == "vm.delete":
             result = vms.delete(ctx, p["resource"], p["params"].get("inventory_host"),

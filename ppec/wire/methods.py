@@ -86,6 +86,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "digest": Param(str),
     }, tier="slow", mutating=True, approval_for=("agent", "update"),
         approval_resource=lambda p: "agent", approval_binds=("digest",)),
+    # The operator's audit chain heads that came with approved executions (ledger).
+    Method("audit.anchors", "audit.anchors"),
     Method("host.info", "host.info"),
     Method("host.numa", "host.numa"),
     Method("host.snapshot", "host.snapshot"),

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from ppec.core.signing import (
     ENVELOPE_FIELDS,
+    ENVELOPE_OPTIONAL,
     PAYLOAD_FIELDS,
     PAYLOAD_OPTIONAL,
     PURPOSE_APPROVE,
@@ -113,6 +114,8 @@ def defects(draw: st.DrawFn) -> tuple[str, str, str, Any]:
     if kind == "missing":
         if where == "payload" and field in PAYLOAD_OPTIONAL:
             kind, field = "missing", "expires"
+        if where == "envelope" and field in ENVELOPE_OPTIONAL:
+            field = "maker_sig"    # an envelope without an audit head is a valid one
         return where, kind, field, None
     fields = ENVELOPE_FIELDS if where == "envelope" else PAYLOAD_FIELDS
     name = draw(st.text(min_size=1, max_size=8).filter(lambda k: k not in fields))
@@ -170,3 +173,41 @@ def test_malformed_envelopes_are_refused_never_internal(
 @pytest.fixture(scope="module")
 def base(keys: dict[str, Path], approvers: Approvers) -> dict[str, Any]:
     return _signed(keys, approvers)
+
+
+def _anchors(agent: Agent) -> list[dict[str, Any]]:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(agent.socket))
+        s.sendall(json.dumps(protocol.request(1, "audit.anchors", {})).encode() + b"\n")
+        reply: dict[str, Any] = json.loads(s.makefile("rb").readline())
+    assert reply["ok"] is True and reply["result"]["host"] == "t1", reply
+    anchors: list[dict[str, Any]] = reply["result"]["anchors"]
+    return anchors
+
+
+def test_the_audit_head_is_kept_with_the_spent_nonce_and_only_once(
+        agent: Agent, keys: dict[str, Path], approvers: Approvers) -> None:
+    env = {**_signed(keys, approvers), "audit": {"seq": 41, "hash": "ab" * 32}}
+    before = _anchors(agent)
+    assert _send(agent, env)["error"]["code"] == "NOT_FOUND"   # approved; no VM web
+    new = [a for a in _anchors(agent) if a not in before]
+    assert [(a["seq"], a["hash"], a["digest"]) for a in new] == [
+        (41, "ab" * 32, digest(env["payload"]))]
+    # A replay with another head is refused with the nonce, and records nothing.
+    replay = _send(agent, {**env, "audit": {"seq": 99, "hash": "cd" * 32}})
+    assert "already executed" in replay["error"]["message"], replay
+    assert [a for a in _anchors(agent) if a not in before] == new
+
+
+@pytest.mark.parametrize(("head", "words"), [
+    ({"seq": "41", "hash": "ab"}, "approval audit head field 'seq' must be an integer, not string"),
+    ({"seq": 4.5, "hash": "ab"}, "field 'seq' must be an integer, not number"),
+    ({"seq": 4}, "approval audit head lacks 'hash'"),
+    ({"seq": 4, "hash": "ab", "x": 1}, "approval audit head has unknown field(s) x"),
+])
+def test_a_malformed_audit_head_is_forbidden(agent: Agent, keys: dict[str, Path],
+                                             approvers: Approvers, head: Any,
+                                             words: str) -> None:
+    reply = _send(agent, {**_signed(keys, approvers), "audit": head})
+    assert reply["error"]["code"] == "FORBIDDEN" and words in reply["error"]["message"], reply

@@ -140,6 +140,8 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
                           "allocations": allocations, "cpu_overcommit": 4.0},
         "drift.check": {"host": name, "checked_at": "", "alerts": alerts},
         "vm.list": {"vms": vms, "foreign": []},
+        "audit.anchors": {"host": name, "anchors": [
+            {"seq": 1, "hash": "0" * 64, "digest": "0" * 64, "at": ""}]},
         "agent.manifest": {"host": name, "version": VERSION, "root": "/usr/lib/ppec",
                            "files": files, "digest": digest, "boot_id": f"boot-{i}"},
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 from ppec.agent import recovery
 from ppec.agent.context import AgentContext
+from ppec.agent.handlers.audit import AuditHandlers
 from ppec.agent.handlers.disks import DiskHandlers
 from ppec.agent.handlers.drift import DriftHandlers
 from ppec.agent.handlers.host import HostHandlers
@@ -36,6 +37,7 @@ class Handlers:
             "disks": DiskHandlers(ctx, volumes),
             "drift": DriftHandlers(ctx, volumes),
             "update": UpdateHandlers(ctx),
+            "audit": AuditHandlers(ctx),
         }
 
     def resolve(self, ref: str) -> Handler:
