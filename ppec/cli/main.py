@@ -10,22 +10,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from ppec import __version__
-from ppec.cli import (
-    agent_cmd,
-    alerts,
-    capacity,
-    completion,
-    config_cmd,
-    disk,
-    host,
-    ip,
-    output,
-    place,
-    request,
-    serve,
-    sync,
-    vm,
-)
+from ppec.cli import output
 from ppec.cli.common import State
 from ppec.core.errors import EXIT_FAILED, EXIT_USAGE, PpecError
 
@@ -36,21 +21,43 @@ app = typer.Typer(
          "Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 no host can take it, "
          "4 held for approval, 5 some hosts failed, 10 drift found.",
     context_settings={"help_option_names": ["-h", "--help"]})
-app.add_typer(host.app, name="host")
-app.add_typer(vm.app, name="vm")
-app.add_typer(disk.app, name="disk")
-app.add_typer(agent_cmd.app, name="agent")
-app.add_typer(ip.app, name="ip")
-app.add_typer(request.app, name="request")
-app.add_typer(request.audit_app, name="audit")
-app.add_typer(config_cmd.app, name="config")
-app.command("place")(place.place)
-app.command("alerts")(alerts.alerts)
-app.command("sync")(sync.sync)
-app.command("capacity")(capacity.capacity)
-app.command("completion")(completion.completion)
-app.command("serve")(serve.serve)
+# noun -> (module, attribute, a group or one command). Only the noun a command line names
+# is imported: `ppec host list` does not pay for the vm, disk, agent-sync or serve modules
+# (and what they import); help, completion and unknown nouns load them all.
+NOUNS: dict[str, tuple[str, str, bool]] = {
+    "host": ("host", "app", True), "vm": ("vm", "app", True), "disk": ("disk", "app", True),
+    "agent": ("agent_cmd", "app", True), "ip": ("ip", "app", True),
+    "request": ("request", "app", True), "audit": ("request", "audit_app", True),
+    "config": ("config_cmd", "app", True), "place": ("place", "place", False),
+    "alerts": ("alerts", "alerts", False), "sync": ("sync", "sync", False),
+    "capacity": ("capacity", "capacity", False),
+    "completion": ("completion", "completion", False), "serve": ("serve", "serve", False),
+}
+GLOBAL_WITH_VALUE = ("--db", "--identity")
 
+
+def register(nouns: list[str]) -> None:
+    import importlib
+    for noun in nouns:
+        module, attr, group = NOUNS[noun]
+        target = getattr(importlib.import_module(f"ppec.cli.{module}"), attr)
+        if group:
+            app.add_typer(target, name=noun)
+        else:
+            app.command(noun)(target)
+
+
+def named_noun(args: list[str]) -> str | None:
+    """The sub-command a command line names (after the global options), if one we know."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in GLOBAL_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in NOUNS else None
+    return None
 
 def _version(value: bool) -> None:
     if value:
@@ -84,6 +91,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         # shell classes only on demand (we turn its --install-completion option off).
         from typer._completion_classes import completion_init
         completion_init()
+    noun = None if "_PPEC_COMPLETE" in os.environ else named_noun(args)
+    register([noun] if noun else list(NOUNS))
     from typer._click import exceptions as click_errors
     try:
         code = app(args=args, prog_name="ppec", standalone_mode=False)

@@ -59,3 +59,18 @@ def test_the_wrapper_sees_imports(tmp_path: Path) -> None:
         timeout=120, check=False)
     assert env_probe.returncode == 0
     assert "numpy" in json.loads((tmp_path / "probe.json").read_text())
+
+
+@pytest.mark.parametrize("args", [["host", "list"], ["--db", "x.db", "vm", "list"],
+                                  ["request", "list"]], ids=" ".join)
+def test_a_command_loads_only_its_own_noun(args: list[str], tmp_path: Path) -> None:
+    """`ppec host list` imports the host commands, not every other noun's module (and
+    what those import); --help still lists them all (test_help)."""
+    done, modules = loaded(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    noun = next(a for a in args if not a.startswith("-") and a != "x.db")
+    own = {"request": "request", "host": "host", "vm": "vm"}[noun]
+    nouns = {m for m in modules if m.startswith("ppec.cli.")} - {
+        "ppec.cli.main", "ppec.cli.common", "ppec.cli.output", "ppec.cli.options"}
+    assert nouns == {f"ppec.cli.{own}"}
+    assert "ppec.operator.agentsync" not in modules and "ppec.service" not in modules
