@@ -262,6 +262,8 @@ class FleetIndex:
     def hole_after(self, req: Request, rows: Ints) -> Floats:
         """Largest free NUMA node (CPUs) left after the VM takes its best-fit node."""
         cpus = self.node_cpus[rows]
+        if cpus.shape[1] == 0:   # no host knows a NUMA node (all unreachable): no holes
+            return np.zeros(len(rows), np.float64)
         if req.numa is None or req.numa.policy == "shared":
             return np.asarray(cpus.max(axis=1), np.float64)
         fits = (cpus >= req.vcpus) & (self.node_mib[rows] >= req.memory_mib)

@@ -95,3 +95,20 @@ def test_sequential_placements_on_a_larger_fleet() -> None:
         if _step(new, ref, req, rng.choice(POLICIES), NOW, {}, {}, None, f"s{i}"):
             placed += 1
     assert placed > 300
+
+
+def test_a_fleet_whose_every_host_is_unreachable_is_refused_with_reasons() -> None:
+    """No host has a NUMA node to weigh: every host rejected with its reason, no crash
+    (ppec vm create with every agent down exits 3)."""
+    from ppec.numa.topology import Topology
+    from ppec.placement import FleetIndex, HostSnapshot, Request, place
+    hosts = [HostSnapshot(name=f"h{i}", region="", rack="", power_domain="", vrf="",
+                          tags=frozenset(), drained=False, cost=0, power_idle_w=0,
+                          power_max_w=0, topology=Topology(()), reachable=False,
+                          error="agent not running") for i in range(3)]
+    for numa in (None, "dedicated"):
+        from ppec.numa import Request as NumaRequest
+        req = Request(vcpus=1, memory_mib=256, numa=None if numa is None else
+                      NumaRequest(1, 256, policy="dedicated"))
+        d = place(FleetIndex(hosts), req, now=0)
+        assert d.host is None and len(d.rejected) == 3
