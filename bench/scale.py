@@ -110,7 +110,7 @@ def pg_write(settings: SimSettings) -> float | None:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def cli_median(env: dict[str, str], *args: str, runs: int = 5) -> float:
+def cli_median(env: dict[str, str], *args: str, runs: int = 3) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
