@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.placement.test_capacity import place_until_full
+from tests.placement.test_headroom import place_until_full
 
 from ppec.placement import Request
 from ppec.placement.headroom import fleet_capacity

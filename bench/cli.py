@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.placement.fleets import export_file, fleet
+from tests.placement.fleets import fleet, store_fleet
 from tests.realparts import Agent
 
 BIN = Path(sys.executable).parent
@@ -51,7 +51,10 @@ def main() -> None:
         empty = {**base, "XDG_DATA_HOME": str(root / "empty")}
         one = {**base, "XDG_DATA_HOME": str(root / "one")}
         snap = root / "fleet.json"
-        export_file(snap, fleet(100, seed=3, now=time.time()))
+        # The file as operators make it: a store with the fleet, then `host export-snapshot`.
+        store_fleet(root / "export.db", fleet(100, seed=3, now=time.time()))
+        subprocess.run([PPEC, "--db", str(root / "export.db"), "host", "export-snapshot",
+                        str(snap)], env=base, check=True, capture_output=True)
         agent = Agent(root / "agent", "bench").start()
         try:
             subprocess.run([PPEC, "host", "add", "bench", "--address", "local", "--socket",
