@@ -18,11 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.placement.test_headroom import place_until_full
-
 from ppec.placement import Request
 from ppec.placement.headroom import fleet_capacity
 from tests.placement.fleets import HSPACE, hspace_count, identical
+from tests.placement.test_headroom import place_until_full
 
 NOW = 1000.0
 
