@@ -113,3 +113,13 @@ def test_snapshots_keep_full_precision(store: Store) -> None:
     store.save_snapshot("h1", 1795497582.123456, {"x": 1})
     store.save_snapshot("h1", 1795497583.654321, {"x": 2})
     assert store.snapshots() == {"h1": (1795497583.654321, {"x": 2})}
+
+
+def test_a_disk_of_terabytes_is_stored_on_both_backends(store_url: str) -> None:
+    """Byte counts are 8-byte integers everywhere (PostgreSQL's INTEGER is 4 bytes)."""
+    from ppec.wire.vmspec import Shape
+    s = Store(store_url)
+    s.add_host(Host("h1", "local"))
+    s.reserve_vm("big", "h1", Shape(2, 1024, 3 << 40), "")
+    assert s.vm("big").disk_bytes == 3 << 40
+    s.close()

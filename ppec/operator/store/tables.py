@@ -163,6 +163,10 @@ CREATE TABLE job_runs (
     failures  INTEGER NOT NULL DEFAULT 0
 )
     """,
+    # 6: byte counts as 8-byte integers on PostgreSQL (a disk of 2 GiB or more)
+    """
+    ALTER TABLE vms ALTER COLUMN disk_bytes TYPE BIGINT
+    """,
 ]
 
 
