@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 
 from ppec.core.errors import BadInput
-from ppec.core.units import parse_memory_mib, parse_size
-from ppec.operator.choose import Ask, spread_level
+from ppec.operator.choose import Ask, shape_from, spread_level
 from ppec.operator.config import Config
-from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, Shape, literal
+from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, literal
 
 
 class NumaPolicy(StrEnum):
@@ -76,12 +75,8 @@ def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str |
     if flavor is None and (cpus is None or memory is None or (disk is None and disk_required)):
         raise BadInput("give --flavor, or all of --cpus, --memory" +
                        (" and --disk" if disk_required else ""))
-    base = config.flavor(flavor) if flavor else None
-    vcpus = cpus if cpus is not None else base.cpus if base else 0
-    mib = parse_memory_mib(memory) if memory else base.memory_mib if base else 0
-    disk_bytes = parse_size(disk, what="disk size") if disk else base.disk_bytes if base else 0
     pinning = Pinning(policy=literal(numa.value, POLICIES, "--numa"), nodes=numa_nodes,
                       threads=literal(threads.value, THREADS, "--threads"),
                       emulator=literal(emulator.value, EMULATORS, "--emulator"))
-    return Ask(Shape(vcpus, mib, disk_bytes, pinning), region=region, vrf=vrf,
+    return Ask(shape_from(config, flavor, cpus, memory, disk, pinning), region=region, vrf=vrf,
                tags=tuple(tag or ()), ha_group=ha_group, spread=spread_level(spread.value))

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from ppec.core.errors import BadInput
 from ppec.operator import snapshots
-from ppec.operator.choose import Ask, Spread
+from ppec.operator.choose import Ask
 from ppec.operator.context import Context
 from ppec.operator.store import Host
+from ppec.placement.model import Spread
 
 if TYPE_CHECKING:
     from ppec.placement import HostSnapshot

@@ -8,19 +8,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ppec.core.errors import BadInput, NoCapacity
-from ppec.core.units import check_label
+from ppec.core.units import check_label, parse_memory_mib, parse_size
 from ppec.operator import ipdb, snapshots
+from ppec.operator.config import Config
 from ppec.operator.context import Context
 from ppec.operator.store import Host
-from ppec.wire.vmspec import Shape, literal
+
+# The model only: ppec.placement loads numpy when an index is first built, not here.
+from ppec.placement.model import SPREADS, Spread
+from ppec.wire.vmspec import Pinning, Shape, literal
 
 if TYPE_CHECKING:
     from ppec.placement import Decision, FleetIndex, Request
 
-# ppec.placement.model's Spread and SPREADS, repeated: importing ppec.placement pulls in
-# numpy, and this module is on the path of `ppec --help`.
-Spread = Literal["host", "rack", "power_domain"]
-SPREADS: tuple[Spread, ...] = ("host", "rack", "power_domain")
+
+
+def shape_from(config: Config, flavor: str | None, cpus: int | None, memory: str | None,
+               disk: str | None, pinning: Pinning) -> Shape:
+    """A flavor and/or explicit sizes as a Shape (explicit ones win): for the CLI's
+    options and the HTTP capacity question alike. Callers say what must be given."""
+    base = config.flavor(flavor) if flavor else None
+    vcpus = cpus if cpus is not None else base.cpus if base else 0
+    mib = parse_memory_mib(memory) if memory else base.memory_mib if base else 0
+    disk_bytes = parse_size(disk, what="disk size") if disk else base.disk_bytes if base else 0
+    return Shape(vcpus, mib, disk_bytes, pinning)
 
 
 def spread_level(value: str) -> Spread:

@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.core.errors import BadInput, PpecError
-from ppec.core.units import parse_memory_mib, parse_size
 from ppec.operator import audit, capacity_report, makerchecker
-from ppec.operator.choose import Ask
+from ppec.operator.choose import Ask, shape_from
 from ppec.operator.config import Config, known_hosts_path
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import Reach
 from ppec.operator.store import Store, fleetstate
 from ppec.service.http.pages import PageAsk
 from ppec.wire.vmspec import MAX_VCPUS, POLICIES, Pinning, literal
-from ppec.wire.vmspec import Shape as VmShape
 
 
 @dataclass(frozen=True)
@@ -40,14 +38,11 @@ class Shape:
         base = config.flavor(self.flavor) if self.flavor else None
         if base is None and (self.cpus is None or self.memory is None):
             raise BadInput("give flavor, or both cpus and memory")
-        policy = literal(self.numa, POLICIES, "numa")
-        cpus = self.cpus if self.cpus is not None else base.cpus if base else 0
-        if not 1 <= cpus <= MAX_VCPUS:
-            raise BadInput(f"cpus must be between 1 and {MAX_VCPUS}, not {cpus}")
-        memory = parse_memory_mib(self.memory) if self.memory else base.memory_mib if base else 0
-        disk = (parse_size(self.disk, what="disk size") if self.disk
-                else base.disk_bytes if base else 0)
-        return Ask(VmShape(cpus, memory, disk, Pinning(policy=policy)))
+        shape = shape_from(config, self.flavor, self.cpus, self.memory, self.disk,
+                           Pinning(policy=literal(self.numa, POLICIES, "numa")))
+        if not 1 <= shape.vcpus <= MAX_VCPUS:
+            raise BadInput(f"cpus must be between 1 and {MAX_VCPUS}, not {shape.vcpus}")
+        return Ask(shape)
 
 
 def context(store: Store, config: Config) -> Context:
