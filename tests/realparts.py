@@ -183,7 +183,8 @@ class Agent:
 @dataclass
 class Console:
     """A guest's serial console as virtlogd wrote it. The test guest (tests/guest/init)
-    prints "PPEC-DISKS vda:<sectors>:<serial> …" whenever its block devices change."""
+    prints "PPEC-DISKS vda:<sectors>:<serial> …" whenever its block devices change (a
+    shell prompt on the same console may precede it on its line)."""
 
     path: Path
 
@@ -192,7 +193,8 @@ class Console:
 
     def disks(self) -> dict[str, tuple[int, str]] | None:
         """The guest's block devices by its last report: name -> (512-byte sectors, serial)."""
-        lines = [ln for ln in self.text().splitlines() if ln.startswith("PPEC-DISKS")]
+        lines = [ln[ln.index("PPEC-DISKS"):] for ln in self.text().splitlines()
+                 if "PPEC-DISKS" in ln]
         if not lines:
             return None
         out = {}
