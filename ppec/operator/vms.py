@@ -14,9 +14,7 @@ from ppec.core.errors import (
     TransportError,
 )
 from ppec.core.units import check_vm_name
-from ppec.operator import choose as scheduler
 from ppec.operator import ipdb
-from ppec.operator.choose import Ask, Fleet
 from ppec.operator.claim import Claim, OutcomeUnknown
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import AgentClient, HostResult, fan_out
@@ -24,6 +22,7 @@ from ppec.operator.store import HaConflict, Host
 from ppec.wire.vmspec import KernelBoot, VmSpec
 
 if TYPE_CHECKING:
+    from ppec.operator.choose import Ask, Fleet
     from ppec.placement import Decision
 
 __all__ = ["MAX_ATTEMPTS", "OutcomeUnknown", "create", "delete", "list_all", "show", "start",
@@ -42,6 +41,8 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     if host and ask.region:
         raise BadInput("--host and --region contradict each other: give one")
     inventory = ctx.store.hosts()
+    # Placement is loaded by the commands that place (create), not by list/show/start/stop.
+    from ppec.operator import choose as scheduler
     free_ips = ipdb.free_by_vrf(ctx.store)
     ask.check(inventory, free_ips)
     # Checked again by the store's constraint when claiming; this only fails fast.
@@ -79,6 +80,7 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
               decision: Decision) -> dict[str, Any]:
     """Try the ranked hosts in turn, at most MAX_ATTEMPTS refusals in all; an HA conflict
     re-places with the group as it is now (new hosts only)."""
+    from ppec.operator import choose as scheduler
     refusals: list[str] = []
     tried: set[str] = set()
     for _ in range(MAX_ROUNDS):
