@@ -74,10 +74,32 @@ def plain_table(grid: Sequence[Sequence[str]], width: int) -> str | None:
                    for line in grid)
 
 
+def _plain() -> bool:
+    """Output goes where rich would add nothing: no terminal, no colour forced."""
+    return not sys.stdout.isatty() and not any(os.environ.get(k) for k in _FORCED_TERMINAL)
+
+
+def plain_line(message: str, width: int) -> str | None:
+    """What rich prints for ``message``, when that is the message itself: no markup
+    (``[``), printable ASCII, no wider than ``width``; else None (rich wraps it)."""
+    if "[" in message or not (message.isascii() and message.isprintable()) or \
+            len(message) > width:
+        return None
+    return message + "\n"
+
+
+def emit_line(message: str) -> None:
+    """One line for people, as rich prints it (markup read, wrapped to the width)."""
+    text = plain_line(message, _console_width()) if _plain() else None
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        _console().print(message)
+
+
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
                title: str | None = None) -> None:
-    if title is None and not sys.stdout.isatty() and \
-            not any(os.environ.get(k) for k in _FORCED_TERMINAL):
+    if title is None and _plain():
         grid = [[header for _, header in columns],
                 *([_cell(row.get(key)) for key, _ in columns] for row in rows)]
         text = plain_table(grid, _console_width())
@@ -143,7 +165,7 @@ def emit_record(fmt: Fmt, doc: dict[str, Any], fields: Sequence[tuple[str, str]]
     if fmt is Fmt.csv:
         raise PpecError("-o csv is for lists; use -o json", code="BAD_INPUT")
     if message:
-        _console().print(message)
+        emit_line(message)
     if fields:
         emit_table([{"k": label, "v": doc.get(key)} for key, label in fields],
                    [("k", "field"), ("v", "value")])

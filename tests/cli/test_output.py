@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ppec.cli import output
 from ppec.cli.output import plain_table
 
 CELLS = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=14) \
@@ -64,3 +65,17 @@ def test_host_list_in_a_pipe_loads_no_rich(tmp_path: os.PathLike[str]) -> None:
                           text=True, timeout=60, check=False)
     assert "RICH=False" in done.stderr, done.stderr[-400:]
     assert done.stdout.startswith("HOST  ADDRESS")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
+               max_size=120), st.integers(20, 120))
+def test_plain_line_is_what_rich_prints(message: str, width: int) -> None:
+    """emit_line writes a line itself only when rich would print the same."""
+    out = io.StringIO()
+    Console(file=out, width=width, no_color=True, highlight=False, soft_wrap=False,
+            force_terminal=False).print(message)
+    plain = output.plain_line(message, width)
+    if plain is not None:
+        assert plain == out.getvalue()
+    assert output.plain_line("attached vdb to web-1 on bm-01", 80) is not None
