@@ -6,7 +6,6 @@ JSON line, so a runbook can parse both without guessing.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -118,6 +117,7 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]
 
 
 def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    import csv
     writer = csv.writer(sys.stdout)
     writer.writerow([key for key, _ in columns])
     for row in rows:
