@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from tests.e2e.fleet import SimHost, make_fleet
 from tests.e2e.terminal import PtyRun, guest_boot_args, libvirt_console_held
+from tests.policy import install_policy, make_people
 from tests.realparts import PPEC, QEMU_URI, Cli, domain_state, make_key, unique, wait_until
 
 
@@ -25,13 +28,13 @@ class Booted:
     vm: str
 
 
-@pytest.fixture
-def booted(cli: Cli, qemu_dir: Path, guest: Path, sshd_ready: None) -> Iterator[Booted]:
+@contextmanager
+def boot_host(cli: Cli, root: Path, guest: Path, **extra: object) -> Iterator[Booted]:
     """One host over SSH whose agent boots the test guest; one VM created on it."""
-    key = qemu_dir / "operator_ed25519"
-    (host,) = make_fleet(qemu_dir / "fleet", 1, QEMU_URI, make_key(key),
+    key = root / "operator_ed25519"
+    (host,) = make_fleet(root / "fleet", 1, QEMU_URI, make_key(key),
                          extra={"image_dir": str(guest), "domain_type": "qemu",
-                                "cpu_overcommit": 12.0})
+                                "cpu_overcommit": 12.0, **extra})
     try:
         cli.ok(*host.add_args(key), "--accept-new-host-key")
         vm = unique("con")
@@ -40,6 +43,12 @@ def booted(cli: Cli, qemu_dir: Path, guest: Path, sshd_ready: None) -> Iterator[
     finally:
         host.sshd.stop()
         host.agent.kill()
+
+
+@pytest.fixture
+def booted(cli: Cli, qemu_dir: Path, guest: Path, sshd_ready: None) -> Iterator[Booted]:
+    with boot_host(cli, qemu_dir, guest) as b:
+        yield b
 
 
 def guest_up(b: Booted) -> None:
@@ -163,3 +172,55 @@ def test_bad_input_unknown_vm_shut_off_vm_and_a_dead_agent(booted: Booted) -> No
         done = b.cli.run(*args, "-o", "json")
         assert done.returncode == 1, (args, done.stderr)
         assert error(done)["code"] == "AGENT_UNREACHABLE"
+
+
+def test_console_under_maker_checker_is_approved_then_opened_once_by_its_maker(
+        cli: Cli, qemu_dir: Path, guest: Path, sshd_ready: None) -> None:
+    people = make_people(qemu_dir)
+    approvers = install_policy(cli, qemu_dir, people, vm_operations=("delete", "console"))
+    with boot_host(cli, qemu_dir, guest, approvers_file=str(approvers)) as b:
+        guest_up(b)
+        alice = ["--identity", str(people["alice"])]
+        made = b.cli.run(*alice, "vm", "console", b.vm, "-o", "json")
+        assert made.returncode == 4, made.stderr
+        rid = json.loads(made.stdout)["id"]
+        again = b.cli.run(*alice, "vm", "console", b.vm)
+        assert again.returncode == 4 and f"request {rid}: vm.console {b.vm} still waits" \
+            in again.stdout
+        # The agent itself refuses a console without an approval, whatever the CLI does.
+        refused = agent_call(b.host.agent.socket, "vm.console", name=b.vm)
+        assert refused["error"]["code"] == "FORBIDDEN"
+        approved = b.cli.run("--identity", str(people["bob"]), "request", "approve", str(rid))
+        assert approved.returncode == 0, approved.stderr
+        assert f"approved by bob; alice runs it (`ppec vm console {b.vm}`)" in approved.stdout
+        # An approval is its maker's: bob gets a request of his own.
+        assert b.cli.run("--identity", str(people["bob"]), "vm", "console",
+                         b.vm).returncode == 4
+        term = PtyRun([*alice, "vm", "console", b.vm], b.cli.env)
+        try:
+            term.expect(b"Leave with Ctrl-]")
+            term.type(b"\r")
+            term.type(b"echo $((6*7))-approved\r")
+            term.expect(b"42-approved")
+            term.type(b"\x1d")
+            assert term.wait() == 0
+        finally:
+            term.close()
+        shown = json.loads(b.cli.ok("request", "show", str(rid), "-o", "json").stdout)
+        assert shown["state"] == "executed"
+        trail = [e["action"] for e in json.loads(
+            b.cli.ok("audit", "list", "-o", "json").stdout)["entries"] if e["request_id"] == rid]
+        assert trail == ["request", "approve", "execute", "executed"]
+        b.cli.ok("audit", "verify")
+        # One approval, one session: the next console needs a new request.
+        assert b.cli.run(*alice, "vm", "console", b.vm).returncode == 4
+
+
+def agent_call(path: Path, method: str, **params: object) -> dict[str, object]:
+    """One request straight to the agent's socket, bypassing the CLI."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(json.dumps({"v": 1, "id": 1, "method": method, "params": params}).encode()
+                  + b"\n")
+        return dict(json.loads(s.makefile("rb").readline()))
