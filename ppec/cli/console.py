@@ -113,11 +113,12 @@ def open_session(run: Run, name: str, *, force: bool, host: str | None) -> None:
 def _session(link: console.Link, name: str) -> None:
     took = link.answer.get("took_over")
     taken = f" (taken over from {took['client']})" if isinstance(took, dict) else ""
-    sys.stderr.write(f"Connected to the console of {name} on {link.host}{taken}. "
-                     f"Leave with Ctrl-].\n")
-    sys.stderr.flush()
     try:
+        # Raw before the greeting: keys typed once it shows all go to the guest.
         with raw_terminal(sys.stdin.fileno()):
+            sys.stderr.write(f"Connected to the console of {name} on {link.host}{taken}. "
+                             f"Leave with Ctrl-].\r\n")
+            sys.stderr.flush()
             why = console.relay(link, sys.stdin.fileno(), sys.stdout.fileno())
     finally:
         console.close(link)
@@ -144,7 +145,8 @@ def raw_terminal(fd: int) -> Iterator[None]:
     saved = termios.tcgetattr(fd)
     handlers = {s: signal.signal(s, leave) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        tty.setraw(fd)
+        # TCSANOW, not setraw's default TCSAFLUSH: keys typed ahead are kept, not dropped.
+        tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
