@@ -184,7 +184,10 @@ class AgentServer:
                 if switch is not None:
                     # The protocol step to a byte stream (docs/design.md, "Console"): not
                     # counted as busy, so an agent update does not wait for a console.
-                    switch.relay(conn) if sent else switch.cancel()
+                    if sent:
+                        switch.relay(conn)
+                    else:
+                        switch.cancel()
                     return
                 if self.ctx.restart_requested and not self.restarting:
                     # The new files are in place and the caller has its answer: stop

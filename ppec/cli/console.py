@@ -34,6 +34,8 @@ def printable(text: str) -> str:
 
 def logs(run: Run, name: str, *, lines: int, follow: bool, host: str | None,
          fmt: Fmt) -> None:
+    if fmt is Fmt.csv:
+        raise PpecError("-o csv is for lists; use -o json", code="BAD_INPUT")
     if follow:
         _follow(run, name, lines, host, fmt)
         return
@@ -47,8 +49,6 @@ def logs(run: Run, name: str, *, lines: int, follow: bool, host: str | None,
     if fmt is Fmt.json:
         output.emit_json(doc)
         return
-    if fmt is Fmt.csv:
-        raise PpecError("-o csv is for lists; use -o json", code="BAD_INPUT")
     _write(doc["text"])
     _notes(doc, name, fmt)
 
