@@ -158,7 +158,20 @@ def test_bad_input_unknown_vm_shut_off_vm_and_a_dead_agent(booted: Booted) -> No
         assert done.returncode == 2, (args, done.stderr)
         assert "no-such-vm" in str(error(done)["message"])
     guest_up(b)
-    b.cli.ok("vm", "stop", b.vm, "--force")
+    # A session open while the VM is powered off: told in its stream, exit 1.
+    term = console(b)
+    try:
+        term.expect(b"Leave with Ctrl-]")
+        # A burst of output first: it all arrives, in order, and the session stays usable.
+        term.type(b"\ryes flood | head -n 3000; echo DONE-$((2+2))\r")
+        screen = term.expect(b"DONE-4", timeout=180)
+        assert screen.count(b"flood\r\n") >= 3000
+        b.cli.ok("vm", "stop", b.vm, "--force")
+        term.expect(b"closed: " + b.vm.encode() + b" stopped")
+        assert term.wait() == 1 and term.restored()
+        assert b"was closed by h1" in term.drain()
+    finally:
+        term.close()
     assert domain_state(b.vm) == "shut off"
     done = b.cli.run("vm", "console", b.vm, "-o", "json")
     assert done.returncode == 1
