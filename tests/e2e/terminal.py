@@ -17,14 +17,14 @@ from tests.realparts import PPEC, QEMU_URI
 
 
 class PtyRun:
-    """``ppec ARGS`` with its stdin, stdout and stderr on a new pty; the test holds the
-    master side (the keyboard and screen) and keeps the slave open to read its settings
-    after the process is gone."""
+    """``ppec ARGS`` (or another program) with its stdin, stdout and stderr on a new pty;
+    the test holds the master side (the keyboard and screen) and keeps the slave open to
+    read its settings after the process is gone."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], program: str = PPEC) -> None:
         self.master, self.slave = os.openpty()
         self.before = termios.tcgetattr(self.slave)
-        self.proc = subprocess.Popen([PPEC, *args], stdin=self.slave, stdout=self.slave,
+        self.proc = subprocess.Popen([program, *args], stdin=self.slave, stdout=self.slave,
                                      stderr=self.slave, env=env, start_new_session=True)
         self.seen = b""
 
