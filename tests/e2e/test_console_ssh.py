@@ -206,6 +206,12 @@ def test_console_under_maker_checker_is_approved_then_opened_once_by_its_maker(
         approved = b.cli.run("--identity", str(people["bob"]), "request", "approve", str(rid))
         assert approved.returncode == 0, approved.stderr
         assert f"approved by bob; alice runs it (`ppec vm console {b.vm}`)" in approved.stdout
+        # The checker cannot run it for her: `request execute` refuses, nothing is spent.
+        refused_exec = b.cli.run("request", "execute", str(rid))
+        assert refused_exec.returncode == 1 and "is run by its maker, alice" \
+            in refused_exec.stderr
+        assert json.loads(b.cli.ok("request", "show", str(rid), "-o", "json").stdout)[
+            "state"] == "approved"
         # An approval is its maker's: bob gets a request of his own.
         assert b.cli.run("--identity", str(people["bob"]), "vm", "console",
                          b.vm).returncode == 4
