@@ -40,6 +40,7 @@ class ConsoleStream:
         self._size = 0
         self._paused = False
         self.ended: str | None = None      # why the console stopped, once it has
+        self._closed = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         stream.eventAddCallback(libvirt.VIR_STREAM_EVENT_READABLE | _EVENTS, self._on_event,
                                 None)
@@ -49,8 +50,13 @@ class ConsoleStream:
         return self._wake_r
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            os.write(self._wake_w, b"!")
+        # Under the lock, and never after close(): a closed descriptor's number may already
+        # name another file, which must not get this byte.
+        with self._lock:
+            if self._closed:
+                return
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"!")
 
     def _on_event(self, stream: libvirt.virStream, events: int, _opaque: Any) -> None:
         with self._lock:
@@ -123,9 +129,13 @@ class ConsoleStream:
             self._stream.eventRemoveCallback()
         with contextlib.suppress(libvirt.libvirtError):
             self._stream.abort()
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 def open_console(hv: Hypervisor, name: str, force: bool) -> ConsoleStream:

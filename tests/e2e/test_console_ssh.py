@@ -93,8 +93,12 @@ def test_logs_follow_shows_the_boot_then_console_types_into_busybox(booted: Boot
         term.expect(b"# ")
         term.type(b"echo $((6*7))-ok\r")
         term.expect(b"42-ok")   # computed by the guest's shell: the typed line says 6*7
-        # Other requests are served meanwhile (no host lock, no blocked agent).
+        # Other requests are served meanwhile, a locked one too: the session holds no host
+        # lock (flock(1) takes it at once).
         assert b.cli.ok("vm", "show", b.vm).returncode == 0
+        lock = b.host.agent.root / "state" / "host.lock"
+        assert subprocess.run(["flock", "-n", str(lock), "true"]).returncode == 0
+        assert b.cli.ok("disk", "list", b.vm).returncode == 0   # takes the host lock
         term.type(b"\x1d")   # Ctrl-]
         assert term.wait() == 0
         assert term.restored(), "the terminal settings were not restored"
