@@ -19,7 +19,7 @@ from ppec.cli import output
 from ppec.cli.common import Run, held
 from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_PENDING, PpecError
-from ppec.operator import console, makerchecker
+from ppec.operator import console
 
 # What a guest printed is shown, not obeyed: control characters other than newline and
 # tab become caret notation (ESC is "^["), so a log cannot drive the reader's terminal.
@@ -82,6 +82,7 @@ def _notes(doc: dict[str, Any], name: str, fmt: Fmt) -> None:
 
 def open_session(run: Run, name: str, *, force: bool, host: str | None) -> None:
     """Maker-checker first (when policy names vm console), then the session."""
+    from ppec.operator import makerchecker
     ctx = run.ctx
     approval: dict[str, Any] | None = None
     request_id: int | None = None

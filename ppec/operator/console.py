@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.core.errors import PpecError, TransportError
-from ppec.operator import makerchecker
 from ppec.operator.context import Context
 from ppec.operator.fleet.transport import Stream
 from ppec.operator.vms import locate
@@ -110,6 +109,7 @@ def approved_console(ctx: Context, signer: Any, name: str, host: str | None = No
     """Under maker-checker: ("use", id, envelope) for the caller's approved console request,
     now marked executed; ("new", None, request) after making one; ("pending", None,
     request) when the caller's request still waits for a checker."""
+    from ppec.operator import makerchecker  # signing and audit: only under such a policy
     mine = makerchecker.mine(ctx, signer, "vm.console", name)
     if mine is None:
         return "new", None, makerchecker.request_vm_console(ctx, signer, name, host)
