@@ -236,7 +236,18 @@ def test_console_under_maker_checker_is_approved_then_opened_once_by_its_maker(
         assert trail == ["request", "approve", "execute", "executed"]
         b.cli.ok("audit", "verify")
         # One approval, one session: the next console needs a new request.
-        assert b.cli.run(*alice, "vm", "console", b.vm).returncode == 4
+        next_req = b.cli.run(*alice, "vm", "console", b.vm, "-o", "json")
+        assert next_req.returncode == 4
+        rid2 = json.loads(next_req.stdout)["id"]
+        b.cli.ok("--identity", str(people["bob"]), "request", "approve", str(rid2))
+        # Approved, but the VM is off when alice comes: refused, the request failed, and the
+        # trail says so.
+        b.cli.ok("vm", "stop", b.vm, "--force")
+        late = b.cli.run(*alice, "vm", "console", b.vm, "-o", "json")
+        assert late.returncode == 1 and error(late)["code"] == "NOT_RUNNING"
+        shown = json.loads(b.cli.ok("request", "show", str(rid2), "-o", "json").stdout)
+        assert shown["state"] == "failed" and "shut-off" in shown["note"]
+        b.cli.ok("audit", "verify")
 
 
 def agent_call(path: Path, method: str, **params: object) -> dict[str, object]:
