@@ -25,6 +25,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from ppec.agent.config import AgentConfig
+from ppec.agent.console import Streaming
 from ppec.agent.handlers import Handler, Handlers
 from ppec.core.errors import LockBusy, PpecError, ProtocolError
 from ppec.core.signing import Approvers, Forbidden, check_approval, check_envelope, digest
@@ -171,14 +172,23 @@ class AgentServer:
                     return
                 with self._idle:
                     self._busy += 1
+                switch: Streaming | None = None
                 try:
-                    reply = protocol.reply_error(None, line.code, line.message) \
-                        if isinstance(line, ProtocolError) else self.handle_line(line)
+                    reply, switch = (protocol.reply_error(None, line.code, line.message), None) \
+                        if isinstance(line, ProtocolError) else self._dispatch(line)
                     sent = _send(stream, reply)
                 finally:
                     with self._idle:
                         self._busy -= 1
                         self._idle.notify_all()
+                if switch is not None:
+                    # The protocol step to a byte stream (docs/design.md, "Console"): not
+                    # counted as busy, so an agent update does not wait for a console.
+                    if sent:
+                        switch.relay(conn)
+                    else:
+                        switch.cancel()
+                    return
                 if self.ctx.restart_requested and not self.restarting:
                     # The new files are in place and the caller has its answer: stop
                     # serving; the daemon re-executes itself on the new code.
@@ -198,6 +208,13 @@ class AgentServer:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
     def handle_line(self, line: bytes) -> dict[str, Any]:
+        reply, switch = self._dispatch(line)
+        if switch is not None:   # no connection to stream on: let the console go
+            switch.cancel()
+        return reply
+
+    def _dispatch(self, line: bytes) -> tuple[dict[str, Any], Streaming | None]:
+        """The reply to one request line, and the stream it switches to, if it does."""
         msg_id: Any = None
         try:
             if self.ctx.restart_requested:
@@ -238,16 +255,19 @@ class AgentServer:
                 except Timeout:
                     raise self._lock_busy() from None
             else:
+                # Approval without the lock for a method that does not take it (a console).
+                self._check_approval(method, clean, msg.get("approval"))
                 result = handler(**clean)
-            return protocol.reply_ok(msg_id, result)
+            return protocol.reply_ok(msg_id, result), \
+                result if isinstance(result, Streaming) else None
         except PpecError as e:
             # "kind" names the error's class, so the client keeps its exit code even for
             # codes it has never heard of.
             return protocol.reply_error(msg_id, e.code, e.message,
-                                        {**e.details, "kind": type(e).code})
+                                        {**e.details, "kind": type(e).code}), None
         except Exception as e:  # a bug must cost one request, never the daemon
             log.exception("internal error serving %r", line[:200])
-            return protocol.reply_error(msg_id, "INTERNAL", f"internal error: {e}")
+            return protocol.reply_error(msg_id, "INTERNAL", f"internal error: {e}"), None
 
 
     def _check_approval(self, method: Method, params: dict[str, Any], approval: Any) -> None:

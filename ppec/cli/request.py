@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -45,6 +46,12 @@ def show(run: Run, request_id: int, fmt: OutputOpt = Fmt.table) -> None:
 def approve(run: Run, request_id: int, fmt: OutputOpt = Fmt.table) -> None:
     """Approve as the checker (signed with your key), then execute the request."""
     doc = makerchecker.approve(run.ctx, run.signer(), request_id)
+    if doc["state"] == "approved":   # run by its maker (a console), not by the checker
+        output.emit_record(fmt, doc, FIELDS, message=(
+            f"request {request_id} approved by {doc['checker']}; {doc['maker']} runs it "
+            f"(`ppec vm console {doc['resource']}`), once, before "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(float(doc['expires'])))}"))
+        return
     output.emit_record(fmt, doc, FIELDS, message=f"request {request_id} approved by "
                                                  f"{doc['checker']} and executed")
 

@@ -165,3 +165,44 @@ def delete(run: Run, name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table
 def _request_delete(run: Run, signer: Any, name: str, host: str | None) -> dict[str, Any]:
     from ppec.operator import makerchecker  # signing and audit: only when policy holds it
     return makerchecker.request_vm_delete(run.ctx, signer, name, host)
+
+
+@app.command("logs")
+@command
+def logs(
+    run: Run,
+    name: str,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing what the console writes, until Ctrl-C.")]
+        = False,
+    lines: Annotated[int, typer.Option(
+        "--lines", "-n", min=0, max=100_000,
+        help="Start with the last N lines (0: the whole log).")] = 50,
+    host: HostOpt = None,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """The VM's serial console log, as its host recorded it (boot messages included).
+
+    With -o json: one document {text, cursor, more, truncated, reset, ...}; with --follow,
+    one such document per line, each a new piece of the log."""
+    from ppec.cli import console  # the console modules load only for these commands
+    console.logs(run, name, lines=lines, follow=follow, host=host, fmt=fmt)
+
+
+@app.command("console")
+@command
+def console_(
+    run: Run,
+    name: str,
+    force: Annotated[bool, typer.Option(
+        help="Take the console over from whoever holds it (they are told).")] = False,
+    host: HostOpt = None,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """An interactive serial console (leave with Ctrl-]). One session per VM at a time.
+
+    When policy says so (`[approval.vm] operations = ["console"]`), the first call makes a
+    request (exit 4); once a checker approves it, the same command opens the console,
+    once."""
+    from ppec.cli import console
+    console.open_session(run, name, force=force, host=host)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ppec.core.clock import utc_now
@@ -23,6 +24,10 @@ from ppec.core.signing import (
 from ppec.core.units import check_disk_target
 from ppec.operator import audit, ipdb
 from ppec.operator.context import Context
+
+# Operations a checker approves but does not run: the maker runs them, once, within the
+# request's lifetime (an interactive console: nobody can type into it for the maker).
+BY_MAKER = frozenset({"vm.console"})
 
 
 def approvers(ctx: Context) -> Approvers:
@@ -100,6 +105,13 @@ def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                           "timeout": timeout, "path": found[0]["path"]})
 
 
+def request_vm_console(ctx: Context, signer: Signer, name: str,
+                       host: str | None = None) -> dict[str, Any]:
+    inventory, agent_name = _hosts(ctx, name, host)
+    return create(ctx, signer, "console", "vm", name, host=agent_name,
+                  params={"inventory_host": inventory})
+
+
 def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[str, Any]:
     """One host's update (``compared``: its ``syncer.HostSync``). The approval names the
     host and the exact files (the digest of this ppec's manifest; the agent refuses any
@@ -175,7 +187,53 @@ def approve(ctx: Context, signer: Signer, request_id: int) -> dict[str, Any]:
     _set(ctx, request_id, "pending", "approved",
          (checker.name, "approve", {"digest": doc["digest"]}), checker=checker.name,
          checker_sig=checker_sig)
+    if doc["payload"]["operation"] in BY_MAKER:
+        return show(ctx, request_id)   # approved; the maker runs it (use_approved)
     return execute(ctx, request_id, actor=checker.name)
+
+
+def _envelope(doc: dict[str, Any], head: dict[str, Any] | None) -> dict[str, Any]:
+    envelope: dict[str, Any] = {"payload": doc["payload"], "maker_sig": doc["maker_sig"],
+                                "checker": doc["checker"], "checker_sig": doc["checker_sig"]}
+    if head is not None:
+        envelope["audit"] = {"seq": head["seq"], "hash": head["hash"]}
+    return envelope
+
+
+def mine(ctx: Context, signer: Signer, operation: str, resource: str) -> dict[str, Any] | None:
+    """The caller's own unexpired request for ``operation`` on ``resource``: an approved
+    one first (to use), else a pending one (still waiting), else None."""
+    me, _ = signer.whoami(approvers(ctx))
+    now = time.time()
+    found = [r for r in list_(ctx) if r["operation"] == operation and r["maker"] == me.name
+             and r["resource"] == resource and r["state"] in ("approved", "pending")
+             and float(r["expires"]) > now]
+    found.sort(key=lambda r: (r["state"] != "approved", -int(r["id"])))
+    return found[0] if found else None
+
+
+def use_approved(ctx: Context, request_id: int, actor: str) -> dict[str, Any]:
+    """For an operation the maker runs (BY_MAKER): every rule again, the request marked
+    executed (once), and the envelope to send the agent, which spends its nonce. The
+    caller records the outcome with ``finish``."""
+    doc = _row(ctx, request_id)
+    p = doc["payload"]
+    check_approval(approvers(ctx), p, doc["maker_sig"], doc["checker"], doc["checker_sig"])
+    head = _set(ctx, request_id, "approved", "executed",
+                (actor, "execute", {"operation": p["operation"], "resource": p["resource"]}))
+    return _envelope(doc, head)
+
+
+def finish(ctx: Context, request_id: int, actor: str, result: dict[str, Any] | None,
+           error: str = "") -> None:
+    """The outcome of a request the maker ran: executed, or failed with ``error``."""
+    if error:
+        with ctx.store.transaction() as db:
+            db.execute("UPDATE requests SET state='failed', note=?, updated_at=? WHERE id=?",
+                       (error, utc_now(), request_id))
+            audit.append_in(db, actor, "failed", request_id, {"error": error})
+        return
+    audit.append(ctx.store, actor, "executed", request_id, {"result": result})
 
 
 def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
@@ -183,18 +241,19 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     from ppec.operator import disks, vms
     doc = _row(ctx, request_id)
     p = doc["payload"]
+    if p["operation"] in BY_MAKER:
+        raise Conflict(f"request {request_id} ({p['operation']} {p['resource']}) is run by "
+                       f"its maker, {doc['maker']}: `ppec vm console {p['resource']}`",
+                       code="REQUEST_STATE")
     # Re-check everything at the moment of execution: expiry, signatures, edits.
     check_approval(approvers(ctx), p, doc["maker_sig"], doc["checker"], doc["checker_sig"])
     head = _set(ctx, request_id, "approved", "executed",
                 (actor or doc["checker"], "execute",
                  {"operation": p["operation"], "resource": p["resource"]}))
-    envelope: dict[str, Any] = {"payload": p, "maker_sig": doc["maker_sig"],
-                                "checker": doc["checker"], "checker_sig": doc["checker_sig"]}
-    if p["operation"] != "agent.update":
-        # The host keeps the chain head (this execution's own entry) in its ledger: an
-        # anchor the store's writer cannot move (auditcheck). Not with an agent update:
-        # the agent being replaced may predate the field and would refuse the envelope.
-        envelope["audit"] = {"seq": head["seq"], "hash": head["hash"]}
+    # The host keeps the chain head (this execution's own entry) in its ledger: an anchor
+    # the store's writer cannot move (auditcheck). Not with an agent update: the agent
+    # being replaced may predate the field and would refuse the envelope.
+    envelope = _envelope(doc, head if p["operation"] != "agent.update" else None)
     try:
         if p["operation"] == "vm.delete":
             result = vms.delete(ctx, p["resource"], p["params"].get("inventory_host"),

@@ -74,6 +74,14 @@ def _one_of(*allowed: str) -> Callable[[Any], Any]:
         return value
     return check
 
+
+def _client_label(value: Any) -> Any:
+    """Who holds a console, as shown to the next one who asks (informational only)."""
+    if len(value) > 100 or not value.isprintable():
+        raise BadInput("client: at most 100 printable characters", code="BAD_PARAMS")
+    return value
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ping", "host.ping"),
     Method("agent.manifest", "update.manifest"),
@@ -114,6 +122,20 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot
         "boot": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),
+    # The VM's serial console log: the last ``lines`` lines (0: from the start), or with a
+    # cursor (opaque, from the previous answer) what came after it (`vm logs --follow`).
+    Method("vm.logs", "console.logs", {
+        "name": _NAME,
+        "lines": Param(int, required=False, default=50, minimum=0, maximum=100_000),
+        "cursor": Param(str, required=False, default=None),
+    }),
+    # Answers {"stream": "console", ...}, then the connection is a raw byte stream to the
+    # VM's serial console (docs/design.md, "Console"); no host lock is held meanwhile.
+    Method("vm.console", "console.open", {
+        "name": _NAME,
+        "force": Param(bool, required=False, default=False),
+        "client": Param(str, required=False, default="", check=_client_label),
+    }, approval_for=("vm", "console")),
     Method("vm.delete", "vms.delete", {"name": _NAME}, tier="slow", mutating=True,
            approval_for=("vm", "delete")),
     Method("vm.start", "vms.start", {"name": _NAME}, tier="normal", mutating=True),

@@ -18,7 +18,8 @@ HEAVY = ("paramiko", "libvirt", "psutil", "filelock", "cryptography", "tarfile",
 
 @pytest.mark.parametrize("argv", [["--help"], ["vm", "list", "--help"], ["vm", "--help"],
                                   ["host", "add", "--help"], ["completion", "bash"],
-                                  ["disk", "--help"], ["agent", "sync", "--help"]])
+                                  ["disk", "--help"], ["agent", "sync", "--help"],
+                                  ["vm", "console", "--help"], ["vm", "logs", "--help"]])
 def test_help_imports_neither_paramiko_nor_libvirt(argv: list[str]) -> None:
     code = (f"import sys; sys.argv=['ppec', *{argv!r}]\n"
             "from ppec.cli.main import main\n"

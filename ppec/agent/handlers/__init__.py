@@ -14,6 +14,7 @@ from typing import Any
 from ppec.agent import recovery
 from ppec.agent.context import AgentContext
 from ppec.agent.handlers.audit import AuditHandlers
+from ppec.agent.handlers.console import ConsoleHandlers
 from ppec.agent.handlers.disks import DiskHandlers
 from ppec.agent.handlers.drift import DriftHandlers
 from ppec.agent.handlers.host import HostHandlers
@@ -38,6 +39,7 @@ class Handlers:
             "drift": DriftHandlers(ctx, volumes),
             "update": UpdateHandlers(ctx),
             "audit": AuditHandlers(ctx),
+            "console": ConsoleHandlers(ctx),
         }
 
     def resolve(self, ref: str) -> Handler:

@@ -74,6 +74,15 @@ class AgentClient:
         error = reply.get("error")
         raise from_wire(error if isinstance(error, dict) else {}, host=None)
 
+    def take_stream(self) -> tuple[Stream, bytes]:
+        """After a reply that switched the connection to a byte stream (``vm.console``):
+        the stream and the bytes already read past the reply; the client forgets both
+        (its next call opens a new connection) and the caller closes the stream."""
+        assert self._stream is not None and self._reader is not None, "no call made"
+        taken = (self._stream, self._reader.take_rest())
+        self._stream = self._reader = None
+        return taken
+
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()

@@ -36,6 +36,11 @@ class LineReader:
         line, _, self._buf = self._buf.partition(b"\n")
         return line
 
+    def take_rest(self) -> bytes:
+        """What was read past the last line (the start of a byte stream)."""
+        rest, self._buf = self._buf, b""
+        return rest
+
 
 class LocalStream:
     """The agent's Unix socket on this machine (host address ``local``)."""
