@@ -160,3 +160,28 @@ def delete(run: Run, name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table
                 lambda signer: makerchecker.request_vm_delete(run.ctx, signer, name, host))
     doc = vms.delete(run.ctx, name, host)
     output.emit_record(fmt, doc, message=doc.get("note") or f"deleted {name} from {doc['host']}")
+
+
+@app.command("stats")
+@command
+def stats(
+    run: Run,
+    names: Annotated[list[str], typer.Argument(help="One or more VM names.")],
+    host: HostOpt = None,
+    interval: Annotated[float, typer.Option(
+        help="Seconds between the two samples a rate needs.", min=0.2)] = 1.0,
+    watch: Annotated[float | None, typer.Option(
+        help="Refresh every S seconds (a table in place on a terminal; one JSON line per "
+             "sample with -o json) until Ctrl-C or --count.", min=0.2)] = None,
+    count: Annotated[int | None, typer.Option(help="With --watch: stop after N samples.",
+                                              min=1)] = None,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """CPU (percent of one vCPU, and of all its vCPUs), steal, memory (actual, RSS,
+    balloon), block and network rates of VMs, from libvirt's counters sampled twice.
+    Fields: docs/vmstats.md."""
+    from ppec.cli import vmstats as view
+    from ppec.operator import vmstats
+    targets = vmstats.vm_targets(run.ctx, names, host)
+    view.show(run, targets, watch or interval, count if watch else 1, live=bool(watch),
+              title="ppec vm stats")

@@ -17,6 +17,7 @@ from ppec.agent.handlers.audit import AuditHandlers
 from ppec.agent.handlers.disks import DiskHandlers
 from ppec.agent.handlers.drift import DriftHandlers
 from ppec.agent.handlers.host import HostHandlers
+from ppec.agent.handlers.stats import StatsHandlers
 from ppec.agent.handlers.update import UpdateHandlers
 from ppec.agent.handlers.vms import VmHandlers
 from ppec.agent.vmops import VmOps
@@ -38,6 +39,7 @@ class Handlers:
             "drift": DriftHandlers(ctx, volumes),
             "update": UpdateHandlers(ctx),
             "audit": AuditHandlers(ctx),
+            "stats": StatsHandlers(ctx),
         }
 
     def resolve(self, ref: str) -> Handler:

@@ -1,0 +1,123 @@
+"""`ppec vm stats` and `ppec host top` on real libvirtd + QEMU guests that really boot.
+
+A busy guest spins in its init (`ppec.busy=1`); the idle guest is the same kernel whose
+PID 1 only sleeps (`rdinit=/bin/busybox -- sleep …`): the test guest's usual init polls
+/sys every 0.2 s, which alone costs about 10% of a vCPU under TCG. A third guest writes
+to a hot-plugged disk (`ppec.write=vdb`). Figures are checked against what ppec does not
+compute: QEMU's CPU time and RSS in /proc, and `virsh domblkstat`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.realparts import Agent, Cli, qemu_pid, unique, virsh, wait_until
+
+TICK = os.sysconf("SC_CLK_TCK")
+IDLE_INIT = "rdinit=/bin/busybox -- sleep 1000000"
+
+
+@pytest.fixture
+def gcli(cli: Cli, guest_agent: Agent) -> Cli:
+    cli.ok("host", "add", "g", "--address", "local", "--socket", str(guest_agent.socket))
+    return cli
+
+
+def boot(cli: Cli, guest: Path, name: str, words: str) -> None:
+    cli.ok("vm", "create", name, "--cpus", "1", "--memory", "256M", "--disk", "64M",
+           "--kernel", str(guest / "vmlinuz"), "--initrd", str(guest / "initrd.img"),
+           "--cmdline", f"console=ttyS0 panic=-1 {words}")
+
+
+def booted(agent: Agent, name: str, line: str) -> None:
+    wait_until(lambda: line in agent.console(name).text(), 180, f"{name} shows {line!r}")
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK      # utime + stime
+
+
+def proc_rss_mib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise AssertionError("no VmRSS")
+
+
+def stats(cli: Cli, *args: str) -> dict[str, dict[str, Any]]:
+    doc = json.loads(cli.ok("vm", "stats", *args, "-o", "json").stdout)
+    assert doc["errors"] == []
+    return {v["name"]: v for v in doc["vms"]}
+
+
+def test_busy_guest_above_half_a_vcpu_idle_below_ten_percent(
+        gcli: Cli, guest_agent: Agent, guest: Path) -> None:
+    busy, idle = unique("busy"), unique("idle")
+    boot(gcli, guest, busy, "quiet ppec.busy=1")
+    boot(gcli, guest, idle, IDLE_INIT)
+    booted(guest_agent, busy, "PPEC-GUEST-UP")
+    booted(guest_agent, idle, "Run /bin/busybox as init process")
+    time.sleep(2)   # the idle kernel's last boot work (clocksource switch) done
+    pids = {n: qemu_pid(n) for n in (busy, idle)}
+    assert all(pids.values()), pids
+    cpu0 = {n: proc_cpu_s(p) for n, p in pids.items() if p}
+    t0 = time.monotonic()
+    seen = stats(gcli, busy, idle, "--interval", "3")
+    wall = time.monotonic() - t0
+    by_proc = {n: (proc_cpu_s(p) - cpu0[n]) / wall * 100 for n, p in pids.items() if p}
+
+    assert seen[busy]["cpu_percent"] > 50, (seen[busy], by_proc)
+    assert seen[idle]["cpu_percent"] < 10, (seen[idle], by_proc)
+    # Independently, /proc's CPU time of the same QEMU processes over a window holding
+    # the CLI's: the same verdict, and figures close to each other.
+    assert by_proc[busy] > 50 and by_proc[idle] < 10, by_proc
+    for name in (busy, idle):
+        assert abs(seen[name]["cpu_percent"] - by_proc[name]) < 30, (name, seen, by_proc)
+        v = seen[name]
+        assert (v["state"], v["vcpus"], v["interval_s"] > 2.5) == ("running", 1, True)
+        assert v["cpu_percent_of_vcpus"] == v["cpu_percent"]   # one vCPU: the same
+        assert v["memory_mib"] == 256
+        pid = pids[name]
+        assert pid is not None and abs(v["rss_mib"] - proc_rss_mib(pid)) < 32, v
+        assert v["steal_percent"] is not None and v["vcpu_percent"] is not None
+
+    # host top: every VM of the host, busiest first; -o json is one sample.
+    top = json.loads(gcli.ok("host", "top", "g", "--interval", "2", "-o", "json").stdout)
+    assert [v["name"] for v in top["vms"]] == [busy, idle], top
+    assert top["vms"][0]["host"] == "g"
+    table = gcli.ok("host", "top", "g", "--interval", "1").stdout.splitlines()
+    rows = [ln.split() for ln in table if ln.split() and ln.split()[0] in (busy, idle)]
+    assert [r[0] for r in rows] == [busy, idle] and rows[0][2] == "running"
+
+    # --watch with -o json: one JSON line per sample, each over the watch interval.
+    done = gcli.ok("vm", "stats", busy, "--watch", "1", "--count", "2", "-o", "json")
+    lines = [json.loads(ln) for ln in done.stdout.splitlines()]
+    assert len(lines) == 2
+    assert all(ln["vms"][0]["cpu_percent"] > 50 for ln in lines), lines
+
+
+def test_block_writes_grow_after_the_guest_writes_to_a_hot_plugged_disk(
+        gcli: Cli, guest_agent: Agent, guest: Path) -> None:
+    vm = unique("wr")
+    boot(gcli, guest, vm, "quiet ppec.write=vdb")
+    booted(guest_agent, vm, "PPEC-GUEST-UP")
+    before = stats(gcli, vm, "--interval", "1")[vm]
+    assert [d["name"] for d in before["block"]] == ["vda"]
+    assert before["block_write_bps"] == 0
+    gcli.ok("disk", "attach", vm, "--size", "16M")
+    booted(guest_agent, vm, "PPEC-WRITING vdb")
+    first = stats(gcli, vm, "--interval", "2")[vm]
+    vdb = {d["name"]: d for d in first["block"]}["vdb"]
+    assert vdb["write_bps"] > 0 and vdb["wr_bytes"] > 0, first
+    assert first["block_write_bps"] >= vdb["write_bps"]
+    virsh_wr = int(virsh("domblkstat", vm, "vdb").split("wr_bytes")[1].split()[0])
+    assert virsh_wr >= vdb["wr_bytes"]          # counted by libvirt, read after ppec did
+    second = stats(gcli, vm, "--interval", "1")[vm]
+    assert second["block_write_bytes"] > first["block_write_bytes"]
