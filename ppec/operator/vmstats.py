@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ppec.core.errors import BadInput, PpecError
+from ppec.core.errors import BadInput
 from ppec.core.units import check_vm_name
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import HostResult, fan_out
@@ -76,13 +76,5 @@ def _document(before: list[HostResult], after: list[HostResult]) -> dict[str, An
     rows = [{**vmstats.rates(old.get((r.host, s["name"])), s), "host": r.host}
             for r in after if r.ok for s in r.value["vms"]]
     return {"vms": vmstats.by_cpu(rows), "taken_at": time.time(),
-            "errors": [{"host": r.host, "code": _code(r), "message": _message(r)}
-                       for r in failed]}
-
-
-def _code(r: HostResult) -> str:
-    return r.error.code if isinstance(r.error, PpecError) else "FAILED"
-
-
-def _message(r: HostResult) -> str:
-    return str(r.error) if r.error is not None else ""
+            "errors": [{"host": r.host, "code": r.error.code if r.error else "FAILED",
+                        "message": r.error.message if r.error else ""} for r in failed]}
