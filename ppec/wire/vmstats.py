@@ -112,4 +112,7 @@ def rates(before: Sample | None, after: Sample) -> dict[str, Any]:
 
 def by_cpu(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Busiest first (a VM with no rate, e.g. shut off, last), then by name."""
-    return sorted(rows, key=lambda r: (-(r.get("cpu_percent") or -1.0), r["name"]))
+    def key(r: dict[str, Any]) -> tuple[bool, float, str]:
+        cpu = r.get("cpu_percent")
+        return cpu is None, -(cpu or 0.0), r["name"]
+    return sorted(rows, key=key)
