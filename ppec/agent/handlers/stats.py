@@ -75,7 +75,8 @@ class UseMeter:
             clock = time.monotonic()
             last = {n: s for n, s in self._last.items() if n in now}
             age = min((clock - float(s["clock_s"]) for s in last.values()), default=0.0)
-            if not last or age < MIN_INTERVAL_S:
+            # A VM new since the last sample (just created) has nothing to compare with.
+            if last.keys() != now.keys() or age < MIN_INTERVAL_S:
                 time.sleep(MIN_INTERVAL_S)
                 last, now = now, sample(self.ctx, held, list(held))
             self._last = now
