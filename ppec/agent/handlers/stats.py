@@ -13,7 +13,8 @@ from ppec.core.errors import NotFound
 from ppec.wire import vmstats
 
 # The snapshot's rates need two samples: the last one kept here serves when it is at least
-# this old; otherwise (first snapshot, or two in a row) the agent samples twice this apart.
+# this old and covers every VM; otherwise (the first snapshot, two in a row, a new VM) the
+# agent samples twice, this far apart.
 MIN_INTERVAL_S = 0.5
 
 
@@ -76,7 +77,10 @@ class UseMeter:
             last = {n: s for n, s in self._last.items() if n in now}
             age = min((clock - float(s["clock_s"]) for s in last.values()), default=0.0)
             # A VM new since the last sample (just created) has nothing to compare with.
-            if last.keys() != now.keys() or age < MIN_INTERVAL_S:
+            # Only where libvirt counts CPU at all (its test driver does not) is a second
+            # sample worth the wait.
+            counted = any(one.get("cpu_ns") is not None for one in now.values())
+            if counted and (last.keys() != now.keys() or age < MIN_INTERVAL_S):
                 time.sleep(MIN_INTERVAL_S)
                 last, now = now, sample(self.ctx, held, list(held))
             self._last = now
