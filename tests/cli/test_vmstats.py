@@ -132,3 +132,37 @@ def test_a_shut_off_vm_has_no_rates_and_says_so(fleet: Cli) -> None:
                               "json").stdout)
     [vm] = doc["vms"]
     assert vm["state"] == "shut-off" and vm["cpu_percent"] is None and vm["vcpus"] == 1
+
+
+def _on_a_terminal(cli: Cli, *args: str) -> str:
+    """Run ppec with its stdout on a pty (a terminal to rich), return what it drew."""
+    import os
+    import subprocess
+
+    from tests.realparts import PPEC
+    leader, follower = os.openpty()
+    env = {**cli.env, "TERM": "xterm-256color"}
+    proc = subprocess.Popen([PPEC, *args], stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=subprocess.PIPE, env=env)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:   # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    os.close(leader)
+    return out.decode(errors="replace")
+
+
+def test_host_top_refreshes_in_place_on_a_terminal(fleet: Cli) -> None:
+    drawn = _on_a_terminal(fleet, "host", "top", "t1", "--interval", "0.3", "--count", "3")
+    # rich Live redraws over the previous frame: cursor up and erase line, not new lines.
+    assert "\x1b[1A" in drawn and "\x1b[2K" in drawn, repr(drawn[-500:])
+    assert drawn.count("web-1") >= 3
+    watched = _on_a_terminal(fleet, "vm", "stats", "web-1", "--watch", "0.3", "--count", "2")
+    assert "\x1b[1A" in watched and watched.count("web-1") >= 2
