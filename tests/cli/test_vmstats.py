@@ -166,3 +166,14 @@ def test_host_top_refreshes_in_place_on_a_terminal(fleet: Cli) -> None:
     assert drawn.count("web-1") >= 3
     watched = _on_a_terminal(fleet, "vm", "stats", "web-1", "--watch", "0.3", "--count", "2")
     assert "\x1b[1A" in watched and watched.count("web-1") >= 2
+
+
+def test_watch_off_a_terminal_prints_a_table_or_a_json_line_per_sample(fleet: Cli) -> None:
+    out = fleet.ok("vm", "stats", "web-1", "--watch", "0.3", "--count", "2").stdout
+    assert "\x1b[" not in out
+    assert sum(1 for ln in out.splitlines() if ln.startswith("NAME")) == 2
+    lines = fleet.ok("host", "top", "t1", "--interval", "0.3", "--count", "3", "-o",
+                     "json").stdout.splitlines()
+    assert [json.loads(ln)["vms"][0]["name"] for ln in lines] == ["web-1"] * 3
+    one = fleet.ok("host", "top", "t1", "--interval", "0.3", "-o", "json").stdout
+    assert json.loads(one)["vms"][0]["name"] == "web-1"    # one indented document
