@@ -155,7 +155,8 @@ def export_snapshot(run: Run, path: Path, fmt: OutputOpt = Fmt.table) -> None:
 
 @app.command("top")
 @command
-def top(run: Run, name: str,
+def top(run: Run,
+        name: Annotated[str, typer.Argument(help="Inventory name of the host.")],
         interval: Annotated[float, typer.Option(help="Seconds between refreshes.",
                                                 min=0.2)] = 2.0,
         count: Annotated[int | None, typer.Option(
@@ -164,7 +165,8 @@ def top(run: Run, name: str,
             min=1)] = None,
         fmt: OutputOpt = Fmt.table) -> None:
     """The host's VMs, busiest CPU first, refreshing in place on a terminal; one sample
-    (after one interval) with -o json or when stdout is not a terminal."""
+    (after one interval) with -o json or when stdout is not a terminal. Columns and
+    -o json fields as `ppec vm stats` (docs/vmstats.md)."""
     import sys
 
     from ppec.cli import vmstats as view

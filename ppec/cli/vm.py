@@ -179,7 +179,13 @@ def stats(
 ) -> None:
     """CPU (percent of one vCPU, and of all its vCPUs), steal, memory (actual, RSS,
     balloon), block and network rates of VMs, from libvirt's counters sampled twice.
-    Fields: docs/vmstats.md."""
+
+    -o json: {"vms": [{name, host, state, vcpus, interval_s, cpu_percent (100 = one
+    vCPU busy), cpu_percent_of_vcpus (100 = all busy), vcpu_percent, steal_percent,
+    memory_mib, max_memory_mib, rss_mib, balloon, block_read_bps, block_write_bps,
+    block_read_iops, block_write_iops, net_rx_bps, net_tx_bps, block_read_bytes,
+    block_write_bytes, block: [...], net: [...]}], "errors": [...], "taken_at": T};
+    a figure libvirt does not give is null. Definitions: docs/vmstats.md."""
     from ppec.cli import vmstats as view
     from ppec.operator import vmstats
     targets = vmstats.vm_targets(run.ctx, names, host)

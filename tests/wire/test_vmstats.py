@@ -70,3 +70,15 @@ def test_by_cpu_busiest_first_and_no_rate_last(rows: list[tuple[str, float | Non
     known = [c for c in cpus if c is not None]
     assert known == sorted(known, reverse=True)
     assert cpus == known + [None] * (len(cpus) - len(known))
+
+
+def test_every_field_is_documented() -> None:
+    """docs/vmstats.md names every field a rate row has (the -o json contract)."""
+    from pathlib import Path
+    doc = (Path(__file__).parents[2] / "docs" / "vmstats.md").read_text()
+    r = vmstats.rates(sample(0.0, 0), sample(1.0, 10**9, block=[{"name": "vda"}],
+                                             net=[{"name": "vnet0"}]))
+    keys = set(r) | set(r["block"][0]) | set(r["net"][0]) | {"host"}
+    import re
+    missing = sorted(k for k in keys if not re.search(rf"`[^`]*\b{k}\b[^`]*`", doc))
+    assert missing == []
