@@ -51,3 +51,35 @@ def test_bash_completion_round_trip() -> None:
                           check=False)
     assert "--flavor" in done.stdout.split()
     assert "_PPEC_COMPLETE=complete_bash" in (COMPLETIONS / "ppec.bash").read_text()
+
+
+REAL_ROOT_HELP = """
+import sys
+from ppec.cli import main as m
+m.register(list(m.NOUNS))
+m.app(args=["--help"], prog_name="ppec", standalone_mode=False)
+"""
+
+
+def test_root_help_lists_every_noun_as_its_module_says() -> None:
+    """`ppec --help` names the nouns from main.NOUNS without importing them; what it
+    prints must be what the modules themselves would print (a changed help line in a
+    module fails here until NOUNS says the same)."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+    lazy = subprocess.run([PPEC, "--help"], env=env, capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    real = subprocess.run([sys.executable, "-c", REAL_ROOT_HELP], env=env,
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Commands:" in lazy and "  vm " in lazy
+    assert lazy == real
+
+
+def test_root_help_imports_no_noun_module() -> None:
+    code = ("import sys; sys.argv=['ppec', '--help']\n"
+            "from ppec.cli.main import main, NOUNS\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "mods = {f'ppec.cli.{m}' for m, *_ in NOUNS.values()}\n"
+            "sys.stderr.write(f'LOADED={sorted(mods & set(sys.modules))}')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert "LOADED=[]" in done.stderr, done.stderr[-500:]
