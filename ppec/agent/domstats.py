@@ -70,6 +70,16 @@ def parse(name: str, raw: Mapping[str, Any], clock_s: float) -> dict[str, Any]:
 
 def sample(conn: libvirt.virConnect, names: list[str]) -> dict[str, dict[str, Any]]:
     """name -> sample of each of ``names`` that exists, all in one libvirt call."""
+    try:
+        return _sample(conn, names)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        # One went away between listing and reading (deleted meanwhile): list again.
+        return _sample(conn, names)
+
+
+def _sample(conn: libvirt.virConnect, names: list[str]) -> dict[str, dict[str, Any]]:
     if not names:
         return {}
     wanted = set(names)

@@ -37,3 +37,52 @@ def test_a_shut_off_domain_has_no_counters() -> None:
     s = domstats.parse("g2", {"state.state": 5, "state.reason": 0}, 1.0)
     assert s["state"] == "shut-off" and s["cpu_ns"] is None and s["vcpus"] is None
     assert s["steal_ns"] is None and s["block"] == [] and s["net"] == []
+
+
+class _Dom:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def name(self) -> str:
+        return self._name
+
+
+class _Conn:
+    """A libvirt connection seam: a domain deleted between listing and reading once."""
+
+    def __init__(self) -> None:
+        self.listings = 0
+
+    def listAllDomains(self, _flags: int) -> list[_Dom]:
+        self.listings += 1
+        return [_Dom("a"), _Dom("b")] if self.listings == 1 else [_Dom("a")]
+
+    def domainListGetStats(self, doms: list[_Dom], _groups: int, _flags: int
+                           ) -> list[tuple[_Dom, dict[str, int]]]:
+        import libvirt
+        if any(d.name() == "b" for d in doms):
+            e = libvirt.libvirtError("Domain not found")
+            e.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 0, "", None, None,
+                     0, 0)
+            raise e
+        return [(d, {"state.state": 1, "cpu.time": 5}) for d in doms]
+
+
+def test_a_domain_gone_between_listing_and_reading_is_listed_again() -> None:
+    conn = _Conn()
+    found = domstats.sample(conn, ["a", "b"])  # type: ignore[arg-type]
+    assert list(found) == ["a"] and found["a"]["cpu_ns"] == 5 and conn.listings == 2
+
+
+def test_a_snapshot_survives_a_failure_to_measure() -> None:
+    from ppec.agent.handlers.host import HostHandlers
+    from ppec.core.errors import HypervisorError
+
+    class Broken:
+        def use(self) -> dict[str, object]:
+            raise HypervisorError("domain stats: connection reset", code="LIBVIRT")
+
+    handlers = HostHandlers.__new__(HostHandlers)
+    handlers.meter = Broken()  # type: ignore[assignment]
+    assert handlers._use() == {"error": {"code": "LIBVIRT",
+                                         "message": "domain stats: connection reset"}}

@@ -14,6 +14,7 @@ from ppec.agent.config import parse_cpu_list
 from ppec.agent.context import AgentContext
 from ppec.agent.handlers.stats import UseMeter
 from ppec.agent.handlers.vms import VmHandlers
+from ppec.core.errors import PpecError
 from ppec.numa.topology import format_cpulist
 
 
@@ -95,4 +96,12 @@ class HostHandlers:
                 "topology": topology_to_dict(self.ctx.topology()),
                 "allocations": [allocation_to_dict(a) for a in self.ctx.ledger.allocations()],
                 "cpu_overcommit": self.ctx.config.cpu_overcommit,
-                "vm_use": self.meter.use()}
+                "vm_use": self._use()}
+
+    def _use(self) -> dict[str, Any]:
+        # Measured use is extra: a libvirt hiccup reading it must not cost placement the
+        # whole snapshot (readers treat a vm_use without figures as not measured).
+        try:
+            return self.meter.use()
+        except PpecError as e:
+            return {"error": {"code": e.code, "message": str(e)}}
