@@ -90,8 +90,8 @@ def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
         return HostSnapshot(topology=Topology(()), reachable=False, error=error, **common)
     use = data.get("vm_use") or {}     # absent from snapshots older than vm.stats
     return HostSnapshot(
-        vm_cpu_used=float(use["cpu_used"]) if "cpu_used" in use else None,
-        vm_rss_mib=int(use["rss_mib"]) if "rss_mib" in use else None,
+        vm_cpu_used=None if use.get("cpu_used") is None else float(use["cpu_used"]),
+        vm_rss_mib=None if use.get("rss_mib") is None else int(use["rss_mib"]),
         topology=topology_from_dict(data["topology"]),
         allocations=tuple(allocation_from_dict(a) for a in data.get("allocations", [])),
         taken_at=float(data["taken_at"]), overcommit=float(data.get("cpu_overcommit", 4.0)),

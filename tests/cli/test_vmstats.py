@@ -177,3 +177,19 @@ def test_watch_off_a_terminal_prints_a_table_or_a_json_line_per_sample(fleet: Cl
     assert [json.loads(ln)["vms"][0]["name"] for ln in lines] == ["web-1"] * 3
     one = fleet.ok("host", "top", "t1", "--interval", "0.3", "-o", "json").stdout
     assert json.loads(one)["vms"][0]["name"] == "web-1"    # one indented document
+
+
+def test_a_snapshot_of_a_host_that_counts_nothing_measures_nothing(fleet: Cli,
+                                                                   test_agent: Agent) -> None:
+    """The test driver gives no CPU counter: the snapshot's totals are null, not 0 (not
+    measured is not idle), and capacity shows no figure for the host."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(test_agent.socket))
+        s.sendall(b'{"v":1,"id":1,"method":"host.snapshot","params":{}}\n')
+        use = json.loads(s.makefile("rb").readline())["result"]["vm_use"]
+    assert (use["cpu_used"], use["rss_mib"]) == (None, None)
+    assert use["vms"]["web-1"]["cpu_percent"] is None
+    fleet.ok("sync")
+    group = json.loads(fleet.ok("capacity", "-o", "json").stdout)["groups"][0]
+    assert (group["vm_use_hosts"], group["vm_cpu_used"]) == (0, None)

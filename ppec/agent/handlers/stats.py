@@ -89,6 +89,10 @@ class UseMeter:
             r = vmstats.rates(last.get(name), one)
             vms[name] = {k: r[k] for k in ("state", "vcpus", "interval_s", "cpu_percent",
                                            "memory_mib", "rss_mib")}
+        cpu = [v["cpu_percent"] for v in vms.values() if v["cpu_percent"] is not None]
+        rss = [v["rss_mib"] for v in vms.values() if v["rss_mib"] is not None]
+        # Totals over the VMs measured; null when VMs exist but none could be (libvirt's
+        # test driver counts nothing): "not measured" must not read as "idle".
         return {"vms": vms,
-                "cpu_used": round(sum(v["cpu_percent"] or 0.0 for v in vms.values()) / 100, 3),
-                "rss_mib": sum(v["rss_mib"] or 0 for v in vms.values())}
+                "cpu_used": round(sum(cpu) / 100, 3) if cpu or not vms else None,
+                "rss_mib": sum(rss) if rss or not vms else None}

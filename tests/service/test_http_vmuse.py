@@ -1,4 +1,4 @@
-"""The snapshot's measured VM use on /metrics: two host gauges, absent (no sample) for a
+"""The snapshot's measured VM use on /metrics (two host gauges) and in the API, absent for a
 snapshot from an agent that did not measure."""
 
 from __future__ import annotations
@@ -30,3 +30,12 @@ def test_measured_use_becomes_two_gauges() -> None:
 def test_an_older_snapshot_has_no_sample() -> None:
     got = _lines({})
     assert got["ppec_host_vm_cpu_used"] == "" and got["ppec_host_vm_rss_bytes"] == ""
+
+
+def test_the_api_host_carries_the_measured_use() -> None:
+    from ppec.service.http.views import resources
+    with_use = parse("h1", 1.0, json.dumps({"topology": TOPO, "allocations": [],
+                                            "vm_use": {"cpu_used": 0.5, "rss_mib": 12}}))
+    assert resources(with_use)["vm_use"] == {"cpu_used": 0.5, "rss_mib": 12}
+    older = parse("h1", 1.0, json.dumps({"topology": TOPO, "allocations": []}))
+    assert resources(older)["vm_use"] is None and resources(None)["vm_use"] is None
