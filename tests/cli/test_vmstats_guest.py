@@ -42,6 +42,11 @@ def booted(agent: Agent, name: str, line: str) -> None:
     wait_until(lambda: line in agent.console(name).text(), 180, f"{name} shows {line!r}")
 
 
+def favour(name: str) -> None:
+    """The highest CPU weight libvirt gives a domain's cgroup (its <cputune><shares>)."""
+    virsh("schedinfo", name, "--live", "cpu_shares=262144")
+
+
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK      # utime + stime
@@ -63,8 +68,6 @@ def stats(cli: Cli, *args: str) -> dict[str, dict[str, Any]]:
 def test_busy_guest_above_half_a_vcpu_idle_below_ten_percent(
         gcli: Cli, guest_agent: Agent, guest: Path) -> None:
     busy, idle = unique("busy"), unique("idle")
-    # Two spinning vCPUs: on this 2-core machine shared with other work, one QEMU thread
-    # alone may get less than half a CPU; two get more than one vCPU's half between them.
     boot(gcli, guest, busy, "quiet ppec.busy=2", cpus=2)
     boot(gcli, guest, idle, IDLE_INIT)
     booted(guest_agent, busy, "PPEC-GUEST-UP")
@@ -72,13 +75,18 @@ def test_busy_guest_above_half_a_vcpu_idle_below_ten_percent(
     time.sleep(2)   # the idle kernel's last boot work (clocksource switch) done
     pids = {n: qemu_pid(n) for n in (busy, idle)}
     assert all(pids.values()), pids
+    # On this 2-core machine shared with other work (load 6 to 16 seen, dozens of other
+    # guests in libvirt's machine cgroup, each with an equal CPU weight) the busy guest got
+    # 17-47% of a CPU, the rest reported as steal: true, but not busy. The test raises its
+    # weight with libvirt's own knob so that it can be busy.
+    favour(busy)
     cpu0 = {n: proc_cpu_s(p) for n, p in pids.items() if p}
     t0 = time.monotonic()
     seen = stats(gcli, busy, idle, "--interval", "3")
     wall = time.monotonic() - t0
     by_proc = {n: (proc_cpu_s(p) - cpu0[n]) / wall * 100 for n, p in pids.items() if p}
 
-    assert seen[busy]["cpu_percent"] > 50, (seen[busy], by_proc)
+    assert seen[busy]["cpu_percent"] > 50, (seen[busy], by_proc, os.getloadavg())
     assert seen[idle]["cpu_percent"] < 10, (seen[idle], by_proc)
     # Independently, /proc's CPU time of the same QEMU processes over a window holding
     # the CLI's: the same verdict, and figures close to each other.
