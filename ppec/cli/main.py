@@ -54,15 +54,31 @@ NOUNS: dict[str, tuple[str, str, bool, str]] = {
 GLOBAL_WITH_VALUE = ("--db", "--identity")
 
 
-def register(nouns: list[str]) -> None:
+def register(nouns: list[str], verb: str | None = None) -> None:
+    """Add these nouns' commands to the root app; with ``verb`` (one noun), of a group
+    only that sub-command: typer turns every registered command's signature into click
+    options on each run, which `ppec vm list` need not pay for `vm create`'s twenty."""
     import importlib
     for noun in nouns:
         module, attr, group, _ = NOUNS[noun]
         target = getattr(importlib.import_module(f"ppec.cli.{module}"), attr)
         if group:
-            app.add_typer(target, name=noun)
+            app.add_typer(_only(target, verb) if verb else target, name=noun)
         else:
             app.command(noun)(target)
+
+
+def _only(group: typer.Typer, verb: str) -> typer.Typer:
+    """A copy of ``group`` holding only ``verb`` (a command or a sub-group), or the group
+    as it is when it has no such verb (click then lists them all in its error)."""
+    import copy
+    commands = [c for c in group.registered_commands if c.name == verb]
+    groups = [g for g in group.registered_groups if g.name == verb]
+    if not commands and not groups:
+        return group
+    clone = copy.copy(group)
+    clone.registered_commands, clone.registered_groups = commands, groups
+    return clone
 
 
 def register_listing() -> None:
@@ -79,17 +95,21 @@ def _stand_in() -> None:   # never run: only named in the root help
     raise AssertionError("a stand-in command ran")
 
 
-def named_noun(args: list[str]) -> str | None:
-    """The sub-command a command line names (after the global options), if one we know."""
+def named(args: list[str]) -> tuple[str | None, str | None]:
+    """The noun a command line names (after the global options), if one we know, and the
+    word right after it (its verb, when the noun is a group)."""
     skip = False
-    for arg in args:
+    for i, arg in enumerate(args):
         if skip:
             skip = False
         elif arg in GLOBAL_WITH_VALUE:
             skip = True
         elif not arg.startswith("-"):
-            return arg if arg in NOUNS else None
-    return None
+            if arg not in NOUNS:
+                return None, None
+            rest = args[i + 1:i + 2]
+            return arg, rest[0] if rest and not rest[0].startswith("-") else None
+    return None, None
 
 def _version(value: bool) -> None:
     if value:
@@ -125,8 +145,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         completion_init()
     if "_PPEC_COMPLETE" in os.environ:
         register(list(NOUNS))
-    elif (noun := named_noun(args)) is not None:
-        register([noun])
+    elif (noun_verb := named(args))[0] is not None:
+        register([str(noun_verb[0])], noun_verb[1])
     else:
         register_listing()
     from typer._click import exceptions as click_errors

@@ -83,3 +83,21 @@ def test_root_help_imports_no_noun_module() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert "LOADED=[]" in done.stderr, done.stderr[-500:]
+
+
+def test_only_the_named_verb_is_built_but_groups_stay_whole() -> None:
+    """`ppec vm list` builds only `list`; a group's help and a mistyped verb still see
+    every command of the group."""
+    from ppec.cli import main as m
+    from ppec.cli import vm
+    only = m._only(vm.app, "list")
+    assert [c.name for c in only.registered_commands] == ["list"]
+    assert len(vm.app.registered_commands) > 1          # the module's group is untouched
+    assert m._only(vm.app, "lst") is vm.app
+    env = {**os.environ, "NO_COLOR": "1"}
+    typo = subprocess.run([PPEC, "vm", "lst"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert typo.returncode == 2 and "Did you mean 'list'?" in typo.stderr
+    group = subprocess.run([PPEC, "vm", "--help"], env=env, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    assert all(f"  {verb} " in group for verb in ("create", "list", "show", "delete"))
