@@ -14,7 +14,8 @@ from ppec.operator import capacity_report as cap
 
 BASE = [("group", "GROUP"), ("hosts", "HOSTS"), ("cpus", "CPUS"), ("dedicated", "DEDICATED"),
         ("shared_vcpus", "SHARED vCPU"), ("free_cpus", "FREE CPUS"), ("memory_mib", "MEM MiB"),
-        ("free_mib", "FREE MiB"), ("cpu_percent", "CPU%")]
+        ("free_mib", "FREE MiB"), ("cpu_percent", "CPU%"), ("vm_cpu_percent", "VM CPU%"),
+        ("vm_rss_mib", "VM RSS MiB")]
 
 
 @command

@@ -15,7 +15,7 @@ from ppec.core.units import MIB, format_size
 from ppec.operator import hosts, listing, snapshots
 from ppec.operator.store import Host
 
-app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain.",
+app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain, top.",
                   no_args_is_help=True)
 
 COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("region", "REGION"), ("rack", "RACK"),
@@ -151,3 +151,27 @@ def export_snapshot(run: Run, path: Path, fmt: OutputOpt = Fmt.table) -> None:
     doc = snapshots.export(run.ctx, path)
     output.emit_record(fmt, doc, message=f"wrote {doc['hosts']} hosts "
                                          f"({doc['with_snapshot']} with a snapshot) to {path}")
+
+
+@app.command("top")
+@command
+def top(run: Run,
+        name: Annotated[str, typer.Argument(help="Inventory name of the host.")],
+        interval: Annotated[float, typer.Option(help="Seconds between refreshes.",
+                                                min=0.2)] = 2.0,
+        count: Annotated[int | None, typer.Option(
+            help="Stop after N refreshes (default: until Ctrl-C on a terminal; 1 with -o "
+                 "json or off a terminal, where N > 1 prints one JSON line each).",
+            min=1)] = None,
+        fmt: OutputOpt = Fmt.table) -> None:
+    """The host's VMs, busiest CPU first, refreshing in place on a terminal; one sample
+    (after one interval) with -o json or when stdout is not a terminal. Columns and
+    -o json fields as `ppec vm stats` (docs/vmstats.md)."""
+    import sys
+
+    from ppec.cli import vmstats as view
+    from ppec.operator import vmstats
+    targets = vmstats.host_targets(run.ctx, name)
+    live = fmt is Fmt.table and sys.stdout.isatty()
+    view.show(run, targets, interval, count if live else count or 1, live=live,
+              title=f"ppec host top {name}")

@@ -27,8 +27,9 @@ app = typer.Typer(
 # lists the nouns from this table without importing any of them; tests/cli/test_help.py
 # holds these lines equal to the modules' own help. Completion loads them all.
 NOUNS: dict[str, tuple[str, str, bool, str]] = {
-    "host": ("host", "app", True, "Bare-metal hosts: add, list, show, remove, drain."),
-    "vm": ("vm", "app", True, "Virtual machines: create, list, show, start, stop, delete."),
+    "host": ("host", "app", True, "Bare-metal hosts: add, list, show, remove, drain, top."),
+    "vm": ("vm", "app", True,
+           "Virtual machines: create, list, show, start, stop, delete, stats, logs, console."),
     "disk": ("disk", "app", True, "Data disks: list, attach (new or existing volume), detach."),
     "agent": ("agent_cmd", "app", True,
               "Host agents: status, sync (keep their files at this version)."),

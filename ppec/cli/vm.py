@@ -15,8 +15,9 @@ from ppec.core.units import MIB, format_size
 from ppec.operator import listing, vms
 from ppec.wire.vmspec import KernelBoot
 
-app = typer.Typer(help="Virtual machines: create, list, show, start, stop, delete.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Virtual machines: create, list, show, start, stop, delete, stats, logs, console.",
+    no_args_is_help=True)
 
 COLUMNS = [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "CPUS"),
            ("memory", "MEMORY"), ("disk", "DISK")]
@@ -206,3 +207,34 @@ def console_(
     once."""
     from ppec.cli import console
     console.open_session(run, name, force=force, host=host)
+
+
+@app.command("stats")
+@command
+def stats(
+    run: Run,
+    names: Annotated[list[str], typer.Argument(help="One or more VM names.")],
+    host: HostOpt = None,
+    interval: Annotated[float, typer.Option(
+        help="Seconds between the two samples a rate needs.", min=0.2)] = 1.0,
+    watch: Annotated[float | None, typer.Option(
+        help="Refresh every S seconds (a table in place on a terminal; one JSON line per "
+             "sample with -o json) until Ctrl-C or --count.", min=0.2)] = None,
+    count: Annotated[int | None, typer.Option(help="With --watch: stop after N samples.",
+                                              min=1)] = None,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """CPU (percent of one vCPU, and of all its vCPUs), steal, memory (actual, RSS,
+    balloon), block and network rates of VMs, from libvirt's counters sampled twice.
+
+    -o json: {"vms": [{name, host, state, vcpus, interval_s, cpu_percent (100 = one
+    vCPU busy), cpu_percent_of_vcpus (100 = all busy), vcpu_percent, steal_percent,
+    memory_mib, max_memory_mib, rss_mib, balloon, block_read_bps, block_write_bps,
+    block_read_iops, block_write_iops, net_rx_bps, net_tx_bps, block_read_bytes,
+    block_write_bytes, block: [...], net: [...]}], "errors": [...], "taken_at": T};
+    a figure libvirt does not give is null. Definitions: docs/vmstats.md."""
+    from ppec.cli import vmstats as view
+    from ppec.operator import vmstats
+    targets = vmstats.vm_targets(run.ctx, names, host)
+    view.show(run, targets, watch or interval, count if watch else 1, live=bool(watch),
+              title="ppec vm stats")

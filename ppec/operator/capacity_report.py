@@ -23,7 +23,19 @@ Group = dict[str, Any]
 
 def _zero() -> Group:
     return {"hosts": 0, "cpus": 0, "dedicated": 0, "shared_vcpus": 0, "free_cpus": 0,
-            "memory_mib": 0, "free_mib": 0, "storage_free_bytes": 0, "cpu_percent": 0.0}
+            "memory_mib": 0, "free_mib": 0, "storage_free_bytes": 0, "cpu_percent": 0.0,
+            "vm_use_hosts": 0, "vm_use_cpus": 0, "vm_cpu_used": 0.0, "vm_rss_mib": 0}
+
+
+def _use_figures(g: Group) -> None:
+    """What the VMs use, measured (host snapshots' ``vm_use``), beside what they hold:
+    CPUs' worth used and its percent of the CPUs of the hosts that measured it, RSS.
+    None where no host of the group measured (snapshots from older agents)."""
+    if not g["vm_use_hosts"]:
+        g["vm_cpu_used"] = g["vm_rss_mib"] = g["vm_cpu_percent"] = None
+        return
+    g["vm_cpu_used"] = round(g["vm_cpu_used"], 2)
+    g["vm_cpu_percent"] = round(g["vm_cpu_used"] / max(g["vm_use_cpus"], 1) * 100, 1)
 
 
 def report(ctx: Context, *, by: str = "host", ask: Ask | None = None,
@@ -53,7 +65,10 @@ def report(ctx: Context, *, by: str = "host", ask: Ask | None = None,
         else:
             _add_host(groups, by, inv, snap, data.get(inv.name) or {}, caps.get(inv.name))
     rows = _finish(groups, by)
-    doc: dict[str, Any] = {"by": by, "groups": rows, "total": _total(rows, by, ask),
+    total = _total(rows, by, ask)
+    for g in [*rows, total]:
+        _use_figures(g)
+    doc: dict[str, Any] = {"by": by, "groups": rows, "total": total,
                            "excluded": excluded, "shape": _shape(ask, spread)}
     if want_max:
         out = {e["host"] for e in excluded}
@@ -99,6 +114,11 @@ def _add_host(groups: dict[str, Group], by: str, inv: Host, snap: HostSnapshot,
     g["free_mib"] += s.free_mib
     g["storage_free_bytes"] += snap.storage_free_bytes
     g["cpu_percent"] += float(data.get("cpu_percent") or 0.0)
+    if snap.vm_cpu_used is not None:
+        g["vm_use_hosts"] += 1
+        g["vm_use_cpus"] += s.cpus
+        g["vm_cpu_used"] += snap.vm_cpu_used
+        g["vm_rss_mib"] += snap.vm_rss_mib or 0
     if cap is not None:
         g["fits"] = g.get("fits", 0) + cap.fits
         if cap.fits:
@@ -119,7 +139,7 @@ def _total(rows: list[Group], by: str, ask: Ask | None) -> Group:
     total = _zero()
     for g in rows:
         for k in total:
-            total[k] += g.get(k, 0)
+            total[k] += g.get(k) or 0
     if by == "numa":
         total["hosts"] = len({str(g["group"]).split("/")[0] for g in rows})
     if ask is not None:

@@ -88,7 +88,10 @@ def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
     if data is None or "error" in data:
         error = (data or {}).get("error", "no snapshot yet (run `ppec place --refresh`)")
         return HostSnapshot(topology=Topology(()), reachable=False, error=error, **common)
+    use = data.get("vm_use") or {}     # absent from snapshots older than vm.stats
     return HostSnapshot(
+        vm_cpu_used=None if use.get("cpu_used") is None else float(use["cpu_used"]),
+        vm_rss_mib=None if use.get("rss_mib") is None else int(use["rss_mib"]),
         topology=topology_from_dict(data["topology"]),
         allocations=tuple(allocation_from_dict(a) for a in data.get("allocations", [])),
         taken_at=float(data["taken_at"]), overcommit=float(data.get("cpu_overcommit", 4.0)),

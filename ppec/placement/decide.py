@@ -15,7 +15,13 @@ def _notes(index: FleetIndex, req: Request, row: int) -> tuple[str, ...]:
     h = index.hosts[row]
     watts = float(index.shape(req).watts[row])
     busy = "idle: waking it" if h.summary.vms == 0 else "busy: the VM"
-    return (f"cost {h.cost:g}/h", f"{busy} adds {watts:.0f} W")
+    notes: tuple[str, ...] = (f"cost {h.cost:g}/h", f"{busy} adds {watts:.0f} W")
+    if h.vm_cpu_used is not None:
+        # What the VMs use now, beside what they hold (the score weighs holdings: a VM
+        # idle this minute may be busy the next).
+        notes += (f"VMs use {h.vm_cpu_used:.1f} of {h.summary.cpus} CPUs, "
+                  f"{h.vm_rss_mib or 0} MiB RSS",)
+    return notes
 
 
 def place(index: FleetIndex, req: Request, *, now: float, policy: Policy | None = None,

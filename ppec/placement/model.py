@@ -37,6 +37,10 @@ class HostSnapshot:
     power_max_w: float = 0.0
     overcommit: float = 4.0            # shared vCPUs per CPU not dedicated
     storage_free_bytes: int = 0
+    # Measured by the agent over the interval before the snapshot (None: a snapshot from
+    # an agent that did not measure): host CPUs' worth of CPU all its VMs used, their RSS.
+    vm_cpu_used: float | None = None
+    vm_rss_mib: int | None = None
 
     def spread_key(self, level: Spread) -> str:
         return {"host": self.name, "rack": self.rack,

@@ -82,6 +82,14 @@ def _client_label(value: Any) -> Any:
     return value
 
 
+def _names(value: Any) -> Any:
+    if len(value) > 10_000 or not all(isinstance(n, str) for n in value):
+        raise BadInput("names must be a list of at most 10000 VM names", code="BAD_PARAMS")
+    for name in value:
+        check_vm_name(name)
+    return value
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ping", "host.ping"),
     Method("agent.manifest", "update.manifest"),
@@ -104,6 +112,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vm.list", "vms.list_all", tier="normal"),
     Method("vm.get", "vms.get", {"name": _NAME}),
     Method("vm.xml", "vms.xml", {"name": _NAME}),
+    # libvirt's counters of these VMs (all of the host's when empty), in one call; read-only.
+    Method("vm.stats", "stats.vms", {"names": Param(list, required=False, default=None,
+                                                    check=_names)}),
     Method("vm.create", "vms.create", {
         "name": _NAME,
         "vcpus": Param(int, minimum=1, maximum=vmspec.MAX_VCPUS),

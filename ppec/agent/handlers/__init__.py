@@ -18,6 +18,7 @@ from ppec.agent.handlers.console import ConsoleHandlers
 from ppec.agent.handlers.disks import DiskHandlers
 from ppec.agent.handlers.drift import DriftHandlers
 from ppec.agent.handlers.host import HostHandlers
+from ppec.agent.handlers.stats import StatsHandlers
 from ppec.agent.handlers.update import UpdateHandlers
 from ppec.agent.handlers.vms import VmHandlers
 from ppec.agent.vmops import VmOps
@@ -40,6 +41,7 @@ class Handlers:
             "update": UpdateHandlers(ctx),
             "audit": AuditHandlers(ctx),
             "console": ConsoleHandlers(ctx),
+            "stats": StatsHandlers(ctx),
         }
 
     def resolve(self, ref: str) -> Handler:

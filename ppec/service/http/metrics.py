@@ -39,9 +39,16 @@ HOST_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("ppec_host_storage_used_bytes", "gauge", "Used bytes of the agent's storage file system"),
     ("ppec_host_storage_free_bytes", "gauge", "Free bytes of the agent's storage file system"),
     ("ppec_host_vms", "gauge", "VMs on the host at its snapshot"),
+    ("ppec_host_vm_cpu_used", "gauge", "Host CPUs' worth of CPU its VMs used, as the agent "
+                                       "measured it before the snapshot"),
+    ("ppec_host_vm_rss_bytes", "gauge", "Resident memory of the host's VMs' QEMU processes"),
     ("ppec_numa_node_cpus_free", "gauge", "Usable CPUs of a NUMA node no dedicated VM holds"),
     ("ppec_numa_node_memory_free_bytes", "gauge", "Memory of a NUMA node not bound to VMs"),
 )
+
+
+def _bytes(mib: Any) -> int | None:
+    return None if mib is None else int(mib) * MIB
 
 
 def esc(value: str) -> str:
@@ -69,8 +76,9 @@ def host_lines(name: str, key: HostKey, parsed: Parsed | None, fresh: str) -> li
     values: list[Any] = [s.dedicated, s.pool, s.shared_vcpus, parsed.info.get("cpu_percent"),
                          s.used_mib * MIB, s.free_mib * MIB,
                          max(0, parsed.storage_total - parsed.storage_free),
-                         parsed.storage_free, len(parsed.vm_states)]
-    for (family, _, _), value in zip(HOST_FAMILIES[2:11], values, strict=True):
+                         parsed.storage_free, len(parsed.vm_states),
+                         parsed.info.get("vm_cpu_used"), _bytes(parsed.info.get("vm_rss_mib"))]
+    for (family, _, _), value in zip(HOST_FAMILIES[2:13], values, strict=True):
         out.append("" if value is None else f"{family}{{{lb}}} {value}\n")
     out.append("".join(f'ppec_numa_node_cpus_free{{{lb},node="{n.id}"}} '
                        f"{s.node_free_cpus[i]}\n" for i, n in enumerate(parsed.nodes)))

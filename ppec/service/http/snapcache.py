@@ -91,6 +91,8 @@ def parse(host: str, taken_at: float, text: str) -> Parsed:
     topology = data.get("topology") or {"cells": []}
     allocations = list(data.get("allocations") or [])
     info = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
+    use = data.get("vm_use") or {}      # measured VM use; absent from older agents
+    info["vm_cpu_used"], info["vm_rss_mib"] = use.get("cpu_used"), use.get("rss_mib")
     states = {str(v.get("name")): str(v.get("state", "")) for v in data.get("vms", [])
               if isinstance(v, dict)}
     nodes = tuple(Node(int(c["id"]), int(c["memory_mib"])) for c in topology["cells"])

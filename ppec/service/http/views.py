@@ -38,7 +38,7 @@ def resources(parsed: Parsed | None) -> dict[str, Any]:
     """CPU, memory and storage used and free, as placement counts them."""
     if parsed is None:
         return {"cpu": None, "memory": None, "storage": None, "vm_count": None,
-                "numa_nodes": None}
+                "numa_nodes": None, "vm_use": None}
     s = parsed.summary
     return {
         "cpu": {"total": s.cpus, "dedicated": s.dedicated, "shared_vcpus": s.shared_vcpus,
@@ -49,6 +49,10 @@ def resources(parsed: Parsed | None) -> dict[str, Any]:
                     "used_bytes": max(0, parsed.storage_total - parsed.storage_free),
                     "free_bytes": parsed.storage_free},
         "vm_count": len(parsed.vm_states), "numa_nodes": len(parsed.nodes),
+        # What the VMs used, measured before the snapshot (docs/vmstats.md); None from an
+        # agent that did not measure.
+        "vm_use": None if parsed.info.get("vm_cpu_used") is None else {
+            "cpu_used": parsed.info["vm_cpu_used"], "rss_mib": parsed.info.get("vm_rss_mib")},
     }
 
 
