@@ -207,6 +207,8 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
                                   host=p["params"].get("inventory_host"), approval=envelope)
         elif p["operation"] == "agent.update":
             result = _agent_update(ctx, p, envelope)
+        elif p["operation"] == "agent.rollback":
+            result = _agent_rollback(ctx, p, envelope)
         elif p["operation"] == "ip.update":
             result = ipdb.update(ctx.store, p["params"]["vrf"], p["resource"],
                                  p["params"]["owner"], expect_owner=p["params"]["from_owner"])
@@ -247,6 +249,17 @@ def _agent_update(ctx: Context, payload: dict[str, Any],
     want = _check_same_files(payload)
     host = ctx.store.host(payload["params"]["inventory_host"])
     return asdict(sync_host(ctx, host, want, approval=envelope))
+
+
+def _agent_rollback(ctx: Context, payload: dict[str, Any],
+                    envelope: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from ppec.operator.agentsync import rollback_host
+    params = payload["params"]
+    host = ctx.store.host(params["inventory_host"])
+    return asdict(rollback_host(ctx, host, approval=envelope,
+                                expect=(str(params["to"]), str(params["current"]))))
 
 
 def reject(ctx: Context, signer: Signer, request_id: int, reason: str) -> dict[str, Any]:

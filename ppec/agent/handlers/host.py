@@ -22,7 +22,8 @@ class HostHandlers:
         self.vms = vms
 
     def ping(self) -> dict[str, Any]:
-        return {"host": self.ctx.host, "version": ppec.__version__, "time": time.time()}
+        return {"host": self.ctx.host, "version": ppec.__version__, "time": time.time(),
+                "digest": self.ctx.digest}
 
     def info(self) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config
