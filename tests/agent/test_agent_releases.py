@@ -172,7 +172,14 @@ def test_a_file_edited_on_the_host_is_an_alert_within_one_interval(
         assert agent.log().count("AGENT_FILES_CHANGED") >= 2
         assert cli.run("alerts").returncode == 10
         assert len(sp.accepted(agent)) == 1
+        # Put back on disk, the process still runs the edit it started with: still drift,
+        # named as running; a restart on the accepted files clears it.
         edited.write_text(original)
+        seen = cli.run("alerts", "-o", "json")
+        assert seen.returncode == 10
+        assert "running:agent/vmops.py" in json.loads(seen.stdout)["alerts"][0]["detail"]
+        agent.kill()
+        agent.start()
         assert cli.run("alerts").returncode == 0
     finally:
         sp.stop(agent)
