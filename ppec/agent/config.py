@@ -39,6 +39,9 @@ class AgentConfig:
     # After an update the new code must answer with its digest within this, or the old
     # code (a watchdog child) puts the previous release back.
     health_timeout: float = 20.0
+    # A service manager restarts the agent when it exits (systemd Restart=always): then
+    # the watchdog only puts the previous release back; else it starts the agent itself.
+    supervised: bool = False
     # Tests only: stop (SIGSTOP) this process at the named update step, so a test can
     # kill -9 it there. Read from this file at start; never from the environment.
     fault_stop_at: str = ""
@@ -113,6 +116,10 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise BadInput(f"{source}: {key} must be a positive number")
             values[key] = float(value)
+        elif key == "supervised":
+            if not isinstance(value, bool):
+                raise BadInput(f"{source}: supervised must be true or false")
+            values[key] = value
         elif not isinstance(value, str):
             raise BadInput(f"{source}: {key} must be a string")
         else:

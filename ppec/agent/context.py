@@ -57,6 +57,8 @@ class AgentContext:
         self.file_alerts: list[tuple[str, str, str]] = []
         # Set with restart_requested: what the watchdog must see answer after the exec.
         self.after_restart: dict[str, str] = {}
+        # Releases that failed their health check here (read at start, for ping).
+        self.failed_releases: list[str] = []
 
     @property
     def host(self) -> str:

@@ -100,5 +100,6 @@ def settle_releases(ctx: AgentContext) -> Releases:
     pointer, _ = releases.reconcile(root, ppec.__version__)
     log.info("release %s (previous %s, %d failed)", pointer.current[:12] or "-",
              pointer.previous[:12] or "-", len(pointer.failed))
+    ctx.failed_releases = [str(f.get("digest", "")) for f in pointer.failed]
     verify.check(ctx, releases)
     return releases

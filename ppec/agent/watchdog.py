@@ -6,8 +6,10 @@ agent to answer ``agent.manifest`` on the socket with the new digest (a new boot
 within ``health_timeout``. If it does not, the child kills what runs there (the new code;
 VMs are libvirtd's children and are not touched), puts the previous release back through
 the same staged, checked, atomic exchange, records the failed release in the pointer, and
-becomes the agent itself on the old files (exec: a new PID). Under systemd the unit says
-``KillMode=process`` so this child outlives a crashed main process (contrib/).
+becomes the agent itself on the old files (exec: a new PID), unless ``supervised`` says a
+service manager restarts it. Under systemd (contrib/ppec-agent.service) the unit says
+``KillMode=process``, so this child outlives a crashed main process, ``Restart=always``
+and ``supervised = true`` in agent.toml.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ def run(config: AgentConfig, after: dict[str, str], pid: int, argv: list[str]) -
     except Exception:
         log.exception("watchdog failed")
         os._exit(1)
+    if config.supervised:   # the service manager starts the agent again, on these files
+        log.info("watchdog: release %s back in place; the service manager restarts the "
+                 "agent", after["previous"][:12])
+        os._exit(0)
     log.info("watchdog: starting the agent on release %s", after["previous"][:12])
     for h in logging.getLogger().handlers:
         h.flush()

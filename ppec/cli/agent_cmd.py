@@ -25,11 +25,16 @@ def status(
     names: Annotated[list[str] | None, typer.Argument(help="Hosts; default all.")] = None,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
-    """Ping each host's agent in parallel: reachable, version, round-trip time."""
+    """Ping each host's agent in parallel: reachable, version, release digest, round-trip
+    time, and releases that failed their health check there (rolled back by the host)."""
     rows = [asdict(s) for s in hosts.status(run.ctx, names or [])]
-    output.emit_list(fmt, {"agents": rows}, "agents",
+    shown = rows if fmt is Fmt.json else [
+        {**r, "digest": r["digest"][:12],
+         "failed_releases": " ".join(d[:12] for d in r["failed_releases"])} for r in rows]
+    output.emit_list(fmt, {"agents": shown}, "agents",
                      [("host", "HOST"), ("ok", "OK"), ("version", "VERSION"),
-                      ("latency_ms", "MS"), ("error", "ERROR")])
+                      ("digest", "RELEASE"), ("latency_ms", "MS"),
+                      ("failed_releases", "FAILED RELEASES"), ("error", "ERROR")])
     partial_exit(sum(not r["ok"] for r in rows), len(rows))
 
 

@@ -6,6 +6,7 @@ rewrite that copy; the operator side runs from this checkout or from another cop
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import subprocess
@@ -94,8 +95,45 @@ def test_a_release_that_cannot_start_is_rolled_back_by_the_old_code(
         # `ppec agent status` (this checkout again) shows the host serving.
         cli.env.pop("PYTHONPATH")
         status = json.loads(cli.ok("agent", "status", "-o", "json").stdout)["agents"]
-        assert status[0]["version"] == "0.0.9"
+        assert (status[0]["version"], status[0]["digest"]) == ("0.0.9", old["digest"])
+        assert status[0]["failed_releases"] == [bad]
     finally:
+        sp.stop(agent)
+
+
+def test_supervised_the_watchdog_restores_and_the_service_manager_restarts(
+        cli: Cli, tmp_path: Path) -> None:
+    """``supervised = true``: the watchdog only puts the old files back; a stand-in for
+    systemd's Restart=always (RestartSec=3) starts the agent again."""
+    import threading
+    site = old_copy(tmp_path)
+    agent = _agent(tmp_path, site, supervised=True)
+    done_watching = threading.Event()
+
+    def manager() -> None:
+        while not done_watching.is_set():
+            if agent.proc is not None and agent.proc.poll() is not None:
+                time.sleep(3)
+                # Still the bad release: it exits again; try again, as systemd would.
+                with contextlib.suppress(AssertionError):
+                    agent.start()
+            time.sleep(0.1)
+    watcher = threading.Thread(target=manager, daemon=True)
+    try:
+        cli.ok("host", "add", "t1", "--address", "local", "--socket", str(agent.socket))
+        old = sp.manifest(agent)
+        watcher.start()
+        cli.env["PYTHONPATH"] = str(sp.broken_copy(tmp_path / "bad"))
+        done = cli.run("agent", "sync", "-o", "json")
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert json.loads(done.stdout)["hosts"][0]["code"] == "ROLLED_BACK"
+        now = sp.wait_answer(agent)
+        assert now["digest"] == old["digest"]
+        assert agent.proc is not None and now["pid"] == agent.proc.pid   # the manager's
+        assert "the service manager restarts the agent" in agent.log()
+        assert files.manifest(site / "ppec") == old["files"]
+    finally:
+        done_watching.set()
         sp.stop(agent)
 
 

@@ -23,7 +23,7 @@ class HostHandlers:
 
     def ping(self) -> dict[str, Any]:
         return {"host": self.ctx.host, "version": ppec.__version__, "time": time.time(),
-                "digest": self.ctx.digest}
+                "digest": self.ctx.digest, "failed_releases": self.ctx.failed_releases}
 
     def info(self) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config
