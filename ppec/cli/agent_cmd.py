@@ -66,7 +66,7 @@ def sync(
     # paid by every `ppec` command, `--help` included.
     from ppec.operator import agentsync as syncer
     if not dry_run and makerchecker.needs(run.ctx, "agent", "update"):
-        _request_updates(run, names or [])
+        _request_updates(run, names or [], allow_downgrade)
     rows = [asdict(s) for s in syncer.sync(run.ctx, names or [], dry_run=dry_run,
                                            canary=canary, max_parallel=max_parallel,
                                            allow_downgrade=allow_downgrade)]
@@ -138,12 +138,12 @@ def _held_all(run: Run, requests: list[dict[str, Any]]) -> NoReturn:
     raise typer.Exit(EXIT_PENDING)
 
 
-def _request_updates(run: Run, names: list[str]) -> NoReturn:
+def _request_updates(run: Run, names: list[str], allow_downgrade: bool) -> NoReturn:
     """Under policy: one request per outdated host (exit 4), nothing changed yet."""
     from ppec.operator import agentsync as syncer
     signer = run.signer()
     compared = syncer.sync(run.ctx, names, dry_run=True)
-    requests = [makerchecker.request_agent_update(run.ctx, signer, c)
+    requests = [makerchecker.request_agent_update(run.ctx, signer, c, allow_downgrade)
                 for c in compared if c.state == "outdated"]
     for c in compared:
         if c.state == "failed":

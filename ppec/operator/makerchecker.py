@@ -100,7 +100,8 @@ def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                           "timeout": timeout, "path": found[0]["path"]})
 
 
-def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[str, Any]:
+def request_agent_update(ctx: Context, signer: Signer, compared: Any,
+                         allow_downgrade: bool = False) -> dict[str, Any]:
     """One host's update (``compared``: its ``syncer.HostSync``). The approval names the
     host and the exact files (the digest of this ppec's manifest; the agent refuses any
     other set), and the payload lists each changed file with its checksum for the
@@ -112,7 +113,10 @@ def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[st
                   params={"inventory_host": compared.host, "version": want.version,
                           "digest": want.digest, "from_version": compared.version,
                           "changed": {n: want.manifest[n] for n in compared.changed},
-                          "removed": compared.removed})
+                          "removed": compared.removed,
+                          # The checker sees it (with version and from_version); the
+                          # digest is what the agent binds.
+                          "allow_downgrade": allow_downgrade})
 
 
 def show(ctx: Context, request_id: int) -> dict[str, Any]:
@@ -248,7 +252,8 @@ def _agent_update(ctx: Context, payload: dict[str, Any],
     from ppec.operator.agentsync import sync_host
     want = _check_same_files(payload)
     host = ctx.store.host(payload["params"]["inventory_host"])
-    return asdict(sync_host(ctx, host, want, approval=envelope))
+    return asdict(sync_host(ctx, host, want, approval=envelope,
+                            allow_downgrade=bool(payload["params"].get("allow_downgrade"))))
 
 
 def _agent_rollback(ctx: Context, payload: dict[str, Any],
