@@ -10,15 +10,17 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Concatenate, NoReturn, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, NoReturn, ParamSpec
 
 import typer
 
 from ppec.cli import output
 from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING, PpecError
-from ppec.core.signing import Signer
-from ppec.operator.context import Context
+
+if TYPE_CHECKING:   # loaded on first use: `ppec --help` needs neither
+    from ppec.core.signing import Signer
+    from ppec.operator.context import Context
 
 P = ParamSpec("P")
 
@@ -44,10 +46,12 @@ class Run:
     @property
     def ctx(self) -> Context:
         if self._ctx is None:
+            from ppec.operator.context import Context
             self._ctx = Context.open(self.state.db)
         return self._ctx
 
     def signer(self) -> Signer:
+        from ppec.core.signing import Signer
         return Signer(self.state.identity)
 
     def hold_if(self, rtype: str, operation: str,

@@ -13,7 +13,7 @@ from ppec.cli.common import Run, command
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import BadInput
 from ppec.core.units import format_size, parse_size
-from ppec.operator import disks, makerchecker
+from ppec.operator import disks
 
 app = typer.Typer(help="Data disks: list, attach (new or existing volume), detach.",
                   no_args_is_help=True)
@@ -101,6 +101,7 @@ def detach(
     A guest that does not release it in time leaves it "detach pending" with the volume
     kept (exit 1); run detach or `ppec disk list` again to finish. When policy says so,
     this creates a maker-checker request instead (exit 4)."""
+    from ppec.operator import makerchecker  # signing and audit: only detach needs them
     run.hold_if("disk", "detach", lambda signer: makerchecker.request_disk_detach(
         run.ctx, signer, vm, target, keep_volume=keep_volume, timeout=timeout, host=host))
     doc = disks.detach(run.ctx, vm, target, timeout=timeout, keep_volume=keep_volume,

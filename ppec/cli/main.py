@@ -21,43 +21,95 @@ app = typer.Typer(
          "Exit codes: 0 done, 1 failed, 2 bad usage or input, 3 no host can take it, "
          "4 held for approval, 5 some hosts failed, 10 drift found.",
     context_settings={"help_option_names": ["-h", "--help"]})
-# noun -> (module, attribute, a group or one command). Only the noun a command line names
-# is imported: `ppec host list` does not pay for the vm, disk, agent-sync or serve modules
-# (and what they import); help, completion and unknown nouns load them all.
-NOUNS: dict[str, tuple[str, str, bool]] = {
-    "host": ("host", "app", True), "vm": ("vm", "app", True), "disk": ("disk", "app", True),
-    "agent": ("agent_cmd", "app", True), "ip": ("ip", "app", True),
-    "request": ("request", "app", True), "audit": ("request", "audit_app", True),
-    "config": ("config_cmd", "app", True), "place": ("place", "place", False),
-    "alerts": ("alerts", "alerts", False), "sync": ("sync", "sync", False),
-    "capacity": ("capacity", "capacity", False),
-    "completion": ("completion", "completion", False), "serve": ("serve", "serve", False),
+# noun -> (module, attribute, a group or one command, its one-line help). Only the noun a
+# command line names is imported: `ppec host list` does not pay for the vm, disk,
+# agent-sync or serve modules (and what they import). The root help (`ppec`, `ppec --help`)
+# lists the nouns from this table without importing any of them; tests/cli/test_help.py
+# holds these lines equal to the modules' own help. Completion loads them all.
+NOUNS: dict[str, tuple[str, str, bool, str]] = {
+    "host": ("host", "app", True, "Bare-metal hosts: add, list, show, remove, drain."),
+    "vm": ("vm", "app", True, "Virtual machines: create, list, show, start, stop, delete."),
+    "disk": ("disk", "app", True, "Data disks: list, attach (new or existing volume), detach."),
+    "agent": ("agent_cmd", "app", True,
+              "Host agents: status, sync (keep their files at this version)."),
+    "ip": ("ip", "app", True, "IP pools per VRF: add pools, allocate, release, list."),
+    "request": ("request", "app", True,
+                "Maker-checker requests: list, show, approve, reject, cancel."),
+    "audit": ("request", "audit_app", True, "The hash-chained audit log: list, verify."),
+    "config": ("config_cmd", "app", True, "Operator configuration: show the effective values."),
+    "place": ("place", "place", False,
+              "Show where a VM of this shape would be placed; build nothing. Exit 3 if nowhere."),
+    "alerts": ("alerts", "alerts", False,
+               "Ask every agent to compare its ledger with libvirt now, and list what differs."),
+    "sync": ("sync", "sync", False,
+             "Ask every host's agent for its statistics and store them as its latest snapshot."),
+    "capacity": ("capacity", "capacity", False,
+                 "Cores, memory, disk and utilization per group; with a shape (--flavor or"),
+    "completion": ("completion", "completion", False,
+                   "Print the shell completion script (also shipped in completions/)."),
+    "serve": ("serve", "serve", False,
+              "Keep the fleet view fresh: snapshots, drift alerts and agent file checks on "
+              "every"),
 }
 GLOBAL_WITH_VALUE = ("--db", "--identity")
 
 
-def register(nouns: list[str]) -> None:
+def register(nouns: list[str], verb: str | None = None) -> None:
+    """Add these nouns' commands to the root app; with ``verb`` (one noun), of a group
+    only that sub-command: typer turns every registered command's signature into click
+    options on each run, which `ppec vm list` need not pay for `vm create`'s twenty."""
     import importlib
     for noun in nouns:
-        module, attr, group = NOUNS[noun]
+        module, attr, group, _ = NOUNS[noun]
         target = getattr(importlib.import_module(f"ppec.cli.{module}"), attr)
         if group:
-            app.add_typer(target, name=noun)
+            app.add_typer(_only(target, verb) if verb else target, name=noun)
         else:
             app.command(noun)(target)
 
 
-def named_noun(args: list[str]) -> str | None:
-    """The sub-command a command line names (after the global options), if one we know."""
+def _only(group: typer.Typer, verb: str) -> typer.Typer:
+    """A copy of ``group`` holding only ``verb`` (a command or a sub-group), or the group
+    as it is when it has no such verb (click then lists them all in its error)."""
+    import copy
+    commands = [c for c in group.registered_commands if c.name == verb]
+    groups = [g for g in group.registered_groups if g.name == verb]
+    if not commands and not groups:
+        return group
+    clone = copy.copy(group)
+    clone.registered_commands, clone.registered_groups = commands, groups
+    return clone
+
+
+def register_listing() -> None:
+    """Every noun as an empty stand-in with its help line, for the root help and for a
+    noun we do not know (click's own "No such command"): nothing of theirs is imported."""
+    for noun, (_, _, group, line) in NOUNS.items():
+        if group:
+            app.add_typer(typer.Typer(help=line), name=noun)
+        else:
+            app.command(noun, help=line)(_stand_in)
+
+
+def _stand_in() -> None:   # never run: only named in the root help
+    raise AssertionError("a stand-in command ran")
+
+
+def named(args: list[str]) -> tuple[str | None, str | None]:
+    """The noun a command line names (after the global options), if one we know, and the
+    word right after it (its verb, when the noun is a group)."""
     skip = False
-    for arg in args:
+    for i, arg in enumerate(args):
         if skip:
             skip = False
         elif arg in GLOBAL_WITH_VALUE:
             skip = True
         elif not arg.startswith("-"):
-            return arg if arg in NOUNS else None
-    return None
+            if arg not in NOUNS:
+                return None, None
+            rest = args[i + 1:i + 2]
+            return arg, rest[0] if rest and not rest[0].startswith("-") else None
+    return None, None
 
 def _version(value: bool) -> None:
     if value:
@@ -91,8 +143,12 @@ def main(argv: list[str] | None = None) -> NoReturn:
         # shell classes only on demand (we turn its --install-completion option off).
         from typer._completion_classes import completion_init
         completion_init()
-    noun = None if "_PPEC_COMPLETE" in os.environ else named_noun(args)
-    register([noun] if noun else list(NOUNS))
+    if "_PPEC_COMPLETE" in os.environ:
+        register(list(NOUNS))
+    elif (noun_verb := named(args))[0] is not None:
+        register([str(noun_verb[0])], noun_verb[1])
+    else:
+        register_listing()
     from typer._click import exceptions as click_errors
     try:
         code = app(args=args, prog_name="ppec", standalone_mode=False)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ppec.core.errors import BadInput
-from ppec.operator.choose import Ask, shape_from, spread_level
 from ppec.operator.config import Config
 from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, literal
+
+if TYPE_CHECKING:
+    from ppec.operator.choose import Ask
 
 
 class NumaPolicy(StrEnum):
@@ -78,5 +80,6 @@ def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str |
     pinning = Pinning(policy=literal(numa.value, POLICIES, "--numa"), nodes=numa_nodes,
                       threads=literal(threads.value, THREADS, "--threads"),
                       emulator=literal(emulator.value, EMULATORS, "--emulator"))
+    from ppec.operator.choose import Ask, shape_from, spread_level  # what places, only
     return Ask(shape_from(config, flavor, cpus, memory, disk, pinning), region=region, vrf=vrf,
                tags=tuple(tag or ()), ha_group=ha_group, spread=spread_level(spread.value))

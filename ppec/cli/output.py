@@ -6,7 +6,6 @@ JSON line, so a runbook can parse both without guessing.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -43,8 +42,69 @@ def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
+# rich takes these as "this is a terminal": colour and bold headers even in a pipe.
+_FORCED_TERMINAL = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
+
+
+def _console_width() -> int:
+    """The width rich would use when stdout is not a terminal: $COLUMNS, else the first
+    of stdin, stdout, stderr that is a terminal, else 80."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    for fd in (0, 1, 2):
+        try:
+            return os.get_terminal_size(fd).columns or 80
+        except (OSError, ValueError):
+            continue
+    return 80
+
+
+def plain_table(grid: Sequence[Sequence[str]], width: int) -> str | None:
+    """What rich prints for ``grid`` (a header line, then rows) as a table without box or
+    colour, computed without loading rich (~25 ms of a `host list`): every cell one line
+    of printable ASCII and the table no wider than ``width``. None when rich must lay it
+    out itself (wrapping, wide characters). tests/cli/test_output.py holds the two equal."""
+    if not all(cell.isascii() and cell.isprintable() for line in grid for cell in line):
+        return None
+    widths = [max(len(line[i]) for line in grid) for i in range(len(grid[0]))]
+    if min(widths, default=0) == 0 or sum(widths) + 2 * (len(widths) - 1) > width:
+        return None
+    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + "\n"
+                   for line in grid)
+
+
+def _plain() -> bool:
+    """Output goes where rich would add nothing: no terminal, no colour forced."""
+    return not sys.stdout.isatty() and not any(os.environ.get(k) for k in _FORCED_TERMINAL)
+
+
+def plain_line(message: str, width: int) -> str | None:
+    """What rich prints for ``message``, when that is the message itself: no markup
+    (``[``), printable ASCII, no wider than ``width``; else None (rich wraps it)."""
+    if "[" in message or not (message.isascii() and message.isprintable()) or \
+            len(message) > width:
+        return None
+    return message + "\n"
+
+
+def emit_line(message: str) -> None:
+    """One line for people, as rich prints it (markup read, wrapped to the width)."""
+    text = plain_line(message, _console_width()) if _plain() else None
+    if text is not None:
+        sys.stdout.write(text)
+    else:
+        _console().print(message)
+
+
 def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
                title: str | None = None) -> None:
+    if title is None and _plain():
+        grid = [[header for _, header in columns],
+                *([_cell(row.get(key)) for key, _ in columns] for row in rows)]
+        text = plain_table(grid, _console_width())
+        if text is not None:
+            sys.stdout.write(text)
+            return
     from rich.table import Table
     from rich.text import Text
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
@@ -57,6 +117,7 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]
 
 
 def emit_csv(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    import csv
     writer = csv.writer(sys.stdout)
     writer.writerow([key for key, _ in columns])
     for row in rows:
@@ -104,7 +165,7 @@ def emit_record(fmt: Fmt, doc: dict[str, Any], fields: Sequence[tuple[str, str]]
     if fmt is Fmt.csv:
         raise PpecError("-o csv is for lists; use -o json", code="BAD_INPUT")
     if message:
-        _console().print(message)
+        emit_line(message)
     if fields:
         emit_table([{"k": label, "v": doc.get(key)} for key, label in fields],
                    [("k", "field"), ("v", "value")])

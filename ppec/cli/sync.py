@@ -28,7 +28,7 @@ def sync(run: Run, names: Annotated[list[str] | None, typer.Argument(help="Hosts
     Exit 5 when some hosts failed (the others are still stored), 1 when all did."""
     ctx = run.ctx
     hosts = [ctx.store.host(n) for n in names] if names else ctx.store.hosts()
-    stale_after = ctx.config.placement_policy().stale_after
+    stale_after = ctx.config.stale_after()
     data = _with_progress(fmt, len(hosts),
                           lambda tick: snapshots.refresh(ctx, hosts, on_result=tick))
     now = time.time()

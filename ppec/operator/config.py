@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -92,6 +91,14 @@ class Config:
     source: str = "defaults"
     raw: dict[str, Any] = field(default_factory=dict)   # the merged TOML, for `config show`
 
+    def stale_after(self) -> float:
+        """[placement] stale_after: how old a snapshot may be before it is stale. Its own
+        reader: `host list` and `sync` need it without loading the placement library."""
+        try:
+            return float(self.raw.get("placement", {}).get("stale_after", 600))
+        except (TypeError, ValueError) as e:
+            raise BadInput(f"config {self.source}: [placement]: stale_after: {e}") from None
+
     def placement_policy(self) -> Policy:
         """``ppec.placement.Policy`` from [placement] (imported here only when needed)."""
         from ppec.placement import Policy, Weights
@@ -104,7 +111,7 @@ class Config:
                 raise ValueError(f"strategy must be pack or spread, not "
                                  f"{p.get('strategy')!r}")
             return Policy(strategy=strategy, weights=weights,
-                          stale_after=float(p.get("stale_after", 600)),
+                          stale_after=self.stale_after(),
                           max_candidates=int(p.get("max_candidates", 3)))
         except (TypeError, ValueError) as e:
             raise BadInput(f"config {self.source}: [placement]: {e}") from None
@@ -126,7 +133,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load(path: Path | None = None) -> Config:
-    data = tomllib.loads(files("ppec.operator").joinpath("default-config.toml").read_text())
+    data = tomllib.loads((Path(__file__).parent / "default-config.toml").read_text())
     path = path or config_path()
     source = "defaults"
     if path.exists():

@@ -5,10 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ppec.operator import config as ppec_config
-from ppec.operator.fleet.client import AgentClient, Reach
+from ppec.operator.fleet.reach import Reach
 from ppec.operator.store import Host, Store
+
+if TYPE_CHECKING:
+    from ppec.operator.fleet.client import AgentClient
+
+
+def agent_client(host: Host, reach: Reach) -> AgentClient:
+    """A real client (SSH or the local socket). Imported here, on the first host a
+    command reaches: `host list`, `request list` and the like never load it."""
+    from ppec.operator.fleet.client import AgentClient
+    return AgentClient(host, reach)
 
 
 @dataclass
@@ -18,7 +29,7 @@ class Context:
     reach: Reach
     # The seam for in-process tests: how a host's client is made (a real AgentClient over
     # a scripted stream there; SSH or the local socket here).
-    connect: Callable[[Host, Reach], AgentClient] = AgentClient
+    connect: Callable[[Host, Reach], AgentClient] = agent_client
     _clients: dict[str, AgentClient] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

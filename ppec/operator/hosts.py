@@ -9,7 +9,6 @@ from typing import Any
 from ppec.core.errors import BadInput, PpecError
 from ppec.core.units import check_host_name
 from ppec.operator.context import Context
-from ppec.operator.fleet.client import AgentClient, fan_out
 from ppec.operator.store import Host
 
 
@@ -25,6 +24,7 @@ def add(ctx: Context, host: Host, *, accept_new_host_key: bool = False,
         raise BadInput("--identity makes no sense for a local host (it uses the Unix socket)")
     info: dict[str, Any] = {}
     if check:
+        from ppec.operator.fleet.client import AgentClient  # `host list` never loads it
         client = AgentClient(host, ctx.reach, accept_new_host_key=accept_new_host_key)
         try:
             info = client.call("ping")
@@ -72,6 +72,7 @@ def status(ctx: Context, names: list[str]) -> list[Status]:
         reply = ctx.client(host).call("ping")
         return reply, (time.perf_counter() - start) * 1000
 
+    from ppec.operator.fleet.client import fan_out
     out = []
     for r in fan_out(hosts, ping):
         if r.ok:

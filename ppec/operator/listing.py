@@ -54,7 +54,7 @@ def hosts(ctx: Context, *, limit: int | None = None, cursor: str | None = None,
     page, last = pages.hosts_page(ctx.store, limit=limit, after=after, region=region,
                                   rack=rack)
     snaps = pages.snapshots_of(ctx.store, [h.name for h in page])
-    stale_after = ctx.config.placement_policy().stale_after
+    stale_after = ctx.config.stale_after()
     now = time.time()
     rows = []
     for h in page:

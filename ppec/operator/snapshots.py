@@ -6,12 +6,14 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppec.core.errors import BadInput
 from ppec.operator.context import Context
-from ppec.operator.fleet.client import HostResult, fan_out
 from ppec.operator.store import Host
+
+if TYPE_CHECKING:
+    from ppec.operator.fleet.client import HostResult
 
 FORMAT = "ppec-snapshot/1"
 
@@ -23,6 +25,7 @@ def refresh(ctx: Context, hosts: list[Host],
 
     Returns host -> snapshot, or ``{"error": …}`` for a host that did not answer.
     """
+    from ppec.operator.fleet.client import fan_out  # not for the store-only readers
     out: dict[str, dict[str, Any]] = {}
     for r in fan_out(hosts, lambda h: ctx.client(h).call("host.snapshot"),
                      on_result=on_result):

@@ -14,19 +14,17 @@ from ppec.core.errors import (
     TransportError,
 )
 from ppec.core.units import check_vm_name
-from ppec.operator import choose as scheduler
-from ppec.operator import ipdb
-from ppec.operator.choose import Ask, Fleet
-from ppec.operator.claim import Claim, OutcomeUnknown
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import AgentClient, HostResult, fan_out
 from ppec.operator.store import HaConflict, Host
 from ppec.wire.vmspec import KernelBoot, VmSpec
 
 if TYPE_CHECKING:
+    from ppec.operator.choose import Ask, Fleet
+    from ppec.operator.claim import Claim
     from ppec.placement import Decision
 
-__all__ = ["MAX_ATTEMPTS", "OutcomeUnknown", "create", "delete", "list_all", "show", "start",
+__all__ = ["MAX_ATTEMPTS", "create", "delete", "list_all", "show", "start",
            "stop", "xml"]
 MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)
 MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts only
@@ -42,6 +40,11 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     if host and ask.region:
         raise BadInput("--host and --region contradict each other: give one")
     inventory = ctx.store.hosts()
+    # Placement, claims and addresses are loaded by the commands that place (create), not
+    # by list/show/start/stop.
+    from ppec.operator import choose as scheduler
+    from ppec.operator import ipdb
+    from ppec.operator.claim import Claim
     free_ips = ipdb.free_by_vrf(ctx.store)
     ask.check(inventory, free_ips)
     # Checked again by the store's constraint when claiming; this only fails fast.
@@ -79,6 +82,7 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
               decision: Decision) -> dict[str, Any]:
     """Try the ranked hosts in turn, at most MAX_ATTEMPTS refusals in all; an HA conflict
     re-places with the group as it is now (new hosts only)."""
+    from ppec.operator import choose as scheduler
     refusals: list[str] = []
     tried: set[str] = set()
     for _ in range(MAX_ROUNDS):
@@ -131,6 +135,7 @@ def _create_on(client: AgentClient, spec: VmSpec) -> dict[str, Any]:
         try:
             return dict(client.call("vm.get", name=spec.name))
         except PpecError:
+            from ppec.operator.claim import OutcomeUnknown
             raise OutcomeUnknown(
                 f"{e.message}; whether {spec.name} was created is unknown (its name and "
                 f"address stay reserved): check with `ppec vm show {spec.name}`, remove with "
@@ -193,6 +198,7 @@ def delete(ctx: Context, name: str, host: str | None = None,
         result = {"name": name, "host": target.name, "deleted": True,
                   "note": f"{name} was already gone from {target.name}; store record removed"}
     if (row := ctx.store.vm_or_none(name)) is not None and row.host == target.name:
+        from ppec.operator import ipdb
         result["released"] = ipdb.release_owner(ctx.store, name)
         ctx.store.forget_vm(name)
     return result

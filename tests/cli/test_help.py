@@ -51,3 +51,53 @@ def test_bash_completion_round_trip() -> None:
                           check=False)
     assert "--flavor" in done.stdout.split()
     assert "_PPEC_COMPLETE=complete_bash" in (COMPLETIONS / "ppec.bash").read_text()
+
+
+REAL_ROOT_HELP = """
+import sys
+from ppec.cli import main as m
+m.register(list(m.NOUNS))
+m.app(args=["--help"], prog_name="ppec", standalone_mode=False)
+"""
+
+
+def test_root_help_lists_every_noun_as_its_module_says() -> None:
+    """`ppec --help` names the nouns from main.NOUNS without importing them; what it
+    prints must be what the modules themselves would print (a changed help line in a
+    module fails here until NOUNS says the same)."""
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "100"}
+    lazy = subprocess.run([PPEC, "--help"], env=env, capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    real = subprocess.run([sys.executable, "-c", REAL_ROOT_HELP], env=env,
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Commands:" in lazy and "  vm " in lazy
+    assert lazy == real
+
+
+def test_root_help_imports_no_noun_module() -> None:
+    code = ("import sys; sys.argv=['ppec', '--help']\n"
+            "from ppec.cli.main import main, NOUNS\n"
+            "try: main()\nexcept SystemExit: pass\n"
+            "mods = {f'ppec.cli.{m}' for m, *_ in NOUNS.values()}\n"
+            "sys.stderr.write(f'LOADED={sorted(mods & set(sys.modules))}')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert "LOADED=[]" in done.stderr, done.stderr[-500:]
+
+
+def test_only_the_named_verb_is_built_but_groups_stay_whole() -> None:
+    """`ppec vm list` builds only `list`; a group's help and a mistyped verb still see
+    every command of the group."""
+    from ppec.cli import main as m
+    from ppec.cli import vm
+    only = m._only(vm.app, "list")
+    assert [c.name for c in only.registered_commands] == ["list"]
+    assert len(vm.app.registered_commands) > 1          # the module's group is untouched
+    assert m._only(vm.app, "lst") is vm.app
+    env = {**os.environ, "NO_COLOR": "1"}
+    typo = subprocess.run([PPEC, "vm", "lst"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert typo.returncode == 2 and "Did you mean 'list'?" in typo.stderr
+    group = subprocess.run([PPEC, "vm", "--help"], env=env, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    assert all(f"  {verb} " in group for verb in ("create", "list", "show", "delete"))

@@ -14,7 +14,7 @@ from tests.realparts import Cli
 
 CASES = [
     (["vm", "create", "x", "--cpus", "2000"],
-     "Invalid value for '--cpus': Input should be less than or equal to 1024 "
+     "Invalid value for '--cpus': 2000 is not in the range 1<=x<=1024. "
      "(see `ppec vm create --help`)"),
     (["vm", "create", "x", "--flavor", "tiny", "--numa", "foo"],
      "Invalid value for '--numa': 'foo' is not one of 'shared', 'dedicated'. "
@@ -23,7 +23,7 @@ CASES = [
     (["vm", "list", "--bogus"],
      "No such option: --bogus (Possible options: --host) (see `ppec vm list --help`)"),
     (["place", "--cpus", "0", "--memory", "1G"],
-     "Invalid value for '--cpus': Input should be greater than or equal to 1 "
+     "Invalid value for '--cpus': 0 is not in the range 1<=x<=1024. "
      "(see `ppec place --help`)"),
     (["host", "add", "h1"], "Missing option '--address'. (see `ppec host add --help`)"),
 ]

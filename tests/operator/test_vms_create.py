@@ -21,6 +21,7 @@ from ppec.numa.serial import topology_to_dict
 from ppec.operator import config as ppec_config
 from ppec.operator import ipdb, vms
 from ppec.operator.choose import Ask
+from ppec.operator.claim import OutcomeUnknown
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import AgentClient, Reach
 from ppec.operator.store import Host, Store
@@ -277,7 +278,7 @@ def test_a_lost_reply_is_answered_by_vm_get(make: Callable[..., Fleet]) -> None:
 def test_a_lost_reply_and_no_answer_after_is_outcome_unknown(
         make: Callable[..., Fleet]) -> None:
     fleet = make(FakeAgent("h1", ["lost"], gets="drop"), FakeAgent("h2", ["ok"]))
-    with pytest.raises(vms.OutcomeUnknown) as caught:
+    with pytest.raises(OutcomeUnknown) as caught:
         fleet.create()
     host = fleet.asked()[0]
     assert fleet.asked() == [host]   # never tried elsewhere: it may exist on the first

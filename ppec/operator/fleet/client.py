@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ppec.core.errors import PpecError, ProtocolError, TransportError, from_wire
+from ppec.operator.fleet.reach import Reach
 from ppec.operator.fleet.transport import LineReader, LocalStream, Stream
 from ppec.operator.store import Host
 from ppec.wire import protocol
 from ppec.wire.methods import client_timeout
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Reach:
-    """How to reach hosts: where the known_hosts file is, SSH timeouts and command."""
-
-    known_hosts: Path
-    connect_timeout: float = 10.0
-    command: str = "ppec-agent proxy"
+__all__ = ["AgentClient", "HostResult", "Reach", "fan_out"]
 
 
 class AgentClient:
@@ -113,6 +104,12 @@ def fan_out(hosts: Iterable[Host], fn: Callable[[Host], T], max_workers: int = 3
             e.host = e.host or host.name
             return HostResult(host.name, False, error=e)
 
+    if len(hosts) == 1:   # no pool (nor its import, ~5 ms) for the one-host commands
+        result = one(hosts[0])
+        if on_result is not None:
+            on_result(result)
+        return [result]
+    from concurrent.futures import ThreadPoolExecutor, as_completed
     with ThreadPoolExecutor(max_workers=min(max_workers, len(hosts))) as pool:
         futures = [pool.submit(one, h) for h in hosts]
         if on_result is not None:

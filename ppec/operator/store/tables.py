@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppec.core import sqlschema
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
 from ppec.core.paths import AGENT_SOCKET
 from ppec.operator.store.backends import Connection, connect
-from ppec.wire.vmspec import Shape
+
+if TYPE_CHECKING:   # only named: the store-only commands need not load the VM spec
+    from ppec.wire.vmspec import Shape
 
 
 class HaConflict(PpecError):
