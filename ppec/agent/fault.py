@@ -8,8 +8,8 @@ SIGSTOP after logging, so a test can wait for the stop and kill -9 it exactly th
 from __future__ import annotations
 
 import logging
-import os
 import signal
+import threading
 
 from ppec.agent.config import AgentConfig
 
@@ -21,4 +21,6 @@ def checkpoint(config: AgentConfig, step: str) -> None:
         log.warning("fault_stop_at: stopping at step %s", step)
         for h in logging.getLogger().handlers:
             h.flush()
-        os.kill(os.getpid(), signal.SIGSTOP)
+        # To this thread, not the process: a process-directed SIGSTOP may be taken by
+        # another thread first, and this one would run on past the step meanwhile.
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)

@@ -96,6 +96,19 @@ def proc_state(pid: int) -> str:
         return "gone"
 
 
+def stopped(pid: int) -> bool:
+    """Every thread of ``pid`` stopped (T): none can run on past the step."""
+    tasks = list(Path(f"/proc/{pid}/task").glob("*"))
+    return bool(tasks) and all(proc_state_of(t / "stat") == "T" for t in tasks)
+
+
+def proc_state_of(stat: Path) -> str:
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
 def releases_dir(agent: Agent) -> Path:
     return agent.root / "state" / "releases"
 

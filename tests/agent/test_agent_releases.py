@@ -236,7 +236,7 @@ def test_kill_9_at_each_step_leaves_one_accepted_release(
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert agent.proc is not None
         pid = agent.proc.pid
-        wait_until(lambda: sp.proc_state(pid) == "T", timeout=60,
+        wait_until(lambda: sp.stopped(pid), timeout=60,
                    what=f"the agent stopped at {step}")
         assert f"stopping at step {step}" in agent.log()
         agent.kill()            # kill -9, right there
