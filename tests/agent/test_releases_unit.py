@@ -87,3 +87,11 @@ def test_reconcile_adopts_once_settles_after_an_exchange_and_never_adopts_drift(
 def test_bundle_limits() -> None:
     with pytest.raises(BadInput, match="larger than the limit"):
         bundle.unpack("A" * (bundle.MAX_BUNDLE_CHARS + 1))
+
+
+def test_the_operator_refuses_to_pack_an_oversized_bundle(tmp_path: Path) -> None:
+    import os
+    (tmp_path / "big.py").write_bytes(os.urandom(700_000))   # ~933 000 base64 characters
+    with pytest.raises(BadInput, match="larger than the limit") as e:
+        bundle.pack(tmp_path, ["big.py"])
+    assert e.value.code == "BUNDLE_TOO_LARGE"
