@@ -14,6 +14,8 @@ from ppec.core.units import parse_memory_mib, parse_size
 from ppec.numa.topology import parse_cpulist
 
 DEFAULT_PATH = Path("/etc/ppec/agent.toml")
+# The steps of an update, in order (see ppec.agent.handlers.update and daemon.restart).
+FAULT_STEPS = ("checked", "stored", "staged", "exchanged", "recorded", "restart")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,17 @@ class AgentConfig:
     lock_timeout: float = 300.0
     cpu_overcommit: float = 4.0
     drift_interval: float = 300.0
+    # The installed package against the release last accepted (0: only at start).
+    verify_interval: float = 300.0
+    # After an update the new code must answer with its digest within this, or the old
+    # code (a watchdog child) puts the previous release back.
+    health_timeout: float = 20.0
+    # A service manager restarts the agent when it exits (systemd Restart=always): then
+    # the watchdog only puts the previous release back; else it starts the agent itself.
+    supervised: bool = False
+    # Tests only: stop (SIGSTOP) this process at the named update step, so a test can
+    # kill -9 it there. Read from this file at start; never from the environment.
+    fault_stop_at: str = ""
     approvers_file: str = "/etc/ppec/approvers.toml"
     allowed_uids: tuple[int, ...] = ()
     volume_quota: str = "0"        # total virtual size of all volumes on the host; 0: none
@@ -91,18 +104,22 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, list) or not all(isinstance(u, int) for u in value):
                 raise BadInput(f"{source}: allowed_uids must be a list of integers")
             values[key] = tuple(value)
-        elif key == "drift_interval":
+        elif key in ("drift_interval", "verify_interval"):
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-                raise BadInput(f"{source}: drift_interval must be seconds (0: off)")
+                raise BadInput(f"{source}: {key} must be seconds (0: off)")
             values[key] = float(value)
         elif key == "max_volumes":
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise BadInput(f"{source}: max_volumes must be a whole number of at least 1")
             values[key] = value
-        elif key in ("lock_timeout", "cpu_overcommit"):
+        elif key in ("lock_timeout", "cpu_overcommit", "health_timeout"):
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise BadInput(f"{source}: {key} must be a positive number")
             values[key] = float(value)
+        elif key == "supervised":
+            if not isinstance(value, bool):
+                raise BadInput(f"{source}: supervised must be true or false")
+            values[key] = value
         elif not isinstance(value, str):
             raise BadInput(f"{source}: {key} must be a string")
         else:
@@ -111,6 +128,8 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
     if config.domain_type not in ("auto", "kvm", "qemu", "test"):
         raise BadInput(f"{source}: domain_type must be auto, kvm or qemu, "
                        f"not {config.domain_type!r}")
+    if config.fault_stop_at and config.fault_stop_at not in FAULT_STEPS:
+        raise BadInput(f"{source}: fault_stop_at must be one of {', '.join(FAULT_STEPS)}")
     parse_cpu_list(config.reserved_cpus)
     config.reserved_memory_mib  # noqa: B018 -- validates the size early
     config.volume_quota_bytes  # noqa: B018

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import ppec
 from ppec import numa
 from ppec.agent import domxml
 from ppec.agent.config import AgentConfig, parse_cpu_list
@@ -50,6 +51,14 @@ class AgentContext:
         # new id per start, so a client can tell the restarted agent from the old one.
         self.boot_id = str(uuid.uuid4())
         self.running = pkgfiles.manifest(pkgfiles.package_root())
+        self.digest = pkgfiles.digest(ppec.__version__, self.running)
+        # The agent's own files against its accepted release (ppec.agent.verify): open
+        # AGENT_FILES_CHANGED alerts as (code, object, detail); drift.check reports them.
+        self.file_alerts: list[tuple[str, str, str]] = []
+        # Set with restart_requested: what the watchdog must see answer after the exec.
+        self.after_restart: dict[str, str] = {}
+        # Releases that failed their health check here (read at start, for ping).
+        self.failed_releases: list[str] = []
 
     @property
     def host(self) -> str:

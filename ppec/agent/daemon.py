@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 from filelock import Timeout
 
+import ppec
 from ppec.agent import config as agent_config
-from ppec.agent import files
+from ppec.agent import files, verify, watchdog
 from ppec.agent.context import AgentContext, ensure_dirs
+from ppec.agent.fault import checkpoint
 from ppec.agent.handlers import Handlers
 from ppec.agent.hypervisor import Hypervisor
 from ppec.agent.ledger import Ledger
+from ppec.agent.releases import Releases
 from ppec.agent.server import AgentServer
 from ppec.core.errors import PpecError
 from ppec.core.signing import Approvers
@@ -38,6 +43,7 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
             log.info("maker-checker enforced for %s (%d operators)",
                      ", ".join(sorted(approvers.rules)) or "nothing", len(approvers.operators))
         files.cleanup(pkgfiles.package_root())   # staging dirs an interrupted update left
+        releases = settle_releases(handlers.ctx)
         server = AgentServer(config, handlers, approvers)
         server.bind()   # first: refuses to start when another agent already serves here
         # Recovery runs under the host lock: a second agent started by mistake must not
@@ -51,6 +57,8 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
         return 1
     server.install_signal_handlers()
     server.start_drift_checks()
+    verify.start(handlers.ctx, releases, config.verify_interval, threading.Event(),
+                 lambda: server.host_lock)
     server.serve_forever()
     if server.restarting:   # not after a SIGTERM: then the next start runs the new files
         restart(server)
@@ -68,6 +76,30 @@ def restart(server: AgentServer) -> None:
         server.host_lock.acquire()
     except Timeout:   # a change stuck past lock_timeout: recovery at start settles it
         log.warning("host lock still held; restarting anyway")
+    checkpoint(server.config, "restart")
+    argv = sys.orig_argv[1:]
+    after = server.ctx.after_restart
+    if after and after.get("previous"):
+        # The old code decides whether the new one is healthy: a child keeps it.
+        with warnings.catch_warnings():   # fork with threads: the child only polls + execs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:
+            watchdog.run(server.config, after, os.getppid(), argv)
+        log.info("watchdog %d waits for release %s", child, after["digest"][:12])
     log.info("restarting on the updated files")
     logging.shutdown()
-    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+    os.execv(sys.executable, [sys.executable, *argv])
+
+
+def settle_releases(ctx: AgentContext) -> Releases:
+    """At start: the release pointer settled on what is installed, and the installed files
+    verified against it (drift is an alert, never adopted)."""
+    root = pkgfiles.package_root()
+    releases = Releases(ctx.config.state_dir, root.name)
+    pointer, _ = releases.reconcile(root, ppec.__version__)
+    log.info("release %s (previous %s, %d failed)", pointer.current[:12] or "-",
+             pointer.previous[:12] or "-", len(pointer.failed))
+    ctx.failed_releases = [str(f.get("digest", "")) for f in pointer.failed]
+    verify.check(ctx, releases)
+    return releases

@@ -16,11 +16,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ppec.core.errors import BadInput, PpecError
-from ppec.wire.bundle import check_name, manifest, sha256, unpack
+from ppec.wire.bundle import MAX_PACKAGE_BYTES, check_name, manifest, sha256, too_large, unpack
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,19 @@ def cleanup(root: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def apply(root: Path, version: str, files: dict[str, str], bundle: str,
-          python: str) -> dict[str, Any]:
-    """Make ``root`` hold exactly ``files`` (the desired manifest), from what it has plus
-    ``bundle``; all or nothing. The replaced package is kept as ``.<name>-previous``.
-    Returns what changed."""
+def check_manifest(files: dict[str, Any]) -> None:
     for name, sha in files.items():
         check_name(name)
         if not isinstance(sha, str) or len(sha) != 64:
             raise BadInput(f"manifest entry {name!r} has no sha256", code="BAD_UPDATE")
+
+
+def from_bundle(root: Path, files: dict[str, str], bundle: str) -> dict[str, bytes]:
+    """Every file of the desired manifest: the bundle's (exactly those that differ from
+    ``root``), the rest read from ``root``; each checked by checksum."""
+    check_manifest(files)
     current = manifest(root)
     changed = sorted(n for n, sha in files.items() if current.get(n) != sha)
-    removed = sorted(n for n in current if n not in files)
     contents = unpack(bundle)
     if sorted(contents) != changed:
         raise BadInput(f"the bundle has {sorted(contents)}, the manifest says "
@@ -105,29 +107,44 @@ def apply(root: Path, version: str, files: dict[str, str], bundle: str,
     for name, data in contents.items():
         if sha256(data) != files[name]:
             raise BadInput(f"{name}: checksum does not match the manifest", code="BAD_UPDATE")
+    out = {}
+    for name, sha in files.items():
+        data = contents[name] if name in contents else (root / name).read_bytes()
+        if sha256(data) != sha:
+            raise PpecError(f"{name} changed on disk during the update", code="BAD_UPDATE")
+        out[name] = data
+    if sum(len(d) for d in out.values()) > MAX_PACKAGE_BYTES:
+        raise too_large("the package")
+    return out
+
+
+def install(root: Path, files: dict[str, str], contents: dict[str, bytes], python: str,
+            checkpoint: Callable[[str], None] = lambda step: None) -> dict[str, Any]:
+    """Make ``root`` hold exactly ``files`` with ``contents``; all or nothing. The replaced
+    package is kept as ``.<name>-previous``. Returns what changed."""
+    current = manifest(root)
+    changed = sorted(n for n, sha in files.items() if current.get(n) != sha)
+    removed = sorted(n for n in current if n not in files)
     # A fresh 0700 dir of our own (mkdtemp creates it exclusively): nothing planted there.
     work = Path(tempfile.mkdtemp(prefix=f".{root.name}-update-", dir=root.parent))
     stage = work / root.name
     try:
         # Exactly the manifest, as regular files: nothing else of the old package (an
         # extension module, a link) is carried over to shadow what the manifest says.
-        for name, sha in files.items():
-            data = contents[name] if name in contents else (root / name).read_bytes()
-            if sha256(data) != sha:
-                raise PpecError(f"{name} changed on disk during the update",
-                                code="BAD_UPDATE")
-            _write_synced(stage / name, data)
+        for name in files:
+            _write_synced(stage / name, contents[name])
         _sync_dirs(stage)
         if manifest(stage) != files:
             raise PpecError("staged files do not match the manifest", code="BAD_UPDATE")
         _import_check(python, work, stage)
+        checkpoint("staged")
         _exchange(root, stage)
         _fsync_dir(root.parent)
+        checkpoint("exchanged")
         previous = root.parent / f".{root.name}-previous"
         shutil.rmtree(previous, ignore_errors=True)
         os.rename(stage, previous)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("agent files updated to %s: %d changed, %d removed", version, len(changed),
-             len(removed))
-    return {"version": version, "changed": changed, "removed": removed}
+    log.info("agent files installed: %d changed, %d removed", len(changed), len(removed))
+    return {"changed": changed, "removed": removed}

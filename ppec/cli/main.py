@@ -32,7 +32,7 @@ NOUNS: dict[str, tuple[str, str, bool, str]] = {
            "Virtual machines: create, list, show, start, stop, delete, stats, logs, console."),
     "disk": ("disk", "app", True, "Data disks: list, attach (new or existing volume), detach."),
     "agent": ("agent_cmd", "app", True,
-              "Host agents: status, sync (keep their files at this version)."),
+              "Host agents: status, sync (keep their files at this version), rollback."),
     "ip": ("ip", "app", True, "IP pools per VRF: add pools, allocate, release, list."),
     "request": ("request", "app", True,
                 "Maker-checker requests: list, show, approve, reject, cancel."),

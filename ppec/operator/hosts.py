@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ppec.core.errors import BadInput, PpecError
@@ -60,22 +60,26 @@ class Status:
     latency_ms: float
     error: str
     code: str
+    digest: str = ""                 # the agent's release (files + version)
+    failed_releases: list[str] = field(default_factory=list)   # rolled back by the host
 
 
 def status(ctx: Context, names: list[str]) -> list[Status]:
     hosts = [ctx.store.host(n) for n in names] if names else ctx.store.hosts()
 
-    def ping(host: Host) -> tuple[str, float]:
+    def ping(host: Host) -> tuple[dict[str, Any], float]:
         start = time.perf_counter()
         reply = ctx.client(host).call("ping")
-        return str(reply.get("version", "")), (time.perf_counter() - start) * 1000
+        return reply, (time.perf_counter() - start) * 1000
 
     from ppec.operator.fleet.client import fan_out
     out = []
     for r in fan_out(hosts, ping):
         if r.ok:
-            version, ms = r.value
-            out.append(Status(r.host, True, version, round(ms, 1), "", ""))
+            reply, ms = r.value
+            out.append(Status(r.host, True, str(reply.get("version", "")), round(ms, 1), "",
+                              "", str(reply.get("digest", "")),
+                              [str(d) for d in reply.get("failed_releases", [])]))
         else:
             assert r.error is not None
             out.append(Status(r.host, False, "", 0.0, r.error.message, r.error.code))

@@ -112,7 +112,8 @@ def request_vm_console(ctx: Context, signer: Signer, name: str,
                   params={"inventory_host": inventory})
 
 
-def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[str, Any]:
+def request_agent_update(ctx: Context, signer: Signer, compared: Any,
+                         allow_downgrade: bool = False) -> dict[str, Any]:
     """One host's update (``compared``: its ``syncer.HostSync``). The approval names the
     host and the exact files (the digest of this ppec's manifest; the agent refuses any
     other set), and the payload lists each changed file with its checksum for the
@@ -124,7 +125,10 @@ def request_agent_update(ctx: Context, signer: Signer, compared: Any) -> dict[st
                   params={"inventory_host": compared.host, "version": want.version,
                           "digest": want.digest, "from_version": compared.version,
                           "changed": {n: want.manifest[n] for n in compared.changed},
-                          "removed": compared.removed})
+                          "removed": compared.removed,
+                          # The checker sees it (with version and from_version); the
+                          # digest is what the agent binds.
+                          "allow_downgrade": allow_downgrade})
 
 
 def show(ctx: Context, request_id: int) -> dict[str, Any]:
@@ -266,6 +270,8 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
                                   host=p["params"].get("inventory_host"), approval=envelope)
         elif p["operation"] == "agent.update":
             result = _agent_update(ctx, p, envelope)
+        elif p["operation"] == "agent.rollback":
+            result = _agent_rollback(ctx, p, envelope)
         elif p["operation"] == "ip.update":
             result = ipdb.update(ctx.store, p["params"]["vrf"], p["resource"],
                                  p["params"]["owner"], expect_owner=p["params"]["from_owner"])
@@ -305,7 +311,19 @@ def _agent_update(ctx: Context, payload: dict[str, Any],
     from ppec.operator.agentsync import sync_host
     want = _check_same_files(payload)
     host = ctx.store.host(payload["params"]["inventory_host"])
-    return asdict(sync_host(ctx, host, want, approval=envelope))
+    return asdict(sync_host(ctx, host, want, approval=envelope,
+                            allow_downgrade=bool(payload["params"].get("allow_downgrade"))))
+
+
+def _agent_rollback(ctx: Context, payload: dict[str, Any],
+                    envelope: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from ppec.operator.agentsync import rollback_host
+    params = payload["params"]
+    host = ctx.store.host(params["inventory_host"])
+    return asdict(rollback_host(ctx, host, approval=envelope,
+                                expect=(str(params["to"]), str(params["current"]))))
 
 
 def reject(ctx: Context, signer: Signer, request_id: int, reason: str) -> dict[str, Any]:

@@ -15,6 +15,27 @@ from pathlib import Path, PurePosixPath
 from ppec.core.errors import BadInput
 
 SUFFIXES = (".py", ".toml", ".typed")   # what makes up the package; nothing else is synced
+# A bundle rides inside one protocol line (1 MiB): base64 characters, and what its tar
+# holds once unpacked (a gzip bomb is small on the wire).
+MAX_BUNDLE_CHARS = 900_000
+MAX_PACKAGE_BYTES = 32 << 20
+
+
+def too_large(what: str) -> BadInput:
+    return BadInput(f"{what} is larger than the limit ({MAX_BUNDLE_CHARS} base64 characters, "
+                    f"{MAX_PACKAGE_BYTES >> 20} MiB unpacked)", code="BUNDLE_TOO_LARGE")
+
+
+def version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """Order release versions: numeric parts as numbers ("0.10" > "0.9"); a part with
+    letters after its number ("1rc1") sorts before the bare number."""
+    out = []
+    for part in version.replace("-", ".").split("."):
+        digits = "".join(ch for ch in part if ch.isdigit()) if part[:1].isdigit() else ""
+        num = int(digits[:18]) if digits and part.startswith(digits) else -1
+        rest = part[len(digits):] if num >= 0 else part
+        out.append((num, rest or "~"))   # "~" sorts after letters: 1 > 1rc1
+    return tuple(out)
 
 
 def package_root() -> Path:
@@ -52,7 +73,10 @@ def pack(root: Path, names: list[str]) -> str:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    return base64.b64encode(buf.getvalue()).decode()
+    out = base64.b64encode(buf.getvalue()).decode()
+    if len(out) > MAX_BUNDLE_CHARS:
+        raise too_large(f"the bundle of {len(names)} changed file(s)")
+    return out
 
 
 def check_name(name: str) -> str:
@@ -66,11 +90,16 @@ def check_name(name: str) -> str:
 
 def unpack(bundle: str) -> dict[str, bytes]:
     """Read the bundle's regular files by name; never extract (no links, no paths out)."""
+    if len(bundle) > MAX_BUNDLE_CHARS:
+        raise too_large("the update bundle")
     try:
         raw = base64.b64decode(bundle, validate=True)
         out = {}
         with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as tar:
-            for member in tar.getmembers():
+            members = tar.getmembers()
+            if sum(m.size for m in members) > MAX_PACKAGE_BYTES:
+                raise too_large("the update bundle")
+            for member in members:
                 if not member.isfile():
                     raise BadInput(f"bundle entry {member.name!r} is not a regular file",
                                    code="BAD_UPDATE")

@@ -100,8 +100,15 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "manifest": Param(dict),    # the whole desired package: relative path -> sha256
         "bundle": Param(str),
         "digest": Param(str),
+        "allow_downgrade": Param(bool, required=False, default=False),
     }, tier="slow", mutating=True, approval_for=("agent", "update"),
         approval_resource=lambda p: "agent", approval_binds=("digest",)),
+    # Back to the previous release kept on the host; the approval names both digests.
+    Method("agent.rollback", "update.rollback", {
+        "to": Param(str),          # the previous release's digest (agent.manifest)
+        "current": Param(str),     # the running one's: a rollback of what was seen
+    }, tier="slow", mutating=True, approval_for=("agent", "rollback"),
+        approval_resource=lambda p: "agent", approval_binds=("to", "current")),
     # The operator's audit chain heads that came with approved executions (ledger).
     Method("audit.anchors", "audit.anchors"),
     Method("host.info", "host.info"),

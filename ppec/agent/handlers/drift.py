@@ -5,16 +5,19 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ppec.agent import drift
+from ppec.agent import drift, verify
 from ppec.agent.context import AgentContext
+from ppec.agent.releases import Releases
 from ppec.agent.volumes import Volumes
 from ppec.core.clock import utc_now
+from ppec.wire import bundle as pkgfiles
 
 
 class DriftHandlers:
     def __init__(self, ctx: AgentContext, volumes: Volumes) -> None:
         self.ctx = ctx
         self.volumes = volumes
+        self.releases = Releases(ctx.config.state_dir, pkgfiles.package_root().name)
 
     def check(self) -> dict[str, Any]:
         """Compare the ledger with libvirt now; record and return the open alerts."""
@@ -46,5 +49,8 @@ class DriftHandlers:
                 ET.fromstring(ctx.hv.xml(rec.name, inactive=True)),
                 held.get(rec.name) if dedicated else None,
                 ctx.live_holdings(rec, live_xml) if dedicated else None)
-        alerts = ctx.ledger.record_alerts((a.code, a.object, a.detail) for a in found)
+        # The agent's own files (ppec.agent.verify): the same alert list, the same ledger.
+        own = verify.check(ctx, self.releases)
+        alerts = ctx.ledger.record_alerts([*((a.code, a.object, a.detail) for a in found),
+                                           *own])
         return {"host": ctx.host, "checked_at": utc_now(), "alerts": alerts}

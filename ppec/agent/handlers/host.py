@@ -25,7 +25,8 @@ class HostHandlers:
         self.meter = UseMeter(ctx)
 
     def ping(self) -> dict[str, Any]:
-        return {"host": self.ctx.host, "version": ppec.__version__, "time": time.time()}
+        return {"host": self.ctx.host, "version": ppec.__version__, "time": time.time(),
+                "digest": self.ctx.digest, "failed_releases": self.ctx.failed_releases}
 
     def info(self) -> dict[str, Any]:
         ctx, config = self.ctx, self.ctx.config
