@@ -15,8 +15,8 @@ class Clock:
         self.t = 1000.0
         self.cpu_ns = 0
 
-    def sample(self, _ctx: Any, _held: dict[str, int], names: list[str]
-               ) -> dict[str, dict[str, Any]]:
+    def sample(self, _ctx: Any, _held: dict[str, int], names: list[str],
+               _groups: int = 0) -> dict[str, dict[str, Any]]:
         return {n: {"name": n, "state": "running", "vcpus": 1, "clock_s": self.t,
                     "cpu_ns": self.cpu_ns, "block": [], "net": []} for n in names}
 

@@ -27,11 +27,11 @@ def ours(ctx: AgentContext) -> dict[str, int]:
     return dict(sorted(held.items()))
 
 
-def sample(ctx: AgentContext, held: dict[str, int], names: list[str]
-           ) -> dict[str, dict[str, Any]]:
+def sample(ctx: AgentContext, held: dict[str, int], names: list[str],
+           groups: int = domstats.GROUPS) -> dict[str, dict[str, Any]]:
     # Through the hypervisor's connection and its libvirt error mapping (hypervisor.py is
     # at the module size limit, so the bulk stats code lives in domstats).
-    found = ctx.hv._call("domain stats", lambda c: domstats.sample(c, names))
+    found = ctx.hv._call("domain stats", lambda c: domstats.sample(c, names, groups))
     for name, one in found.items():
         one["vcpus"] = one["vcpus"] or held.get(name)
     return found
@@ -75,7 +75,7 @@ class UseMeter:
     def use(self) -> dict[str, Any]:
         with self._lock:
             held = ours(self.ctx)
-            now = sample(self.ctx, held, list(held))
+            now = sample(self.ctx, held, list(held), domstats.USE_GROUPS)
             clock = time.monotonic()
             vms = {name: self._rate(name, one, clock) for name, one in now.items()}
             self._last = {n: s for n, s in self._last.items() if n in now}
