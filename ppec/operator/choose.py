@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,7 +19,7 @@ from ppec.placement.model import SPREADS, Spread
 from ppec.wire.vmspec import Pinning, Shape, literal
 
 if TYPE_CHECKING:
-    from ppec.placement import Decision, FleetIndex, Request
+    from ppec.placement import Decision, FleetIndex, HostSnapshot, Request
 
 
 
@@ -88,13 +88,27 @@ class Ask:
 
 @dataclass
 class Fleet:
-    """Placement input: the hosts as snapshots, indexed, the HA groups' members, and the
-    free addresses per VRF (None when no IP pool exists: the IP database is unused)."""
+    """Placement input: the hosts as snapshots (indexed on first use), the HA groups'
+    members, and the free addresses per VRF (None when no IP pool exists: the IP database
+    is unused)."""
 
-    index: FleetIndex
+    hosts: list[HostSnapshot]
     members: dict[str, list[tuple[str, str, str]]]     # group -> (vm, host, key)
     spreads: dict[str, str]                            # group -> spread level
     free_ips: dict[str, int] | None = None
+    _index: FleetIndex | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def index(self) -> FleetIndex:
+        """The hosts as vectors for ``place``, built when first asked (it loads numpy,
+        which a decision over one host, `vm create --host`, does without)."""
+        if self._index is None:
+            from ppec.placement import FleetIndex
+            self._index = FleetIndex(self.hosts)
+        return self._index
+
+    def snapshot(self, host: str) -> HostSnapshot:
+        return next(h for h in self.hosts if h.name == host)
 
     def ha_state(self, ask: Ask) -> tuple[dict[str, str], dict[str, int]]:
         taken: dict[str, str] = {}
@@ -112,36 +126,43 @@ def fleet_from_store(ctx: Context, hosts: list[Host], snaps: Fresh) -> Fleet:
     """The fleet from the store: its snapshots as stored (``place``), the fresh ones kept
     and the rest asked anew (``vm create``: see snapshots.current), or every host asked
     (``place --refresh``)."""
-    from ppec.placement import FleetIndex
     if snaps == "refresh":
         data = snapshots.refresh(ctx, hosts)
     elif snaps == "fresh":
         data = snapshots.current(ctx, hosts, ctx.config.fresh_for)
     else:
         data = snapshots.stored(ctx)
-    index = FleetIndex([snapshots.to_placement(h, data.get(h.name)) for h in hosts])
+    found = [snapshots.to_placement(h, data.get(h.name)) for h in hosts]
     groups = dict(ctx.store.ha_groups())
-    return Fleet(index, {g: ctx.store.ha_members(g) for g in groups}, groups,
+    return Fleet(found, {g: ctx.store.ha_members(g) for g in groups}, groups,
                  ipdb.free_by_vrf(ctx.store))
 
 
 def fleet_from_file(path: Path) -> tuple[Fleet, list[Host]]:
-    from ppec.placement import FleetIndex
     entries, groups = snapshots.load_file(path)
-    index = FleetIndex([snapshots.to_placement(h, s) for h, s in entries])
+    found = [snapshots.to_placement(h, s) for h, s in entries]
     members = {g: [(str(m[0]), str(m[1]), str(m[2])) for m in v["members"]]
                for g, v in groups.items()}
-    return Fleet(index, members, {g: v["spread"] for g, v in groups.items()}), \
+    return Fleet(found, members, {g: v["spread"] for g, v in groups.items()}), \
         [h for h, _ in entries]
 
 
-def decide(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None) -> Decision:
-    from ppec.placement import place
+def decide(ctx: Context, fleet: Fleet, ask: Ask, *, now: float | None = None,
+           scores: bool = True) -> Decision:
+    """The ranked candidates and the rejections. ``scores=False`` (a create, which shows
+    none): a fleet of one host is decided by the filters alone, without numpy."""
     if ask.ha_group in fleet.spreads and fleet.spreads[ask.ha_group] != ask.spread:
         raise BadInput(f"HA group {ask.ha_group} spreads by {fleet.spreads[ask.ha_group]}; "
                        f"--spread {ask.spread} contradicts it", code="HA_SPREAD")
     taken, count = fleet.ha_state(ask)
-    return place(fleet.index, ask.request(), now=time.time() if now is None else now,
+    now = time.time() if now is None else now
+    if not scores and len(fleet.hosts) == 1:   # `vm create --host`
+        from ppec.placement.filters import place_one
+        return place_one(fleet.hosts[0], ask.request(), now=now,
+                         policy=ctx.config.placement_policy(), ha_taken=taken,
+                         free_ips=fleet.free_ips)
+    from ppec.placement import place
+    return place(fleet.index, ask.request(), now=now,
                  policy=ctx.config.placement_policy(), ha_taken=taken, group_count=count,
                  free_ips=fleet.free_ips)
 

@@ -54,7 +54,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     if ask.ha_group and not dry_run:
         ctx.store.ha_group(ask.ha_group, ask.spread)
     fleet = scheduler.fleet_from_store(ctx, candidates, "fresh")
-    decision = scheduler.decide(ctx, fleet, ask)
+    decision = scheduler.decide(ctx, fleet, ask, scores=False)
     if dry_run:
         if not decision.ranked:
             raise scheduler.no_capacity(name, decision, [])
@@ -91,7 +91,7 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
             break
         for host in hosts:
             tried.add(host)
-            snap = fleet.index.hosts[fleet.index.pos[host]]
+            snap = fleet.snapshot(host)
             try:
                 claim.place_on(host, snap.spread_key(ask.spread) if ask.ha_group else "")
             except HaConflict as e:
@@ -114,7 +114,7 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
             # The group as it is now, less our own claim.
             fleet.members[ask.ha_group] = [m for m in ctx.store.ha_members(ask.ha_group)
                                            if m[0] != claim.name]
-        decision = scheduler.decide(ctx, fleet, ask)
+        decision = scheduler.decide(ctx, fleet, ask, scores=False)
     raise scheduler.no_capacity(claim.name, decision, refusals)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.realparts import Agent, Cli
+
 HEAVY = ("numpy", "paramiko", "libvirt", "fastapi", "uvicorn")
 
 # Runs ppec's own main() as the console script does; sys.exit still runs atexit.
@@ -75,3 +77,24 @@ def test_a_command_loads_only_its_own_noun(args: list[str], tmp_path: Path) -> N
         "ppec.cli.main", "ppec.cli.common", "ppec.cli.output", "ppec.cli.options"}
     assert nouns == {f"ppec.cli.{own}"}
     assert "ppec.operator.agentsync" not in modules and "ppec.service" not in modules
+
+
+def test_create_on_a_named_host_decides_without_numpy(cli: Cli, test_agent: Agent,
+                                                      tmp_path: Path) -> None:
+    """`vm create --host` is decided by the placement filters alone (numpy is ~130 ms of
+    CPU); the same create without --host over two hosts builds the index and loads it."""
+    for name in ("t1", "t2"):
+        cli.ok("host", "add", name, "--address", "local", "--socket", str(test_agent.socket))
+    out = tmp_path / "create.json"
+    args = ["vm", "create", "web-1", "--cpus", "1", "--memory", "256M", "--disk", "1G"]
+    done = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args, "--host", "t1"],
+                          env=cli.env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "numpy" not in {m.split(".")[0] for m in json.loads(out.read_text())}
+    assert cli.store_vms() == ["web-1"]
+    done = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args[:2], "web-2",
+                           *args[3:]], env=cli.env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "numpy" in {m.split(".")[0] for m in json.loads(out.read_text())}

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from ppec.numa import NoFit, fit
 from ppec.numa import Request as NumaRequest
 from ppec.placement import FleetIndex, HostSnapshot, Policy, Request, explain, place
-from ppec.placement.filters import FILTERS, Context, check
+from ppec.placement.filters import FILTERS, Context, check, place_one
 from tests.placement.fleets import SHAPES, fill_randomly, topology
 
 NOW = 1000.0
@@ -108,6 +108,22 @@ def test_decisions_are_sound(hosts: list[HostSnapshot], req: Request,
                 assert (verdict is None) == bool(masks[rule][i]), (rule, h.name, verdict)
     rows = explain(index, req, now=NOW, policy=policy, ha_taken=taken)
     assert {r["host"] for r in rows if r["passed"]} == passing
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), requests(), st.frozensets(st.sampled_from(["h0", "k1", "p1"])),
+       st.sampled_from([None, {"": 0, "blue": 3}, {"": 2, "blue": 0}]))
+def test_one_host_decided_by_the_filters_is_what_place_decides(
+        hosts: list[HostSnapshot], req: Request, taken_keys: frozenset[str],
+        free_ips: dict[str, int] | None) -> None:
+    """`vm create --host` decides without the index (and numpy): the same host ranked or
+    the same rejection, word for word, as place() over an index of that one host."""
+    h = hosts[0]
+    taken = {k: "member" for k in taken_keys} if req.ha_group else {}
+    want = place(FleetIndex([h]), req, now=NOW, ha_taken=taken, free_ips=free_ips)
+    got = place_one(h, req, now=NOW, ha_taken=taken, free_ips=free_ips)
+    assert [c.host for c in got.ranked] == [c.host for c in want.ranked]
+    assert got.rejected == want.rejected and got.examined == want.examined
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
