@@ -129,26 +129,42 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
                       "free_mib": cell["memory_mib"] - bound,
                       "vms": sorted({held_by[c] for c in dedicated})})
     shared = [a for a in allocations if a["policy"] == "shared"]
+    # Measured use as an agent on a host whose hypervisor counts nothing reports it (the
+    # conformance test's real agent runs on libvirt's test driver): null, never idle.
+    use = {"cpu_used": None, "rss_mib": None,
+           "vms": {v["name"]: {"cpu_percent": None, "interval_s": 0.0, "memory_mib": None,
+                               "rss_mib": None, "state": v["state"], "vcpus": v["vcpus"]}
+                   for v in vms}}
+    counters = dict.fromkeys(("available_kib", "cpu_ns", "max_memory_kib", "memory_kib",
+                              "rss_kib", "steal_ns", "unused_kib", "usable_kib", "vcpu_ns",
+                              "wait_ns"))
     return {
-        "ping": {"host": name, "version": VERSION, "time": 0.0},
+        "ping": {"host": name, "version": VERSION, "time": 0.0, "digest": digest,
+                 "failed_releases": []},
         "host.info": info,
         "host.numa": {"host": name, "nodes": nodes,
                       "shared": {"vms": sorted(a["vm"] for a in shared),
                                  "vcpus": sum(a["vcpus"] for a in shared),
                                  "cpus": len(free), "overcommit": 4.0}},
         "host.snapshot": {**info, "taken_at": 0.0, "vms": vms, "topology": topo,
-                          "allocations": allocations, "cpu_overcommit": 4.0},
+                          "allocations": allocations, "cpu_overcommit": 4.0, "vm_use": use},
+        "vm.stats": {"host": name, "taken_at": 0.0, "clock_s": 0.0,
+                     "vms": [{"name": v["name"], "state": v["state"], "vcpus": v["vcpus"],
+                              "clock_s": 0.0, "block": [], "net": [], **counters}
+                             for v in vms]},
         "drift.check": {"host": name, "checked_at": "", "alerts": alerts},
         "vm.list": {"vms": vms, "foreign": []},
         "audit.anchors": {"host": name, "anchors": [
             {"seq": 1, "hash": "0" * 64, "digest": "0" * 64, "at": ""}]},
         "agent.manifest": {"host": name, "version": VERSION, "root": "/usr/lib/ppec",
-                           "files": files, "digest": digest, "boot_id": f"boot-{i}"},
+                           "files": files, "digest": digest, "boot_id": f"boot-{i}",
+                           "pid": 1000 + i, "files_changed": [],
+                           "release": {"current": digest, "previous": "", "failed": []}},
     }
 
 
 # What changes per call: the clock fields real agents fill in.
-_TIMED = {"ping": "time", "host.snapshot": "taken_at"}
+_TIMED = {"ping": "time", "host.snapshot": "taken_at", "vm.stats": "taken_at"}
 ANSWERED = frozenset(host_answers(SimSettings(1, Path("/")), 0))
 
 

@@ -23,7 +23,7 @@ READS = sorted({m.name for m in METHODS.values()
 
 
 # Objects whose keys are data (file names), not fields: compared by their values' shape.
-MAPS = {"agent.manifest.files"}
+MAPS = {"agent.manifest.files", "host.snapshot.vm_use.vms"}
 
 
 def shape(value: Any, where: str = "") -> Any:
