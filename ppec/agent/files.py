@@ -37,9 +37,12 @@ def _exchange(a: Path, b: Path) -> None:
         raise OSError(err, f"renameat2(RENAME_EXCHANGE) {a} <-> {b}: {os.strerror(err)}")
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes, *, flags: int = os.O_EXCL, mode: int = 0o644
+                 ) -> None:
+    """Write ``data`` and fsync it; never through a link. ``flags``: O_EXCL (a new file)
+    or O_TRUNC (a temp file of our own, replaced afterwards)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -47,7 +50,7 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -59,7 +62,7 @@ def _sync_dirs(top: Path) -> None:
     """fsync every directory under ``top`` (and it): the names must survive a power cut
     too, not only the bytes."""
     for d in [top, *(p for p in top.rglob("*") if p.is_dir())]:
-        _fsync_dir(d)
+        fsync_dir(d)
 
 
 def _import_check(python: str, work: Path, stage: Path) -> None:
@@ -132,14 +135,14 @@ def install(root: Path, files: dict[str, str], contents: dict[str, bytes], pytho
         # Exactly the manifest, as regular files: nothing else of the old package (an
         # extension module, a link) is carried over to shadow what the manifest says.
         for name in files:
-            _write_synced(stage / name, contents[name])
+            write_synced(stage / name, contents[name])
         _sync_dirs(stage)
         if manifest(stage) != files:
             raise PpecError("staged files do not match the manifest", code="BAD_UPDATE")
         _import_check(python, work, stage)
         checkpoint("staged")
         _exchange(root, stage)
-        _fsync_dir(root.parent)
+        fsync_dir(root.parent)
         checkpoint("exchanged")
         previous = root.parent / f".{root.name}-previous"
         shutil.rmtree(previous, ignore_errors=True)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ppec.agent import files
 from ppec.core.errors import NotFound
 from ppec.wire.bundle import digest as digest_of
 from ppec.wire.bundle import manifest, sha256
@@ -38,19 +39,11 @@ class Pointer:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` whole: a synced temp file renamed over it, the rename synced."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.write_synced(tmp, data, flags=os.O_TRUNC, mode=0o600)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    files.fsync_dir(path.parent)
 
 
 class Releases:
