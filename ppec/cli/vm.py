@@ -12,7 +12,7 @@ from ppec.cli.common import Run, command, partial_exit
 from ppec.cli.output import Fmt, OutputOpt
 from ppec.core.errors import BadInput
 from ppec.core.units import MIB, format_size
-from ppec.operator import listing, vms
+from ppec.operator import vms
 from ppec.wire.vmspec import KernelBoot
 
 app = typer.Typer(
@@ -94,6 +94,7 @@ def list_(
     if some hosts did not answer). With --limit or --cursor: from the store, a page at a
     time by name, as ppec last recorded them (its own create/start/stop); no agent asked."""
     if limit is not None or cursor is not None:
+        from ppec.operator import listing  # the store's pages (and snapshots) only here
         doc = listing.vms(run.ctx, limit=limit, cursor=cursor, host=host or "", state=state)
         if fmt is not Fmt.json:
             doc = {**doc, "vms": [_human(v) for v in doc["vms"]]}
