@@ -79,10 +79,10 @@ def test_a_snapshot_survives_a_failure_to_measure() -> None:
     from ppec.core.errors import HypervisorError
 
     class Broken:
-        def use(self) -> dict[str, object]:
+        def use(self, _vms: object) -> dict[str, object]:
             raise HypervisorError("domain stats: connection reset", code="LIBVIRT")
 
     handlers = HostHandlers.__new__(HostHandlers)
     handlers.meter = Broken()  # type: ignore[assignment]
-    assert handlers._use() == {"error": {"code": "LIBVIRT",
+    assert handlers._use([]) == {"error": {"code": "LIBVIRT",
                                          "message": "domain stats: connection reset"}}

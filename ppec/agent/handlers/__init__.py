@@ -41,7 +41,7 @@ class Handlers:
             "update": UpdateHandlers(ctx),
             "audit": AuditHandlers(ctx),
             "console": ConsoleHandlers(ctx),
-            "stats": StatsHandlers(ctx),
+            "stats": StatsHandlers(ctx, vms),
         }
 
     def resolve(self, ref: str) -> Handler:

@@ -92,17 +92,17 @@ class HostHandlers:
         topology, what each VM holds and what it uses (``vm_use``: CPU and RSS of each VM
         since the previous snapshot, see ppec.wire.vmstats)."""
         from ppec.numa.serial import allocation_to_dict, topology_to_dict
-        return {**self.info(), "taken_at": time.time(),
-                "vms": self.vms.list_all()["vms"],
+        vms = self.vms.list_all()["vms"]
+        return {**self.info(), "taken_at": time.time(), "vms": vms,
                 "topology": topology_to_dict(self.ctx.topology()),
                 "allocations": [allocation_to_dict(a) for a in self.ctx.ledger.allocations()],
                 "cpu_overcommit": self.ctx.config.cpu_overcommit,
-                "vm_use": self._use()}
+                "vm_use": self._use(vms)}
 
-    def _use(self) -> dict[str, Any]:
+    def _use(self, vms: list[dict[str, Any]]) -> dict[str, Any]:
         # Measured use is extra: a libvirt hiccup reading it must not cost placement the
         # whole snapshot (readers treat a vm_use without figures as not measured).
         try:
-            return self.meter.use()
+            return self.meter.use(vms)
         except PpecError as e:
             return {"error": {"code": e.code, "message": str(e)}}

@@ -9,6 +9,7 @@ from typing import Any
 
 from ppec.agent import domstats
 from ppec.agent.context import AgentContext
+from ppec.agent.handlers.vms import VmHandlers
 from ppec.core.errors import NotFound
 from ppec.wire import vmstats
 
@@ -19,12 +20,11 @@ from ppec.wire import vmstats
 MIN_INTERVAL_S = 0.5
 
 
-def ours(ctx: AgentContext) -> dict[str, int]:
-    """This agent's VMs (in its ledger, or domains whose metadata names this host) and
-    their vCPU counts as defined (libvirt's stats give none for a shut-off domain)."""
-    held = {r.name: r.vcpus for r in ctx.ledger.all()}
-    held.update({d.name: d.vcpus for d in ctx.hv.domains() if ctx.ours(d) or d.name in held})
-    return dict(sorted(held.items()))
+def held(vms: list[dict[str, Any]]) -> dict[str, int]:
+    """This agent's VMs, as ``vm.list`` names them (its ledger and the domains whose
+    metadata names this host: one ownership rule), with their vCPU counts as defined
+    (libvirt's stats give none for a shut-off domain)."""
+    return {v["name"]: int(v["vcpus"]) for v in sorted(vms, key=lambda v: v["name"])}
 
 
 def sample(ctx: AgentContext, held: dict[str, int], names: list[str],
@@ -38,23 +38,24 @@ def sample(ctx: AgentContext, held: dict[str, int], names: list[str],
 
 
 class StatsHandlers:
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, vms: VmHandlers) -> None:
         self.ctx = ctx
+        self.vm_handlers = vms
 
     def vms(self, names: list[str] | None = None) -> dict[str, Any]:
         """Counters of ``names`` (every ppec VM of this host when None or empty); a name
         this agent does not hold is NOT_FOUND. A VM in the ledger without a domain is
         reported with state ``missing`` and no counters."""
-        held = ours(self.ctx)
+        ours = held(self.vm_handlers.list_all()["vms"])
         if names:
-            unknown = sorted(set(names) - held.keys())
+            unknown = sorted(set(names) - ours.keys())
             if unknown:
                 raise NotFound(f"no VM named {', '.join(unknown)} on {self.ctx.host}",
                                details={"unknown": unknown})
             wanted = list(dict.fromkeys(names))
         else:
-            wanted = list(held)
-        found = sample(self.ctx, held, wanted)
+            wanted = list(ours)
+        found = sample(self.ctx, ours, wanted)
         clock = time.monotonic()
         return {"host": self.ctx.host, "taken_at": time.time(), "clock_s": clock,
                 "vms": [found.get(n) or {"name": n, "state": "missing", "clock_s": clock,
@@ -72,21 +73,22 @@ class UseMeter:
         self._older: dict[str, dict[str, Any]] = {}   # the one before it
         self._lock = threading.Lock()
 
-    def use(self) -> dict[str, Any]:
+    def use(self, vms: list[dict[str, Any]]) -> dict[str, Any]:
+        """``vms``: the snapshot's own VM list (not listed a second time here)."""
+        ours = held(vms)
         with self._lock:
-            held = ours(self.ctx)
-            now = sample(self.ctx, held, list(held), domstats.USE_GROUPS)
+            now = sample(self.ctx, ours, list(ours), domstats.USE_GROUPS)
             clock = time.monotonic()
-            vms = {name: self._rate(name, one, clock) for name, one in now.items()}
+            use = {name: self._rate(name, one, clock) for name, one in now.items()}
             self._last = {n: s for n, s in self._last.items() if n in now}
             self._older = {n: s for n, s in self._older.items() if n in now}
-        cpu = [v["cpu_percent"] for v in vms.values() if v["cpu_percent"] is not None]
-        rss = [v["rss_mib"] for v in vms.values() if v["rss_mib"] is not None]
+        cpu = [v["cpu_percent"] for v in use.values() if v["cpu_percent"] is not None]
+        rss = [v["rss_mib"] for v in use.values() if v["rss_mib"] is not None]
         # Totals over the VMs measured; null when VMs exist but none could be (libvirt's
         # test driver counts nothing, or every VM is new): "not measured" is not "idle".
-        return {"vms": vms,
-                "cpu_used": round(sum(cpu) / 100, 3) if cpu or not vms else None,
-                "rss_mib": sum(rss) if rss or not vms else None}
+        return {"vms": use,
+                "cpu_used": round(sum(cpu) / 100, 3) if cpu or not use else None,
+                "rss_mib": sum(rss) if rss or not use else None}
 
     def _rate(self, name: str, one: dict[str, Any], clock: float) -> dict[str, Any]:
         base = self._last.get(name)
