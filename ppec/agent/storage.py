@@ -1,4 +1,5 @@
-"""Volumes in the host's storage dir, made and removed with qemu-img."""
+"""Volumes in the host's storage dir: empty ones written directly (``ppec.agent.qcow2``),
+overlays on a base image made with qemu-img."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ppec.agent import qcow2
 from ppec.core.errors import BadInput, StorageError
 from ppec.core.units import format_size
 
@@ -60,15 +62,22 @@ def create_volume(path: Path, size: int, image: str = "",
     if path.exists():
         raise StorageError(f"volume {path} already exists; refusing to overwrite it",
                            code="VOLUME_EXISTS")
-    args = ["create", "-q", "-f", "qcow2"]
-    if image:
-        fmt, virtual = image_info(image, image_dir)
-        if size < virtual:
-            raise BadInput(f"disk size {format_size(size)} is smaller than image {image} "
-                           f"({format_size(virtual)})")
-        args += ["-b", image, "-F", fmt]
+    if not image:
+        check_space(path.parent, size)
+        try:
+            qcow2.create(path, size)
+        except FileExistsError:
+            raise StorageError(f"volume {path} already exists; refusing to overwrite it",
+                               code="VOLUME_EXISTS") from None
+        except OSError as e:
+            raise StorageError(f"creating volume {path} failed: {e.strerror or e}") from None
+        return
+    fmt, virtual = image_info(image, image_dir)
+    if size < virtual:
+        raise BadInput(f"disk size {format_size(size)} is smaller than image {image} "
+                       f"({format_size(virtual)})")
     check_space(path.parent, size)
-    qemu_img(*args, str(path), str(size))
+    qemu_img("create", "-q", "-f", "qcow2", "-b", image, "-F", fmt, str(path), str(size))
     os.chmod(path, 0o600)
 
 
