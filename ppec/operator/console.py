@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.core.errors import PpecError, TransportError
-from ppec.operator.context import Context
+from ppec.operator.context import Context, locate
 from ppec.operator.fleet.transport import Stream
-from ppec.operator.vms import locate
 
 ESCAPE = 0x1D            # Ctrl-], as telnet and virsh console
 FOLLOW_INTERVAL = 0.5    # seconds between asks while nothing new came

@@ -7,12 +7,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ppec.core.units import check_vm_name
 from ppec.operator import config as ppec_config
 from ppec.operator.fleet.reach import Reach
 from ppec.operator.store import Host, Store
 
 if TYPE_CHECKING:
     from ppec.operator.fleet.client import AgentClient
+
+
+def locate(ctx: Context, name: str, host: str | None) -> Host:
+    """The host holding VM ``name``: ``host`` when given (the VM need not be in the
+    store), else the one the store records."""
+    check_vm_name(name)
+    if host:
+        return ctx.store.host(host)
+    return ctx.store.host(ctx.store.vm(name).host)
 
 
 def agent_client(host: Host, reach: Reach) -> AgentClient:

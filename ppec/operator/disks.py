@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ppec.core.units import check_disk_target
-from ppec.operator.context import Context
-from ppec.operator.vms import locate
+from ppec.operator.context import Context, locate
 
 
 def list_(ctx: Context, vm: str, host: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from ppec.core.errors import (
     TransportError,
 )
 from ppec.core.units import check_vm_name
-from ppec.operator.context import Context
+from ppec.operator.context import Context, locate
 from ppec.operator.fleet.client import AgentClient, HostResult, fan_out
 from ppec.operator.store import HaConflict, Host
 from ppec.wire.vmspec import KernelBoot, VmSpec
@@ -140,13 +140,6 @@ def _create_on(client: AgentClient, spec: VmSpec) -> dict[str, Any]:
                 f"{e.message}; whether {spec.name} was created is unknown (its name and "
                 f"address stay reserved): check with `ppec vm show {spec.name}`, remove with "
                 f"`ppec vm delete {spec.name}`", host=client.host.name) from None
-
-
-def locate(ctx: Context, name: str, host: str | None) -> Host:
-    check_vm_name(name)
-    if host:
-        return ctx.store.host(host)
-    return ctx.store.host(ctx.store.vm(name).host)
 
 
 def list_all(ctx: Context, host: str | None = None) -> tuple[list[dict[str, Any]],

@@ -13,7 +13,7 @@ from typing import Any
 
 from ppec.core.errors import BadInput
 from ppec.core.units import check_disk_target, check_vm_name
-from ppec.wire import vmspec
+from ppec.wire import limits
 
 # Seconds a client waits for a reply. ``slow`` covers queueing behind the host lock
 # (lock_timeout, 300 s by default) plus the work itself; every locked method gets at least
@@ -124,17 +124,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                                                     check=_names)}),
     Method("vm.create", "vms.create", {
         "name": _NAME,
-        "vcpus": Param(int, minimum=1, maximum=vmspec.MAX_VCPUS),
-        "memory_mib": Param(int, minimum=vmspec.MIN_MEMORY_MIB, maximum=vmspec.MAX_MEMORY_MIB),
-        "disk_bytes": Param(int, minimum=vmspec.MIN_DISK_BYTES, maximum=vmspec.MAX_DISK_BYTES),
+        "vcpus": Param(int, minimum=1, maximum=limits.MAX_VCPUS),
+        "memory_mib": Param(int, minimum=limits.MIN_MEMORY_MIB, maximum=limits.MAX_MEMORY_MIB),
+        "disk_bytes": Param(int, minimum=limits.MIN_DISK_BYTES, maximum=limits.MAX_DISK_BYTES),
         "image": Param(str, required=False, default=""),
-        "numa": Param(str, required=False, default="shared", check=_one_of(*vmspec.POLICIES)),
+        "numa": Param(str, required=False, default="shared", check=_one_of(*limits.POLICIES)),
         "numa_nodes": Param(int, required=False, default=0, minimum=0,
-                            maximum=vmspec.MAX_NUMA_NODES),
+                            maximum=limits.MAX_NUMA_NODES),
         "threads": Param(str, required=False, default="prefer",
-                         check=_one_of(*vmspec.THREADS)),
+                         check=_one_of(*limits.THREADS)),
         "emulator": Param(str, required=False, default="share",
-                          check=_one_of(*vmspec.EMULATORS)),
+                          check=_one_of(*limits.EMULATORS)),
         # {"address": "10.0.0.5/24", "gateway": …, "dns": […]}: a cloud-init seed ISO
         "network": Param(dict, required=False, default=None),
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot

@@ -10,23 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from ppec.core.errors import BadInput
+from ppec.wire.limits import (
+    EMULATORS,
+    MAX_CMDLINE,
+    MAX_DISK_BYTES,
+    MAX_MEMORY_MIB,
+    MAX_NUMA_NODES,
+    MAX_VCPUS,
+    MIN_DISK_BYTES,
+    MIN_MEMORY_MIB,
+    POLICIES,
+    THREADS,
+    Emulator,
+    Policy,
+    Threads,
+)
 
-Policy = Literal["shared", "dedicated"]
-Threads = Literal["prefer", "isolate", "require"]
-Emulator = Literal["share", "isolate"]
-POLICIES: tuple[Policy, ...] = ("shared", "dedicated")
-THREADS: tuple[Threads, ...] = ("prefer", "isolate", "require")
-EMULATORS: tuple[Emulator, ...] = ("share", "isolate")
-
-# Bounds the agent enforces on the wire (the method table's schema uses these).
-MAX_VCPUS = 1024
-MIN_MEMORY_MIB, MAX_MEMORY_MIB = 16, 16 << 20
-MIN_DISK_BYTES, MAX_DISK_BYTES = 1 << 20, 1 << 50
-MAX_NUMA_NODES = 64
-MAX_CMDLINE = 4096
+__all__ = ["EMULATORS", "MAX_CMDLINE", "MAX_DISK_BYTES", "MAX_MEMORY_MIB", "MAX_NUMA_NODES",
+           "MAX_VCPUS", "MIN_DISK_BYTES", "MIN_MEMORY_MIB", "POLICIES", "THREADS", "Emulator",
+           "KernelBoot", "Pinning", "Policy", "Shape", "Threads", "VmSpec", "literal"]
 
 L = TypeVar("L", bound=str)
 
