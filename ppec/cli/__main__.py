@@ -1,3 +1,3 @@
-from ppec.cli.main import main
+from ppec.cli.entry import run
 
-main()
+run()

@@ -8,8 +8,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, command, held, partial_exit
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command, held, partial_exit
+from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING
 from ppec.operator import hosts, makerchecker
 

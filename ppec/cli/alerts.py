@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command
+from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_DRIFT, EXIT_FAILED, EXIT_PARTIAL
 from ppec.operator.fleet.client import fan_out
 

@@ -8,8 +8,8 @@ import typer
 
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command
+from ppec.cli.output import Fmt
 from ppec.operator import capacity_report as cap
 
 BASE = [("group", "GROUP"), ("hosts", "HOSTS"), ("cpus", "CPUS"), ("dedicated", "DEDICATED"),

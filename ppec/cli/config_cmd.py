@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command
+from ppec.cli.output import Fmt
 from ppec.operator import config as ppec_config
 
 app = typer.Typer(help="Operator configuration: show the effective values.",

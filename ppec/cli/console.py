@@ -16,8 +16,8 @@ from typing import Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, held
 from ppec.cli.output import Fmt
+from ppec.cli.run import Run, held
 from ppec.core.errors import EXIT_PENDING, PpecError
 from ppec.operator import console
 

@@ -1,19 +1,18 @@
-"""``ppec disk``: data disks of a running (or stopped) VM: list, attach, detach."""
+"""``ppec disk``: data disks of a running (or stopped) VM: list, attach, detach.
+
+The verbs' work is in ``ppec.cli.disk_verbs`` (shared with ``ppec.cli.quick``); here are
+their options and help."""
 
 from __future__ import annotations
 
-import sys
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
-from ppec.core.errors import BadInput
-from ppec.core.units import format_size, parse_size
-from ppec.operator import disks
+from ppec.cli import disk_verbs
+from ppec.cli.common import OutputOpt, Run, command
+from ppec.cli.output import Fmt
 
 app = typer.Typer(help="Data disks: list, attach (new or existing volume), detach.",
                   no_args_is_help=True)
@@ -24,16 +23,8 @@ class Bus(StrEnum):
     scsi = "scsi"
 
 
-COLUMNS = [("target", "TARGET"), ("bus", "BUS"), ("size", "SIZE"), ("kind", "KIND"),
-           ("state", "STATE"), ("live", "LIVE"), ("persistent", "PERSISTENT"),
-           ("volume", "VOLUME"), ("path", "PATH")]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host holding the VM (default: the one the store records).")]
-
-
-def _human(disk: dict[str, Any]) -> dict[str, Any]:
-    size = int(disk.get("size_bytes") or 0)
-    return {**disk, "size": format_size(size) if size else "-"}
 
 
 @app.command("list")
@@ -44,13 +35,7 @@ def list_(run: Run, vm: Annotated[str, typer.Argument(help="The VM.")],
 
     KIND is root, seed (cloud-init), data (attached by ppec) or foreign (attached outside
     ppec). Detaches that were pending and have since completed are finished first."""
-    doc = disks.list_(run.ctx, vm, host)
-    if fmt is not Fmt.json:
-        doc = {**doc, "disks": [_human(d) for d in doc["disks"]]}
-    output.emit_list(fmt, doc, "disks", COLUMNS)
-    if fmt is not Fmt.json:
-        for note in doc.get("resolved", []):
-            sys.stderr.write(f"ppec: {note}\n")
+    disk_verbs.list_(run, vm, host=host, fmt=fmt)
 
 
 @app.command("attach")
@@ -70,15 +55,7 @@ def attach(
 ) -> None:
     """Attach a disk live (when the VM runs) and to its saved config; the host's agent picks
     the target name (vdb, vdc, … or sda, …) under its lock."""
-    if (size is None) == (path is None):
-        raise BadInput("give --size (a new volume) or --path (an existing one)")
-    doc = disks.attach(run.ctx, vm, size_bytes=parse_size(size, what="disk size")
-                       if size else 0, path=path or "", bus=bus.value, host=host)
-    output.emit_record(fmt, _human(doc) if fmt is not Fmt.json else doc,
-                       [("target", "target"), ("bus", "bus"), ("size", "size"),
-                        ("path", "path"), ("serial", "serial"), ("live", "live"),
-                        ("persistent", "persistent")],
-                       message=f"attached {doc['target']} to {vm} on {doc['host']}")
+    disk_verbs.attach(run, vm, size=size, path=path, bus=bus.value, host=host, fmt=fmt)
 
 
 @app.command("detach")
@@ -101,10 +78,5 @@ def detach(
     A guest that does not release it in time leaves it "detach pending" with the volume
     kept (exit 1); run detach or `ppec disk list` again to finish. When policy says so,
     this creates a maker-checker request instead (exit 4)."""
-    from ppec.operator import makerchecker  # signing and audit: only detach needs them
-    run.hold_if("disk", "detach", lambda signer: makerchecker.request_disk_detach(
-        run.ctx, signer, vm, target, keep_volume=keep_volume, timeout=timeout, host=host))
-    doc = disks.detach(run.ctx, vm, target, timeout=timeout, keep_volume=keep_volume,
-                       host=host)
-    note = f"volume {doc['volume']}" + (f" ({doc['reason']})" if doc.get("reason") else "")
-    output.emit_record(fmt, doc, message=f"detached {target} from {vm}; {note}")
+    disk_verbs.detach(run, vm, target, timeout=timeout, keep_volume=keep_volume, host=host,
+                      fmt=fmt)

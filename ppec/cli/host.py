@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import CursorOpt, LimitOpt, OutputOpt, Run, command
+from ppec.cli.output import Fmt
 from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, format_size
 from ppec.operator import hosts, listing, snapshots
@@ -66,7 +66,7 @@ def add(
 def list_(run: Run,
           region: Annotated[str, typer.Option(help="Only hosts in this region.")] = "",
           rack: Annotated[str, typer.Option(help="Only hosts in this rack.")] = "",
-          limit: output.LimitOpt = None, cursor: output.CursorOpt = None,
+          limit: LimitOpt = None, cursor: CursorOpt = None,
           fmt: OutputOpt = Fmt.table) -> None:
     """List hosts in the inventory, by name, with their stored snapshot's age (no agent is
     asked). --limit/--cursor page through it in the store, a page at a time."""

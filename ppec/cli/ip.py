@@ -7,8 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command
+from ppec.cli.output import Fmt
 from ppec.core.errors import NotFound
 from ppec.core.signing import Signer
 from ppec.operator import ipdb, makerchecker

@@ -11,9 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from ppec.core.errors import PpecError
 
@@ -27,9 +25,6 @@ class Fmt(StrEnum):
     csv = "csv"
 
 
-OutputOpt = Annotated[Fmt, typer.Option(
-    "-o", "--output", help="table for people; json (one document on stdout) for scripts; "
-                           "csv for lists.", case_sensitive=False)]
 
 def _console() -> Any:
     from rich.console import Console  # rich is heavy; only tables pay for it
@@ -136,13 +131,6 @@ def emit_list(fmt: Fmt, doc: dict[str, Any], key: str,
         emit_table(doc[key], columns)
     for err in doc.get("errors", []):
         sys.stderr.write(f"ppec: {err['host']}: {err['message']}\n")
-
-
-LimitOpt = Annotated[int | None, typer.Option(
-    "--limit", min=1, help="At most N rows, by name; `-o json` gives next_cursor for the next "
-                           "page (null on the last).")]
-CursorOpt = Annotated[str | None, typer.Option(
-    "--cursor", help="Start after this cursor: a previous page's next_cursor, as it is.")]
 
 
 def emit_page(fmt: Fmt, doc: dict[str, Any], key: str,

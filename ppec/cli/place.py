@@ -9,8 +9,8 @@ import typer
 
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import Run, command
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command
+from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_NO_CAPACITY
 from ppec.operator import choose as scheduler
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, command, partial_exit
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import OutputOpt, Run, command, partial_exit
+from ppec.cli.output import Fmt
 from ppec.operator import snapshots
 from ppec.operator.fleet.client import HostResult
 

@@ -8,8 +8,8 @@ import typer
 
 from ppec.cli import options as opt
 from ppec.cli import output
-from ppec.cli.common import Run, command, partial_exit
-from ppec.cli.output import Fmt, OutputOpt
+from ppec.cli.common import CursorOpt, LimitOpt, OutputOpt, Run, command, partial_exit
+from ppec.cli.output import Fmt
 from ppec.core.errors import BadInput
 from ppec.core.units import MIB, format_size
 from ppec.operator import vms
@@ -86,8 +86,8 @@ def list_(
     host: Annotated[str | None, typer.Option(help="Only this host.")] = None,
     state: Annotated[str, typer.Option(help="Only VMs in this state (running, "
                                             "shut-off, ...).")] = "",
-    limit: output.LimitOpt = None,
-    cursor: output.CursorOpt = None,
+    limit: LimitOpt = None,
+    cursor: CursorOpt = None,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """List VMs. Without --limit/--cursor: asked live from every agent, in parallel (exit 5

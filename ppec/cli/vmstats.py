@@ -19,8 +19,8 @@ from typing import Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import Run, partial_exit
 from ppec.cli.output import Fmt
+from ppec.cli.run import Run, partial_exit
 from ppec.core.errors import BadInput
 from ppec.operator import vmstats
 

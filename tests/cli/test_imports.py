@@ -74,7 +74,8 @@ def test_a_command_loads_only_its_own_noun(args: list[str], tmp_path: Path) -> N
     noun = next(a for a in args if a in ("host", "vm", "request"))
     own = {"request": "request", "host": "host", "vm": "vm"}[noun]
     nouns = {m for m in modules if m.startswith("ppec.cli.")} - {
-        "ppec.cli.main", "ppec.cli.common", "ppec.cli.output", "ppec.cli.options"}
+        "ppec.cli.main", "ppec.cli.common", "ppec.cli.output", "ppec.cli.options",
+        "ppec.cli.run", "ppec.cli.entry"}
     assert nouns == {f"ppec.cli.{own}"}
     assert "ppec.operator.agentsync" not in modules and "ppec.service" not in modules
 
