@@ -1,0 +1,284 @@
+"""``ppec.cli.quick`` against typer: the table says what the typer declarations say,
+every command line it parses gets the same values from click, and both paths print and
+exit alike. The console script answers quick commands without importing typer."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer._click.exceptions import ClickException
+from typer._click.types import IntRange, StringParamType
+from typer._types import TyperChoice as Choice
+from typer.core import TyperArgument as Argument
+from typer.core import TyperOption as Option
+from typer.main import get_command
+
+from ppec.cli import main, quick
+from ppec.cli.output import Fmt
+from tests.realparts import Agent, Cli
+
+HEAVY = ("typer", "click", "rich")
+
+
+def noun_app(noun: str) -> typer.Typer:
+    module, attr, _, _ = main.NOUNS[noun]
+    app: typer.Typer = getattr(importlib.import_module(f"ppec.cli.{module}"), attr)
+    return app
+
+
+def root_app() -> typer.Typer:
+    """The root as ppec.cli.main builds it (its callback holds the global options), with
+    the quick nouns under it: a new Typer, so main's own app is left as it is."""
+    root = typer.Typer(name="ppec", add_completion=False, pretty_exceptions_enable=False)
+    root.callback()(main.root)
+    for noun in sorted({noun for noun, _ in quick.QUICK}):
+        root.add_typer(noun_app(noun), name=noun)
+    return root
+
+
+ROOT = get_command(root_app())
+
+
+@pytest.mark.parametrize("key", sorted(quick.QUICK), ids=" ".join)
+def test_the_table_says_what_the_typer_declarations_say(key: tuple[str, str]) -> None:
+    q = quick.QUICK[key]
+    cmd = get_command(noun_app(key[0])).commands[key[1]]  # type: ignore[attr-defined]
+    assert tuple(p.name for p in cmd.params if isinstance(p, Argument)) == q.args
+    options = {p.name: p for p in cmd.params if isinstance(p, Option)}
+    assert set(options) == {o.dest for o in q.opts}
+    for opt in q.opts:
+        p = options[opt.dest]
+        assert tuple(p.opts) == opt.flags
+        assert p.is_flag == (opt.kind == "flag")
+        default = p.default.value if isinstance(p.default, Enum) else p.default
+        assert default == opt.default
+        if opt.kind == "choice":
+            assert isinstance(p.type, Choice)
+            assert tuple(p.type.choices) == opt.choices
+        elif opt.kind == "int":
+            assert isinstance(p.type, IntRange)
+            assert (p.type.min, p.type.max) == (opt.minimum, opt.maximum)
+        elif opt.kind == "str":
+            assert isinstance(p.type, StringParamType)
+    body = getattr(importlib.import_module(q.module), q.body)
+    assert list(inspect.signature(body).parameters)[1:] == [*q.args,
+                                                            *(o.dest for o in q.opts)]
+
+
+def click_parse(argv: Sequence[str]) -> tuple[dict[str, Any], tuple[str, str],
+                                              dict[str, Any]] | None:
+    """(root options, (noun, verb), the command's values) as click reads ``argv``, or None
+    when click refuses it or would show help."""
+    try:
+        ctx = ROOT.make_context("ppec", list(argv))
+        rest = [*ctx._protected_args, *ctx.args]
+        noun, group, rest = ROOT.resolve_command(ctx, rest)  # type: ignore[attr-defined]
+        gctx = group.make_context(noun, rest, parent=ctx)
+        rest = [*gctx._protected_args, *gctx.args]
+        verb, cmd, rest = group.resolve_command(gctx, rest)
+        cctx = cmd.make_context(verb, rest, parent=gctx)
+    except (ClickException, typer.Exit):
+        return None
+    values = {k: v.value if isinstance(v, Enum) else v for k, v in cctx.params.items()}
+    return dict(ctx.params), (noun, verb), values
+
+
+@contextmanager
+def environment(**values: str | None) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def same_as_click(argv: list[str]) -> bool:
+    """When quick parses ``argv``, click gets the same values; True if quick parsed it."""
+    parsed = quick.parse(argv)
+    if parsed is None:
+        return False
+    seen = click_parse(argv)
+    assert seen is not None, f"quick took {argv}, click refuses it"
+    root, (noun, verb), values = seen
+    assert quick.QUICK[(noun, verb)] is parsed.quick
+    assert (root["db"], root["debug"], root["identity"]) == tuple(parsed.state)
+    ours = {**dict(zip(parsed.quick.args, parsed.args, strict=True)), **parsed.kwargs}
+    assert isinstance(ours["fmt"], Fmt)
+    assert values == {k: v.value if isinstance(v, Enum) else v for k, v in ours.items()}
+    return True
+
+
+CANONICAL = [
+    ["disk", "attach", "web-1", "--size", "16M"],
+    ["disk", "attach", "web-1", "--size", "16M", "-o", "json"],
+    ["disk", "attach", "--path", "/var/lib/ppec/disks/x.qcow2", "web-1", "--bus", "scsi"],
+    ["disk", "attach", "web-1", "--size=1G", "--output=json", "--host", "bm-01"],
+    ["--db", "/tmp/s.db", "disk", "list", "web-1"],
+    ["--debug", "--identity=/k", "disk", "list", "web-1", "-o", "csv"],
+    ["disk", "detach", "web-1", "vdb"],
+    ["disk", "detach", "web-1", "vdb", "--timeout", "300", "--keep-volume", "-o", "json"],
+]
+
+
+@pytest.mark.parametrize("argv", CANONICAL, ids=" ".join)
+@pytest.mark.parametrize("env_db", [None, "/tmp/from-env.db"])
+def test_the_usual_lines_are_quick_and_read_as_click_reads_them(argv: list[str],
+                                                                env_db: str | None) -> None:
+    with environment(PPEC_DB=env_db, PPEC_IDENTITY=None):
+        assert same_as_click(argv)
+
+
+NOT_QUICK = [
+    ["disk", "attach", "--help"], ["disk", "attach", "web-1", "-h"], ["disk"],
+    ["disk", "attach"], ["disk", "attach", "a", "b", "--size", "1G"],
+    ["disk", "attach", "web-1", "--size"], ["disk", "attach", "web-1", "--bus", "ide"],
+    ["disk", "attach", "web-1", "-o", "JSON"], ["disk", "attach", "web-1", "-ojson"],
+    ["disk", "detach", "web-1", "vdb", "--timeout", "301"],
+    ["disk", "detach", "web-1", "vdb", "--timeout", "-1"],
+    ["disk", "detach", "web-1", "vdb", "--keep-volume=yes"],
+    ["disk", "detach", "web-1", "vdb", "--timeout", "5", "--timeout", "6"],
+    ["disk", "list", "--", "-web"], ["disk", "list", "web-1", "--bogus"],
+    ["--version"], ["--db", "", "disk", "list", "web-1"], ["vm", "list"],
+    ["--db", "x", "--db", "y", "disk", "list", "web-1"],
+]
+
+
+@pytest.mark.parametrize("argv", NOT_QUICK, ids=" ".join)
+def test_help_usage_errors_and_other_nouns_are_left_to_typer(argv: list[str]) -> None:
+    assert quick.parse(argv) is None
+
+
+TOKENS = ["web-1", "vdb", "--size", "16M", "--size=1G", "--path", "/p.qcow2", "--bus",
+          "virtio", "scsi", "ide", "--host", "h1", "-o", "json", "table", "csv", "JSON",
+          "-ojson", "-o=json", "--output", "--output=csv", "--timeout", "0", "1", "300",
+          "301", "020", "-5", "--keep-volume", "--keep-volume=1", "--", "-", "--help",
+          "-h", "--bogus", "", "--db", "--debug", "--identity", "k"]
+PREFIXES = [[], ["--db", "s.db"], ["--db=s.db"], ["--identity", "k"], ["--debug"],
+            ["--debug", "--db", "s.db"], ["--db"], ["-h"]]
+
+
+@settings(max_examples=600, deadline=None)
+@given(prefix=st.sampled_from(PREFIXES),
+       verb=st.sampled_from(["attach", "detach", "list", "--help", "atach"]),
+       rest=st.lists(st.sampled_from(TOKENS), max_size=8),
+       env_db=st.sampled_from([None, "", "/e.db"]))
+def test_every_line_quick_reads_click_reads_the_same(prefix: list[str], verb: str,
+                                                     rest: list[str],
+                                                     env_db: str | None) -> None:
+    with environment(PPEC_DB=env_db):
+        same_as_click([*prefix, "disk", verb, *rest])
+
+
+# -- both paths, end to end ---------------------------------------------------------------
+
+RUN = """
+import atexit, json, sys
+out, path = sys.argv.pop(1), sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+sys.argv[0] = "ppec"
+if path == "quick":
+    from ppec.cli.entry import run
+    run()
+from ppec.cli.main import main   # typer parses every line
+main()
+"""
+
+
+def both_one(cli: Cli, tmp_path: Path, path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The line through the console script's path ("quick") or typer's alone."""
+    out = tmp_path / f"{path}.json"
+    done = subprocess.run([sys.executable, "-c", RUN, str(out), path, *args], env=cli.env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    modules = {m.split(".")[0] for m in json.loads(out.read_text())}
+    assert (path == "typer") == ("typer" in modules), (path, args)
+    if path == "quick":
+        assert modules.isdisjoint(HEAVY), sorted(modules & set(HEAVY))
+    return done
+
+
+def both(cli: Cli, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], ...]:
+    """The line through the console script's path and through typer's, one after the
+    other (the second sees what the first did)."""
+    return tuple(both_one(cli, tmp_path, path, *args) for path in ("quick", "typer"))
+
+
+def same(a: subprocess.CompletedProcess[str], b: subprocess.CompletedProcess[str]) -> None:
+    def norm(text: str) -> str:   # a new volume's name ends in 6 random hex digits
+        return re.sub(r"-vd[a-z]+-[0-9a-f]{6}\.qcow2", "-VOL.qcow2", text)
+    assert (a.returncode, norm(a.stdout), norm(a.stderr)) == \
+        (b.returncode, norm(b.stdout), norm(b.stderr))
+
+
+def test_both_paths_print_and_exit_alike(cli: Cli, test_agent: Agent, tmp_path: Path) -> None:
+    cli.ok("host", "add", "t1", "--address", "local", "--socket", str(test_agent.socket))
+    cli.ok("vm", "create", "web-1", "--cpus", "1", "--memory", "256M", "--disk", "1G")
+    for fmt in ([], ["-o", "json"], ["-o", "csv"]):
+        for args in (["disk", "list", "web-1"], ["disk", "list", "nope"],
+                     ["disk", "attach", "web-1", "--size", "12X"],
+                     ["disk", "attach", "web-1", "--size", "1G", "--path", "/x"],
+                     ["disk", "attach", "web-1", "--size", "1G", "--host", "nowhere"],
+                     ["disk", "attach", "web-1", "--size", "1G"],   # the driver refuses
+                     ["disk", "detach", "web-1", "vdz"], ["disk", "detach", "web-1", "x"]):
+            quick_done, typer_done = both(cli, tmp_path, *args, *fmt)
+            assert quick_done.returncode != 0 or args[1] == "list", quick_done
+            same(quick_done, typer_done)
+
+
+def test_attach_and_detach_on_either_path_give_the_same_documents(
+        cli: Cli, qemu_agent: Agent, tmp_path: Path) -> None:
+    """On QEMU, a VM shut off (so a detach completes without a guest): attach by one path,
+    detach by the other; then the other way round. Each pair prints the same."""
+    cli.ok("host", "add", "q", "--address", "local", "--socket", str(qemu_agent.socket))
+    cli.ok("vm", "create", "web-1", "--cpus", "1", "--memory", "128M", "--disk", "64M")
+    cli.ok("vm", "stop", "web-1", "--force")
+    for fmt in ([], ["-o", "json"]):
+        done = {}
+        for path in ("quick", "typer"):
+            attach = both_one(cli, tmp_path, path, "disk", "attach", "web-1", "--size", "16M",
+                              *fmt)
+            listed = both_one(cli, tmp_path, path, "disk", "list", "web-1", *fmt)
+            other = "typer" if path == "quick" else "quick"
+            detach = both_one(cli, tmp_path, other, "disk", "detach", "web-1", "vdb", *fmt)
+            done[path] = (attach, listed, detach)
+            assert attach.returncode == listed.returncode == detach.returncode == 0, \
+                (attach.stderr, listed.stderr, detach.stderr)
+        for a, b in zip(done["quick"], done["typer"], strict=True):
+            same(a, b)
+    assert not list(qemu_agent.storage.glob("web-1-vd*"))
+
+
+def test_a_dead_agent_reads_the_same_on_both_paths(cli: Cli, test_agent: Agent,
+                                                   tmp_path: Path) -> None:
+    cli.ok("host", "add", "t1", "--address", "local", "--socket", str(test_agent.socket))
+    cli.ok("vm", "create", "web-1", "--cpus", "1", "--memory", "256M", "--disk", "1G")
+    test_agent.kill()
+    for args in (["disk", "list", "web-1"], ["disk", "attach", "web-1", "--size", "1G"],
+                 ["disk", "list", "web-1", "-o", "json"]):
+        quick_done, typer_done = both(cli, tmp_path, *args)
+        assert (quick_done.returncode == 1 and "AGENT_UNREACHABLE" in quick_done.stderr + \
+            json.dumps(args)) or "agent not running" in quick_done.stderr, quick_done.stderr
+        same(quick_done, typer_done)
