@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import re
 import subprocess
 import sys
@@ -100,20 +99,14 @@ def click_parse(argv: Sequence[str]) -> tuple[dict[str, Any], tuple[str, str],
 
 @contextmanager
 def environment(**values: str | None) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
+    """These environment variables set (None: unset) for the block."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in values.items():
+            if value is None:
+                mp.delenv(name, raising=False)
             else:
-                os.environ[k] = v
+                mp.setenv(name, value)
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def same_as_click(argv: list[str]) -> bool:
