@@ -27,7 +27,7 @@ def show(run: Run, fmt: OutputOpt = Fmt.table) -> None:
            "known_hosts": str(ppec_config.known_hosts_path()),
            "ssh": {"connect_timeout": cfg.connect_timeout, "command": cfg.ssh_command},
            "placement": {**asdict(policy), "fresh_for": cfg.fresh_for},
-           "flavors": {n: asdict(f) for n, f in sorted(cfg.flavors.items())}}
+           "flavors": {n: f._asdict() for n, f in sorted(cfg.flavors.items())}}
     if fmt is Fmt.json:
         output.emit_json(doc)
         return

@@ -17,6 +17,7 @@ import os
 import secrets
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ class Approvers:
     rules: dict[str, Rule] = field(default_factory=dict)   # resource type -> rule
 
     @classmethod
-    def from_mapping(cls, data: dict[str, Any], source: str = "config") -> Approvers:
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> Approvers:
         def names(value: Any, what: str) -> frozenset[str]:
             # A bare string would become a set of letters and quietly change the policy.
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

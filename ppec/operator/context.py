@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ppec.core.units import check_vm_name
@@ -32,16 +31,19 @@ def agent_client(host: Host, reach: Reach) -> AgentClient:
     return AgentClient(host, reach)
 
 
-@dataclass
 class Context:
-    store: Store
-    config: ppec_config.Config
-    reach: Reach
-    # The seam for in-process tests: how a host's client is made (a real AgentClient over
-    # a scripted stream there; SSH or the local socket here).
-    connect: Callable[[Host, Reach], AgentClient] = agent_client
-    _clients: dict[str, AgentClient] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """A plain class, not a dataclass: see ppec.operator.config."""
+
+    def __init__(self, store: Store, config: ppec_config.Config, reach: Reach,
+                 connect: Callable[[Host, Reach], AgentClient] = agent_client) -> None:
+        self.store = store
+        self.config = config
+        self.reach = reach
+        # The seam for in-process tests: how a host's client is made (a real AgentClient
+        # over a scripted stream there; SSH or the local socket here).
+        self.connect = connect
+        self._clients: dict[str, AgentClient] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, db: str | None = None) -> Context:

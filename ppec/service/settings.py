@@ -6,6 +6,7 @@ surprise an hour later when a job first reads it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def load(*, db: str | None = None, listen: str = "127.0.0.1:8480",
                    ssh_command=cfg.ssh_command)
 
 
-def from_config(raw: dict[str, Any], *, db: str, listen: str = "127.0.0.1:8480",
+def from_config(raw: Mapping[str, Any], *, db: str, listen: str = "127.0.0.1:8480",
                 token_file: Path | None = None, once: bool = False,
                 source: str = "config") -> Settings:
     """Settings from the merged operator config (``Config.raw``); raises ``BadInput``."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ppec.core import sqlschema
 from ppec.core.clock import utc_now
@@ -172,8 +171,7 @@ CREATE TABLE job_runs (
 ]
 
 
-@dataclass(frozen=True)
-class Host:
+class HostRecord(NamedTuple):   # not dataclasses: see ppec.operator.config
     name: str
     address: str
     port: int = 22
@@ -187,7 +185,7 @@ class Host:
     cost: float = 0.0
     tags: tuple[str, ...] = ()
     drained: bool = False
-    added_at: str = field(default_factory=utc_now)
+    added_at: str = ""         # Host fills in the time it was made
     power_idle_w: float = 0.0
     power_max_w: float = 0.0
 
@@ -196,11 +194,25 @@ class Host:
         return self.address == "local"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self._asdict().items()}
 
 
-@dataclass(frozen=True)
-class VmRow:
+if TYPE_CHECKING:
+    Host = HostRecord
+else:
+    class Host(HostRecord):
+        """A host of the inventory; one made without ``added_at`` is stamped now (a
+        NamedTuple field cannot have a factory, and a type checker sees HostRecord's own
+        constructor)."""
+
+        __slots__ = ()
+
+        def __new__(cls, *args, **kwargs):
+            host = super().__new__(cls, *args, **kwargs)
+            return host if host.added_at else host._replace(added_at=utc_now())
+
+
+class VmRow(NamedTuple):
     name: str
     host: str
     state: str
