@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ppec.operator.store.tables import _HOST_COLS, _VM_COLS, Host, Store, VmRow, _host
+from ppec.operator.store.records import Host, VmRow
+from ppec.operator.store.tables import _HOST_COLS, _VM_COLS, Store, _host
 
 # Hosts per query when reading the snapshots of a page: far below any backend's bound
 # on parameters (SQLite's default is 32766, PostgreSQL's 65535).
