@@ -87,7 +87,7 @@ def parse(argv: Sequence[str]) -> Parsed | None:
         else:
             return None
         i += 1
-    quick = QUICK.get(tuple(argv[i:i + 2]))  # type: ignore[arg-type]
+    quick = QUICK.get((argv[i], argv[i + 1])) if i + 1 < len(argv) else None
     if quick is None:
         return None
     values = _command_line(quick, argv[i + 2:])
