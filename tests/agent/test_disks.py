@@ -364,6 +364,7 @@ def test_agent_killed_between_config_removal_and_volume_deletion(
         assert "detach pending (guest still has it); volume kept" in guest_agent.log()
         virsh("resume", vm)
         console.wait(lambda d: "vdb" not in d, timeout=30)
+        wait_until(lambda: "vdb" not in blk(vm), what="vdb gone from the live XML")
         assert "vdb" not in disk_list(gcli, vm)
     else:
         # Recovery: libvirt says the guest let go, so the volume goes and the row with it.
