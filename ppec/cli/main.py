@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -12,6 +11,7 @@ import typer
 from ppec import __version__
 from ppec.cli import output
 from ppec.cli.common import State
+from ppec.cli.run import internal_error
 from ppec.core.errors import EXIT_FAILED, EXIT_USAGE, PpecError
 
 app = typer.Typer(
@@ -168,11 +168,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         output.error(e, output.format_in(args))
         sys.exit(e.exit_code)
     except Exception as e:  # a bug outside any command: one line unless --debug
-        if "--debug" in args:
-            traceback.print_exc()
-        else:
-            sys.stderr.write(f"ppec: internal error: {type(e).__name__}: {e} "
-                             f"(run with --debug for the traceback)\n")
+        internal_error(e, "--debug" in args)
         sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)
 

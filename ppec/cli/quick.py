@@ -15,16 +15,13 @@ parsed here gets the same values from click.
 
 from __future__ import annotations
 
-import errno
 import importlib
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ppec.cli.output import Fmt
 from ppec.cli.run import Run, State, invoke
-from ppec.core.errors import EXIT_FAILED
 
 
 # NamedTuples, not dataclasses: a frozen dataclass costs ~0.5 ms to define, and this module
@@ -58,7 +55,7 @@ QUICK: dict[tuple[str, str], Quick] = {
         Opt(("--timeout",), "timeout", "int", 20, minimum=1, maximum=300),
         Opt(("--keep-volume",), "keep_volume", "flag", False), HOST, OUTPUT)),
 }
-GLOBALS = {"--db": "db", "--identity": "identity"}
+GLOBALS = ("--db", "--identity")   # the root options that take a value
 
 
 class Parsed(NamedTuple):
@@ -90,17 +87,18 @@ def parse(argv: Sequence[str]) -> Parsed | None:
     quick = QUICK.get((argv[i], argv[i + 1])) if i + 1 < len(argv) else None
     if quick is None:
         return None
-    values = _command_line(quick, argv[i + 2:])
-    if values is None:
+    line = _command_line(quick, argv[i + 2:])
+    if line is None:
         return None
+    args, values = line
     state = State(db=given.get("--db") or os.environ.get("PPEC_DB") or None, debug=debug,
                   identity=given.get("--identity") or os.environ.get("PPEC_IDENTITY") or None)
-    args = tuple(values.pop(name) for name in quick.args)
-    values["fmt"] = Fmt(values["fmt"])
-    return Parsed(quick, state, args, values)
+    return Parsed(quick, state, args, {**values, "fmt": Fmt(values["fmt"])})
 
 
-def _command_line(quick: Quick, rest: Sequence[str]) -> dict[str, Any] | None:
+def _command_line(quick: Quick, rest: Sequence[str]
+                  ) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """(positional arguments, option values with defaults), or None for typer."""
     by_flag = {flag: opt for opt in quick.opts for flag in opt.flags}
     values: dict[str, Any] = {}
     positional: list[str] = []
@@ -133,9 +131,8 @@ def _command_line(quick: Quick, rest: Sequence[str]) -> dict[str, Any] | None:
         i += 1
     if len(positional) != len(quick.args):
         return None
-    for opt in quick.opts:
-        values.setdefault(opt.dest, opt.default)
-    return {**dict(zip(quick.args, positional, strict=True)), **values}
+    return tuple(positional), {opt.dest: values.get(opt.dest, opt.default)
+                               for opt in quick.opts}
 
 
 def _value(opt: Opt, value: str) -> Any:
@@ -163,18 +160,8 @@ def run(argv: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     body = getattr(importlib.import_module(parsed.quick.module), parsed.quick.body)
-    run_ = Run(parsed.state, parsed.kwargs["fmt"])
-    # What typer's main does around a command, so both paths end alike.
     try:
-        return invoke(body, run_, parsed.args, parsed.kwargs)
-    except KeyboardInterrupt:
+        return invoke(body, Run(parsed.state, parsed.kwargs["fmt"]), parsed.args,
+                      parsed.kwargs)
+    except KeyboardInterrupt:   # what typer's main makes of Ctrl-C: exit 130, no words
         return 130
-    except EOFError:
-        sys.stderr.write("\nppec: aborted\n")
-        return EXIT_FAILED
-    except OSError as e:
-        if e.errno != errno.EPIPE:
-            raise
-        # The reader went away: say nothing more, and let exit's flush go nowhere.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ppec.cli import output
+from ppec.cli.entry import resume_collection
 from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING, PpecError
 
@@ -79,7 +80,6 @@ def invoke(body: Callable[..., None], run: Run, args: tuple[Any, ...],
     """Run a command's body: its exit code, 0 when it returns. A PpecError is printed in
     the command's format with its code; anything else is a bug, one line unless --debug.
     ``passthrough`` names exceptions the caller's framework handles itself."""
-    from ppec.cli.entry import resume_collection
     resume_collection()
     try:
         body(run, *args, **kwargs)
