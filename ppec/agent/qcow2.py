@@ -36,7 +36,7 @@ def layout(size: int) -> dict[int, bytes]:
     if size <= 0:
         raise ValueError(f"a volume has a positive size, not {size}")
     size = -(-size // 512) * 512      # whole sectors, rounded up as qemu-img does
-    l1_entries = -(-size // L2_COVERS)
+    l1_entries = _l1_entries(size)
     l1_clusters = -(-l1_entries * 8 // CLUSTER)
     header = struct.pack(
         ">IIQIIQIIQQIIQQQQII", 0x514649FB, 3, 0, 0, CLUSTER_BITS, size, 0, l1_entries,
@@ -52,8 +52,12 @@ def layout(size: int) -> dict[int, bytes]:
             REFCOUNT_BLOCK: struct.pack(f">{used}H", *([1] * used))}
 
 
+def _l1_entries(size: int) -> int:
+    return -(-size // L2_COVERS)
+
+
 def file_length(size: int) -> int:
-    return L1_TABLE + -(-size // L2_COVERS) * 8
+    return L1_TABLE + _l1_entries(size) * 8
 
 
 def create(path: Path, size: int) -> None:
@@ -66,7 +70,7 @@ def create(path: Path, size: int) -> None:
             os.pwrite(fd, data, offset)
         os.ftruncate(fd, file_length(size))   # the L1 table: zeros, sparse
     except BaseException:
-        os.close(fd)
         path.unlink(missing_ok=True)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)

@@ -56,19 +56,22 @@ def check_space(storage_dir: Path, size: int) -> None:
                            details={"free_bytes": free, "needed_bytes": size})
 
 
+def _exists(path: Path) -> StorageError:
+    return StorageError(f"volume {path} already exists; refusing to overwrite it",
+                        code="VOLUME_EXISTS")
+
+
 def create_volume(path: Path, size: int, image: str = "",
                   image_dir: Path = Path("/var/lib/ppec/images")) -> None:
     """A qcow2 of ``size`` bytes, optionally a copy-on-write overlay of ``image``."""
     if path.exists():
-        raise StorageError(f"volume {path} already exists; refusing to overwrite it",
-                           code="VOLUME_EXISTS")
+        raise _exists(path)
     if not image:
         check_space(path.parent, size)
         try:
-            qcow2.create(path, size)
+            qcow2.create(path, size)   # refuses a path made since (O_EXCL)
         except FileExistsError:
-            raise StorageError(f"volume {path} already exists; refusing to overwrite it",
-                               code="VOLUME_EXISTS") from None
+            raise _exists(path) from None
         except OSError as e:
             raise StorageError(f"creating volume {path} failed: {e.strerror or e}") from None
         return

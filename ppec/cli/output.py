@@ -25,7 +25,6 @@ class Fmt(StrEnum):
     csv = "csv"
 
 
-
 def _console() -> Any:
     from rich.console import Console  # rich is heavy; only tables pay for it
     width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None

@@ -32,7 +32,8 @@ def agent_client(host: Host, reach: Reach) -> AgentClient:
 
 
 class Context:
-    """A plain class, not a dataclass: see ppec.operator.config."""
+    """The store, the config, how hosts are reached, and one client per host reached.
+    A plain class, not a dataclass: see ppec.operator.config."""
 
     def __init__(self, store: Store, config: ppec_config.Config, reach: Reach,
                  connect: Callable[[Host, Reach], AgentClient] = agent_client) -> None:

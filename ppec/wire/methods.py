@@ -166,7 +166,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("disk.list", "disks.list_all", {"name": _NAME}, tier="normal", mutating=True),
     Method("disk.attach", "disks.attach", {
         "name": _NAME,
-        "size_bytes": Param(int, required=False, default=0, minimum=0, maximum=1 << 50),
+        "size_bytes": Param(int, required=False, default=0, minimum=0,
+                            maximum=limits.MAX_DISK_BYTES),
         "path": Param(str, required=False, default=""),
         "bus": Param(str, required=False, default="virtio", check=_one_of("virtio", "scsi")),
     }, tier="slow", mutating=True),
