@@ -8,6 +8,7 @@ import importlib
 import inspect
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -29,7 +30,7 @@ from typer.main import get_command
 
 from ppec.cli import main, quick
 from ppec.cli.output import Fmt
-from tests.realparts import Agent, Cli
+from tests.realparts import Agent, Cli, wait_until
 
 # What the quick path must not load: the CLI framework; and for list and attach (detach
 # checks the maker-checker policy, whose signing code is heavier), `dataclasses` with the
@@ -190,6 +191,44 @@ def test_every_line_quick_reads_click_reads_the_same(prefix: list[str], verb: st
         same_as_click([*prefix, "disk", verb, *rest])
 
 
+VALUES = {"str": st.sampled_from(["web-1", "vdb", "16M", "1G", "/var/lib/ppec/x.qcow2"])}
+
+
+@st.composite
+def quick_lines(draw: st.DrawFn) -> list[str]:
+    """A command line every part of which quick takes: the table's own options with valid
+    values, spelled `--opt value` or `--opt=value`, in any order among the arguments."""
+    key = draw(st.sampled_from(sorted(quick.QUICK)))
+    q = quick.QUICK[key]
+    parts = [[draw(VALUES["str"])] for _ in q.args]
+    for opt in draw(st.lists(st.sampled_from(q.opts), unique=True)):
+        if opt.kind == "flag":
+            parts.append([opt.flags[-1]])
+            continue
+        value = draw(st.sampled_from(opt.choices) if opt.kind == "choice" else
+                     st.integers(opt.minimum, opt.maximum).map(str) if opt.kind == "int"
+                     else VALUES["str"])
+        flag = draw(st.sampled_from(opt.flags))
+        parts.append([f"{flag}={value}"] if flag.startswith("--") and draw(st.booleans())
+                     else [flag, value])
+    positional = parts[:len(q.args)]
+    options = draw(st.permutations(parts[len(q.args):]))
+    cut = draw(st.integers(0, len(options)))
+    prefix = draw(st.sampled_from(PREFIXES[:6]))
+    return [*prefix, *key, *(t for p in [*options[:cut], *positional, *options[cut:]]
+                             for t in p)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(argv=quick_lines(), env_db=st.sampled_from([None, "/e.db"]))
+def test_every_well_formed_line_is_quick_and_read_as_click_reads_it(
+        argv: list[str], env_db: str | None) -> None:
+    """The soup above mostly falls through to typer (about 2% is quick); here every line
+    is one quick must take, so the comparison with click runs on each."""
+    with environment(PPEC_DB=env_db):
+        assert same_as_click(argv), argv
+
+
 # -- both paths, end to end ---------------------------------------------------------------
 
 RUN = """
@@ -281,3 +320,35 @@ def test_a_dead_agent_reads_the_same_on_both_paths(cli: Cli, test_agent: Agent,
         assert "agent not running" in quick_done.stderr or \
             "AGENT_UNREACHABLE" in quick_done.stderr, quick_done.stderr
         same(quick_done, typer_done)
+
+
+def test_ctrl_c_while_the_agent_thinks_exits_130_on_both_paths(cli: Cli, test_agent: Agent,
+                                                               tmp_path: Path) -> None:
+    """Interrupted while waiting for an agent's reply (the agent stopped with SIGSTOP),
+    either path exits 130 without a traceback, as typer's main makes of Ctrl-C."""
+    cli.ok("host", "add", "t1", "--address", "local", "--socket", str(test_agent.socket))
+    cli.ok("vm", "create", "web-1", "--cpus", "1", "--memory", "256M", "--disk", "1G")
+    assert test_agent.proc is not None
+    test_agent.proc.send_signal(signal.SIGSTOP)
+    try:
+        for path in ("quick", "typer"):
+            before = queued(test_agent.socket)
+            proc = subprocess.Popen([sys.executable, "-c", RUN, str(tmp_path / "m.json"),
+                                     path, "disk", "list", "web-1"], env=cli.env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
+            # Connected and waiting: the stopped agent's listen queue holds its connection.
+            wait_until(lambda: queued(test_agent.socket) > before, 30,  # noqa: B023
+                       "the CLI's connection")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            assert (proc.returncode, out, err) == (130, "", ""), (path, err)
+    finally:
+        test_agent.proc.send_signal(signal.SIGCONT)
+
+
+def queued(sock: Path) -> int:
+    """Connections waiting in this listening Unix socket's accept queue (`ss`: Recv-Q)."""
+    out = subprocess.run(["ss", "-xlH", "src", str(sock)], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[2])
