@@ -107,7 +107,9 @@ def pg_write(settings: SimSettings) -> float | None:
         return store_write(settings, f"postgresql://ppec:ppec@127.0.0.1:5432/{name}")
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            # Not WITH (FORCE): the store is closed by now, and FORCE also tries to end
+            # autovacuum workers, which the role ppec may not signal.
+            admin.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
 def cli_median(env: dict[str, str], *args: str, runs: int = 3) -> float:

@@ -5,6 +5,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,28 @@ def fresh_pg_database(prefix: str) -> Iterator[str]:
     try:
         yield f"postgresql://ppec:ppec@127.0.0.1:5432/{name}"
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        drop_pg_database(name)
+
+
+def drop_pg_database(name: str) -> None:
+    """Drop a test database that sessions of ours may still hold.
+
+    Not `WITH (FORCE)`: that also tries to terminate an autovacuum worker busy in the
+    database, which the role ppec may not signal, so the drop failed whenever autovacuum
+    happened to visit (seen once in CI). We end our own sessions, then a plain DROP,
+    which stops autovacuum workers itself and waits for them."""
+    import psycopg
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        for _ in range(50):
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND usename = current_user "
+                          "AND pid <> pg_backend_pid()", (name,))
+            try:
+                admin.execute(f"DROP DATABASE IF EXISTS {name}")
+                return
+            except psycopg.errors.ObjectInUse:   # a session not yet gone: again
+                time.sleep(0.1)
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
 def direct(url: str) -> Any:
