@@ -72,7 +72,12 @@ def snapshots_of(store: Store, hosts: Sequence[str]) -> dict[str, dict[str, Any]
 
 def vm_changes(store: Store) -> dict[str, float]:
     """host -> when the store last recorded a VM change there (a claim, a build, a start or
-    stop), epoch seconds. The column keeps whole seconds: the time returned is the end of
-    that second, so a snapshot taken within it counts as taken before the change."""
-    rows = store.db.execute("SELECT host, MAX(updated_at) FROM vms GROUP BY host").fetchall()
-    return {str(h): datetime.fromisoformat(str(t)).timestamp() + 1.0 for h, t in rows}
+    stop, a VM deleted or a claim given up), epoch seconds. The columns keep whole seconds:
+    the time returned is the end of that second, so a snapshot taken within it counts as
+    taken before the change."""
+    out: dict[str, float] = {}
+    for h, t in store.db.execute("SELECT host, MAX(updated_at) FROM vms GROUP BY host "
+                                 "UNION ALL SELECT host, at FROM vm_departures").fetchall():
+        at = datetime.fromisoformat(str(t)).timestamp() + 1.0
+        out[str(h)] = max(at, out.get(str(h), 0.0))
+    return out

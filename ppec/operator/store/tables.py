@@ -168,6 +168,14 @@ CREATE TABLE job_runs (
     """
     ALTER TABLE vms ALTER COLUMN disk_bytes TYPE BIGINT
     """,
+    # 7: when a VM last left each host (deleted, or a claim given up): the vms table no
+    #    longer shows it, and placement must not trust a snapshot that still counts it
+    """
+    CREATE TABLE vm_departures (
+        host  TEXT PRIMARY KEY REFERENCES hosts(name) ON DELETE CASCADE,
+        at    TEXT NOT NULL
+    )
+    """,
 ]
 
 
@@ -335,8 +343,14 @@ class Store:
                        (*fields.values(), utc_now(), name))
 
     def forget_vm(self, name: str) -> None:
+        """Drop a VM's record, noting when it left its host (pages.vm_changes)."""
         with self._tx() as db:
+            row = db.execute("SELECT host FROM vms WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return
             db.execute("DELETE FROM vms WHERE name=?", (name,))
+            db.execute("INSERT INTO vm_departures (host, at) VALUES (?, ?) "
+                       "ON CONFLICT(host) DO UPDATE SET at=excluded.at", (row[0], utc_now()))
 
     def vm_or_none(self, name: str) -> VmRow | None:
         row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
