@@ -155,7 +155,7 @@ def open_console(hv: Hypervisor, name: str, force: bool) -> ConsoleStream:
 
     try:
         # The connection's error mapping (NOT_FOUND, LIBVIRT) is Hypervisor._call's.
-        return hv._call(f"open the console of {name}", open_)
+        return hv.call(f"open the console of {name}", open_)
     except HypervisorError as e:
         if "Active console session" in str(e.details.get("libvirt_message", "")):
             # Someone outside ppec (virsh console on the host) holds it.

@@ -121,7 +121,9 @@ class Hypervisor:
                                       details={"libvirt_code": e.get_error_code()}) from None
             return self._conn
 
-    def _call(self, what: str, fn: Callable[[libvirt.virConnect], T]) -> T:
+    def call(self, what: str, fn: Callable[[libvirt.virConnect], T]) -> T:
+        """``fn`` on the connection; libvirt's errors as NOT_FOUND or LIBVIRT errors
+        naming ``what`` (also for the console and stats modules' own libvirt calls)."""
         conn = self._connection()
         try:
             return fn(conn)
@@ -152,14 +154,14 @@ class Hypervisor:
             return Node(cpus=cpus, memory_mib=memory_mib, model=model, arch=arch,
                         hypervisor=conn.getType(),
                         libvirt_version=_version(conn.getLibVersion()), domain_types=types)
-        return self._call("node info", get)
+        return self.call("node info", get)
 
     def capabilities(self) -> str:
-        return str(self._call("capabilities", lambda c: c.getCapabilities()))
+        return str(self.call("capabilities", lambda c: c.getCapabilities()))
 
     def xml(self, name: str, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
-        return str(self._call(f"dump XML of {name}",
+        return str(self.call(f"dump XML of {name}",
                               lambda c: c.lookupByName(name).XMLDesc(flags)))
 
     def pin_float(self, name: str, cpus: frozenset[int], host_cpus: int) -> None:
@@ -182,7 +184,7 @@ class Hypervisor:
                     if e.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
                                                   libvirt.VIR_ERR_NO_SUPPORT):
                         raise
-        self._call(f"re-pin {name}", pin)
+        self.call(f"re-pin {name}", pin)
 
     # -- domains --------------------------------------------------------------------------
 
@@ -206,11 +208,11 @@ class Hypervisor:
                     if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise
             return found
-        return self._call("list domains", get)
+        return self.call("list domains", get)
 
     def find(self, name: str) -> Domain | None:
         try:
-            return self._call(f"look up {name}",
+            return self.call(f"look up {name}",
                               lambda c: self._describe(c.lookupByName(name)))
         except NotFound:
             return None
@@ -234,23 +236,23 @@ class Hypervisor:
                          if os.path.realpath(source) == path}
                 users += [(dom.name(), t) for t in sorted(found)]
             return users
-        return self._call("list disk users", scan)
+        return self.call("list disk users", scan)
 
     def define(self, xml: str) -> None:
-        self._call("define domain", lambda c: c.defineXML(xml))
+        self.call("define domain", lambda c: c.defineXML(xml))
 
     def start(self, name: str) -> None:
-        self._call(f"start {name}", lambda c: c.lookupByName(name).create())
+        self.call(f"start {name}", lambda c: c.lookupByName(name).create())
 
     def shutdown(self, name: str) -> None:
-        self._call(f"shut down {name}", lambda c: c.lookupByName(name).shutdown())
+        self.call(f"shut down {name}", lambda c: c.lookupByName(name).shutdown())
 
     def destroy(self, name: str) -> None:
         def stop(conn: libvirt.virConnect) -> None:
             dom = conn.lookupByName(name)
             if dom.isActive():
                 dom.destroy()
-        self._call(f"destroy {name}", stop)
+        self.call(f"destroy {name}", stop)
 
     def undefine(self, name: str) -> None:
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
@@ -267,7 +269,7 @@ class Hypervisor:
                                               libvirt.VIR_ERR_INVALID_ARG):
                     raise
                 dom.undefine()
-        self._call(f"undefine {name}", undefine)
+        self.call(f"undefine {name}", undefine)
 
     def wait_inactive(self, name: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -289,11 +291,11 @@ class Hypervisor:
             if dom.isActive():
                 flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
             dom.attachDeviceFlags(xml, flags)
-        self._call(f"attach device to {name}", attach)
+        self.call(f"attach device to {name}", attach)
 
     def detach_config(self, name: str, xml: str) -> None:
         """Remove a device from the persistent config only (takes effect at next start)."""
-        self._call(f"remove device from {name}'s config",
+        self.call(f"remove device from {name}'s config",
                    lambda c: c.lookupByName(name).detachDeviceFlags(
                        xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
@@ -322,7 +324,7 @@ class Hypervisor:
                 deadline = time.monotonic() + timeout
                 with waiting():
                     return events.wait(dom, target, path, deadline)
-        return self._call(f"detach {target} from {name}", detach)
+        return self.call(f"detach {target} from {name}", detach)
 
     def saved_state_xml(self, name: str) -> str | None:
         """The domain XML inside a managed-save image (a suspended-to-disk guest that will
@@ -332,7 +334,7 @@ class Hypervisor:
             if not dom.hasManagedSaveImage(0):
                 return None
             return str(dom.managedSaveGetXMLDesc(0))
-        return self._call(f"read {name}'s managed-save image", get)
+        return self.call(f"read {name}'s managed-save image", get)
 
 
 def _live_alias(dom: libvirt.virDomain, target: str, path: str) -> str | None:

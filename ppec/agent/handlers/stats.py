@@ -31,7 +31,7 @@ def sample(ctx: AgentContext, held: dict[str, int], names: list[str],
            groups: int = domstats.GROUPS) -> dict[str, dict[str, Any]]:
     # Through the hypervisor's connection and its libvirt error mapping (hypervisor.py is
     # at the module size limit, so the bulk stats code lives in domstats).
-    found = ctx.hv._call("domain stats", lambda c: domstats.sample(c, names, groups))
+    found = ctx.hv.call("domain stats", lambda c: domstats.sample(c, names, groups))
     for name, one in found.items():
         one["vcpus"] = one["vcpus"] or held.get(name)
     return found
