@@ -45,7 +45,7 @@ def report(ctx: Context, *, by: str = "host", ask: Ask | None = None,
     if by not in GROUPINGS:
         raise BadInput(f"--by must be one of {', '.join(GROUPINGS)}, not {by!r}")
     hosts = ctx.store.hosts()
-    data = snapshots.refresh(ctx, hosts) if refresh else snapshots.stored(ctx)
+    data = snapshots.refresh(ctx, hosts) if refresh else snapshots.for_placement(ctx)
     snaps = [snapshots.to_placement(h, data.get(h.name)) for h in hosts]
     policy = ctx.config.placement_policy()
     now = time.time()

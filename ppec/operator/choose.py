@@ -131,7 +131,7 @@ def fleet_from_store(ctx: Context, hosts: list[Host], snaps: Fresh) -> Fleet:
     elif snaps == "fresh":
         data = snapshots.current(ctx, hosts, ctx.config.fresh_for)
     else:
-        data = snapshots.stored(ctx)
+        data = snapshots.for_placement(ctx)
     found = [snapshots.to_placement(h, data.get(h.name)) for h in hosts]
     groups = dict(ctx.store.ha_groups())
     return Fleet(found, {g: ctx.store.ha_members(g) for g in groups}, groups,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from ppec.core.errors import BadInput
 from ppec.operator import snapshots
 from ppec.operator.context import Context
-from ppec.operator.store import pages
+from ppec.operator.store import pages, snaprows
 
 Of = Literal["hosts", "vms"]
 
@@ -53,7 +53,7 @@ def hosts(ctx: Context, *, limit: int | None = None, cursor: str | None = None,
     after = decode_cursor("hosts", cursor) if cursor is not None else ""
     page, last = pages.hosts_page(ctx.store, limit=limit, after=after, region=region,
                                   rack=rack)
-    snaps = pages.snapshots_of(ctx.store, [h.name for h in page])
+    snaps = snaprows.whole(ctx.store, [h.name for h in page])
     stale_after = ctx.config.stale_after()
     now = time.time()
     rows = []

@@ -7,11 +7,11 @@ over 10,000 hosts is a handful of transactions, not 10,000. Times are epoch seco
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ppec.operator.store import snaprows
 from ppec.operator.store.tables import Store
 
 
@@ -91,9 +91,7 @@ def record_round(store: Store, ok: Sequence[Success], failed: Sequence[Failure],
         for s in ok:
             if s.host not in hosts:
                 continue   # removed from the inventory while the round ran
-            db.execute("INSERT INTO snapshots (host, taken_at, data) VALUES (?, ?, ?) "
-                       "ON CONFLICT(host) DO UPDATE SET taken_at=excluded.taken_at, "
-                       "data=excluded.data", (s.host, s.taken_at, json.dumps(s.snapshot)))
+            snaprows.save(db, s.host, s.taken_at, s.snapshot)
             db.execute(f"INSERT INTO host_status ({_STATUS_COLS}) VALUES "
                        "(?, 'ok', ?, ?, 0, 0, '', '') ON CONFLICT(host) DO UPDATE SET "
                        "state='ok', last_ok=excluded.last_ok, "

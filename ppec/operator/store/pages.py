@@ -9,17 +9,11 @@ last page says so (no next key) instead of leaving an empty page to fetch.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from ppec.operator.store.records import Host, VmRow
 from ppec.operator.store.tables import _HOST_COLS, _VM_COLS, Store, _host
-
-# Hosts per query when reading the snapshots of a page: far below any backend's bound
-# on parameters (SQLite's default is 32766, PostgreSQL's 65535).
-_IN_BATCH = 500
 
 
 def _page(store: Store, table: str, cols: str, filters: dict[str, str], after: str,
@@ -54,20 +48,6 @@ def vms_page(store: Store, *, limit: int | None = None, after: str = "", host: s
     """The store's VM records named after ``after``, by name: as ``hosts_page``."""
     rows, last = _page(store, "vms", _VM_COLS, {"host": host, "state": state}, after, limit)
     return [VmRow(*r) for r in rows], last
-
-
-def snapshots_of(store: Store, hosts: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The stored snapshots of these hosts only (the store's time of record as
-    ``taken_at``, as snapshots.stored gives them)."""
-    out: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(hosts), _IN_BATCH):
-        batch = list(hosts[i:i + _IN_BATCH])
-        marks = ",".join("?" * len(batch))
-        for h, taken, data in store.db.execute(
-                f"SELECT host, taken_at, data FROM snapshots WHERE host IN ({marks})",
-                batch).fetchall():
-            out[str(h)] = {**json.loads(data), "taken_at": float(taken)}
-    return out
 
 
 def vm_changes(store: Store) -> dict[str, float]:

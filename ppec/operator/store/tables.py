@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ppec.core import sqlschema
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
+from ppec.operator.store import snaprows
 from ppec.operator.store.backends import Connection, connect
 from ppec.operator.store.records import Host, VmRow
 
@@ -176,6 +177,10 @@ CREATE TABLE job_runs (
         at    TEXT NOT NULL
     )
     """,
+    # 8: beside each snapshot, the part placement reads (store/snaprows.py)
+    """
+    ALTER TABLE snapshots ADD COLUMN placement TEXT
+    """,
 ]
 
 
@@ -317,9 +322,7 @@ class Store:
 
     def save_snapshot(self, host: str, taken_at: float, data: dict[str, Any]) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO snapshots (host, taken_at, data) VALUES (?, ?, ?) "
-                       "ON CONFLICT(host) DO UPDATE SET taken_at=excluded.taken_at, "
-                       "data=excluded.data", (host, taken_at, json.dumps(data)))
+            snaprows.save(db, host, taken_at, data)
 
     def snapshots(self) -> dict[str, tuple[float, dict[str, Any]]]:
         rows = self.db.execute("SELECT host, taken_at, data FROM snapshots").fetchall()

@@ -1,0 +1,128 @@
+"""Stored snapshots keep the part placement reads beside the whole: the same decisions
+from a seventh of the bytes, on both backends, and rows from before that column."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ppec.numa.serial import topology_from_dict, topology_from_text, topology_text
+from ppec.operator import snapshots
+from ppec.operator.store import Host, Store, snaprows
+from ppec.operator.store import fleetstate as fs
+from tests.conftest import direct
+from tests.sim.fleet import SimSettings, host_answers
+
+HOSTS = 12
+
+
+def answers(i: int) -> dict[str, Any]:
+    """A realistic snapshot (the simulated fleet's: mixed NUMA shapes, 15-45 VMs)."""
+    snap = dict(host_answers(SimSettings(HOSTS, Path("/nonexistent")), i)["host.snapshot"])
+    # What a measuring agent adds (the simulation leaves the totals out).
+    snap["vm_use"] = {**snap.get("vm_use", {}), "cpu_used": 0.25 * i, "rss_mib": 900 + i}
+    return snap
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    s = Store(store_url)
+    for i in range(HOSTS):
+        s.add_host(Host(f"h{i}", "local"))
+    yield s
+    s.close()
+
+
+def _save_all(store: Store, now: float) -> dict[str, dict[str, Any]]:
+    whole = {f"h{i}": answers(i) for i in range(HOSTS)}
+    # Half through the service's round writer, half through the CLI's (sync, refresh).
+    fs.record_round(store, [fs.Success(h, now, d) for h, d in list(whole.items())[::2]], [],
+                    now)
+    for h, d in list(whole.items())[1::2]:
+        store.save_snapshot(h, now, d)
+    return whole
+
+
+def test_views_decide_as_the_whole_snapshots_do(store: Store) -> None:
+    now = time.time()
+    whole = _save_all(store, now)
+    views = snaprows.placement_views(store)
+    assert set(views) == set(whole)
+    for h, data in whole.items():
+        inv = store.host(h)
+        view = views[h]
+        assert view["taken_at"] == now
+        assert "vms" not in view and "topology" not in view   # the part, not the whole
+        assert len(json.dumps(view)) * 2 < len(json.dumps(data))
+        assert snapshots.to_placement(inv, view) == \
+            snapshots.to_placement(inv, {**data, "taken_at": now})
+    # Some hosts only, in batches (the fresh-snapshot path of vm create).
+    some = snaprows.placement_views(store, ["h3", "h7", "ghost"])
+    assert some == {"h3": views["h3"], "h7": views["h7"]}
+    # The whole snapshots stay as they were, for export and the API.
+    assert snaprows.whole(store, ["h1"]) == {"h1": {**whole["h1"], "taken_at": now}}
+    assert store.snapshots()["h1"] == (now, whole["h1"])
+
+
+def test_a_row_from_before_the_column_is_read_whole(store_url: str, store: Store) -> None:
+    now = time.time()
+    whole = _save_all(store, now)
+    with direct(store_url) as db:   # as a store of schema 7 left it
+        db.execute("UPDATE snapshots SET placement = NULL WHERE host = 'h2'")
+    views = snaprows.placement_views(store)
+    assert views["h2"] == {**whole["h2"], "taken_at": now}
+    assert snapshots.to_placement(store.host("h2"), views["h2"]) == \
+        snapshots.to_placement(store.host("h2"), {**whole["h2"], "taken_at": now})
+    store.save_snapshot("h2", now + 1, whole["h2"])   # the next snapshot has the part
+    assert "vms" not in snaprows.placement_views(store, ["h2"])["h2"]
+
+
+def test_place_and_capacity_read_the_views(store: Store, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ppec place` and `ppec capacity` give the same answers on parts as on wholes."""
+    from ppec.operator import capacity_report, choose
+    from ppec.operator import config as ppec_config
+    from ppec.operator.context import Context
+    from ppec.operator.fleet.client import Reach
+    now = time.time()
+    _save_all(store, now)
+    ctx = Context(store=store, config=ppec_config.load(tmp_path / "none.toml"),
+                  reach=Reach(known_hosts=tmp_path / "known_hosts"))
+    ask = choose.Ask(choose.shape_from(ctx.config, None, 4, "8G", "10G",
+                                       _pinning("dedicated")))
+    hosts = store.hosts()
+    by_view = choose.fleet_from_store(ctx, hosts, "stored")
+    by_whole = choose.Fleet([snapshots.to_placement(h, snapshots.stored(ctx).get(h.name))
+                             for h in hosts], {}, {})
+    assert by_view.hosts == by_whole.hosts
+    assert choose.explain(ctx, by_view, ask, now=now) == \
+        choose.explain(ctx, by_whole, ask, now=now)
+    report = capacity_report.report(ctx, ask=ask, want_max=True)
+    assert report["total"]["hosts"] == HOSTS and not report["excluded"]
+    monkeypatch.setattr(snapshots, "for_placement", snapshots.stored)   # wholes instead
+    assert capacity_report.report(ctx, ask=ask, want_max=True) == report
+
+
+def _pinning(policy: str) -> Any:
+    from ppec.wire.vmspec import Pinning
+    return Pinning(policy)
+
+
+def test_equal_topologies_are_parsed_once_and_shared() -> None:
+    a, b, c = answers(0)["topology"], answers(0)["topology"], answers(1)["topology"]
+    assert a is not b
+    ta, tb = topology_from_dict(a), topology_from_dict(b)
+    assert ta is tb and ta == topology_from_text(topology_text(a))
+    if c != a:
+        assert topology_from_dict(c) is not ta
+    # Built in code with sets, not JSON-shaped: parsed, as before.
+    odd = {"cells": [{"id": 0, "memory_mib": 64, "cpus": [[0, 0, 0, {0}]]}],
+           "reserved": set()}
+    assert topology_from_dict(odd).cells[0].cpus[0].siblings == frozenset({0})
+    with pytest.raises((TypeError, KeyError)):
+        topology_from_dict({"cells": 7})   # type: ignore[dict-item]
