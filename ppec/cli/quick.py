@@ -1,12 +1,13 @@
 """Commands answered without loading the CLI framework.
 
 typer and its click take about 30 ms of every command to import, as much as the agent
-takes to attach a disk; runbooks call the per-VM disk verbs in loops. For those verbs, a
-command line that needs no help, no completion and no usage error is parsed here, from
-the table below, and runs the very functions the typer commands run
-(``ppec.cli.disk_verbs`` through ``ppec.cli.run.invoke``). Anything this parser is not
-sure of, it leaves to typer: ``parse`` answers None, and ``ppec.cli.main`` parses the
-line as always, so help, usage errors and their exit codes stay typer's alone.
+takes to attach a disk; runbooks call the per-VM disk verbs, and ``vm show``, ``start``
+and ``stop``, in loops. For those verbs, a command line that needs no help, no completion
+and no usage error is parsed here, from the table below, and runs the very functions the
+typer commands run (``ppec.cli.disk_verbs`` and ``vm_verbs``, through
+``ppec.cli.run.invoke``). Anything this parser is not sure of, it leaves to typer:
+``parse`` answers None, and ``ppec.cli.main`` parses the line as always, so help, usage
+errors and their exit codes stay typer's alone.
 
 The table restates what the typer declarations say (names, flags, types, ranges,
 defaults). tests/cli/test_quick.py holds the two equal, and holds that every command line
@@ -45,15 +46,22 @@ class Quick(NamedTuple):
 
 HOST = Opt(("--host",), "host")
 OUTPUT = Opt(("-o", "--output"), "fmt", "choice", "table", tuple(f.value for f in Fmt))
-VERBS = "ppec.cli.disk_verbs"
+DISK, VM = "ppec.cli.disk_verbs", "ppec.cli.vm_verbs"
 QUICK: dict[tuple[str, str], Quick] = {
-    ("disk", "list"): Quick(VERBS, "list_", ("vm",), (HOST, OUTPUT)),
-    ("disk", "attach"): Quick(VERBS, "attach", ("vm",), (
+    ("disk", "list"): Quick(DISK, "list_", ("vm",), (HOST, OUTPUT)),
+    ("disk", "attach"): Quick(DISK, "attach", ("vm",), (
         Opt(("--size",), "size"), Opt(("--path",), "path"),
         Opt(("--bus",), "bus", "choice", "virtio", ("virtio", "scsi")), HOST, OUTPUT)),
-    ("disk", "detach"): Quick(VERBS, "detach", ("vm", "target"), (
+    ("disk", "detach"): Quick(DISK, "detach", ("vm", "target"), (
         Opt(("--timeout",), "timeout", "int", 20, minimum=1, maximum=300),
         Opt(("--keep-volume",), "keep_volume", "flag", False), HOST, OUTPUT)),
+    ("vm", "show"): Quick(VM, "show", ("name",), (
+        HOST, Opt(("--xml",), "xml", "flag", False), OUTPUT)),
+    ("vm", "start"): Quick(VM, "start", ("name",), (HOST, OUTPUT)),
+    # typer also takes --no-force; this table does not, so such a line goes to typer.
+    ("vm", "stop"): Quick(VM, "stop", ("name",), (
+        Opt(("--force",), "force", "flag", False),
+        Opt(("--timeout",), "timeout", "int", 60, minimum=1, maximum=3600), HOST, OUTPUT)),
 }
 GLOBALS = ("--db", "--identity")   # the root options that take a value
 

@@ -7,12 +7,11 @@ from typing import Annotated, Any
 import typer
 
 from ppec.cli import options as opt
-from ppec.cli import output
+from ppec.cli import output, vm_verbs
 from ppec.cli.common import CursorOpt, LimitOpt, OutputOpt, Run, command, partial_exit
 from ppec.cli.output import Fmt
 from ppec.core.errors import BadInput
-from ppec.core.units import MIB, format_size
-from ppec.operator import vms
+from ppec.operator import lifecycle, vms
 from ppec.wire.vmspec import KernelBoot
 
 app = typer.Typer(
@@ -21,16 +20,8 @@ app = typer.Typer(
 
 COLUMNS = [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "CPUS"),
            ("memory", "MEMORY"), ("disk", "DISK")]
-FIELDS = [("name", "name"), ("host", "host"), ("state", "state"), ("vcpus", "vcpus"),
-          ("memory", "memory"), ("disk", "disk"), ("disk_path", "disk path"),
-          ("image", "image"), ("uuid", "uuid"), ("created_at", "created")]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host holding the VM (default: the one the store records).")]
-
-
-def _human(vm: dict[str, Any]) -> dict[str, Any]:
-    return {**vm, "memory": format_size(int(vm.get("memory_mib", 0)) * MIB),
-            "disk": format_size(int(vm.get("disk_bytes", 0))) if vm.get("disk_bytes") else "-"}
 
 
 @app.command("create")
@@ -75,7 +66,7 @@ def create(
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")
     else:
-        output.emit_record(fmt, _human(doc), FIELDS,
+        output.emit_record(fmt, vm_verbs.human(doc), vm_verbs.FIELDS,
                            message=f"created {name} on {doc['host']}")
 
 
@@ -97,14 +88,14 @@ def list_(
         from ppec.operator import listing  # the store's pages (and snapshots) only here
         doc = listing.vms(run.ctx, limit=limit, cursor=cursor, host=host or "", state=state)
         if fmt is not Fmt.json:
-            doc = {**doc, "vms": [_human(v) for v in doc["vms"]]}
+            doc = {**doc, "vms": [vm_verbs.human(v) for v in doc["vms"]]}
         output.emit_page(fmt, doc, "vms", COLUMNS, "ppec vm list", host=host, state=state,
                          limit=limit)
         return
-    found, failed = vms.list_all(run.ctx, host)
+    found, failed = lifecycle.list_all(run.ctx, host)
     found = [v for v in found if not state or v.get("state") == state]
     total = len([host] if host else run.ctx.store.hosts())
-    doc = {"vms": [_human(v) for v in found] if fmt is not Fmt.json else found,
+    doc = {"vms": [vm_verbs.human(v) for v in found] if fmt is not Fmt.json else found,
            "errors": output.host_errors(failed), "source": "live", "next_cursor": None}
     output.emit_list(fmt, doc, "vms", COLUMNS)
     partial_exit(len(failed), total)
@@ -116,23 +107,14 @@ def show(run: Run, name: str, host: HostOpt = None,
          xml: Annotated[bool, typer.Option("--xml", help="Print the live domain XML.")]
          = False, fmt: OutputOpt = Fmt.table) -> None:
     """Show one VM as its host's agent sees it now."""
-    if xml:
-        doc = vms.xml(run.ctx, name, host)
-        if fmt is Fmt.json:
-            output.emit_json(doc)
-        else:
-            typer.echo(doc["xml"])
-        return
-    doc = vms.show(run.ctx, name, host)
-    output.emit_record(fmt, _human(doc) if fmt is Fmt.table else doc, FIELDS)
+    vm_verbs.show(run, name, host=host, xml=xml, fmt=fmt)
 
 
 @app.command("start")
 @command
 def start(run: Run, name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table) -> None:
     """Start a stopped VM."""
-    doc = vms.start(run.ctx, name, host)
-    output.emit_record(fmt, doc, message=f"{name}: {doc['state']}")
+    vm_verbs.start(run, name, host=host, fmt=fmt)
 
 
 @app.command("stop")
@@ -148,8 +130,7 @@ def stop(
     fmt: OutputOpt = Fmt.table,
 ) -> None:
     """Stop a VM: ACPI shutdown and wait, or --force to power off."""
-    doc = vms.stop(run.ctx, name, force=force, timeout=timeout, host=host)
-    output.emit_record(fmt, doc, message=f"{name}: {doc['state']}")
+    vm_verbs.stop(run, name, force=force, timeout=timeout, host=host, fmt=fmt)
 
 
 @app.command("delete")
@@ -160,7 +141,7 @@ def delete(run: Run, name: str, host: HostOpt = None, fmt: OutputOpt = Fmt.table
     When policy says so, this creates a maker-checker request instead (exit 4)."""
     run.hold_if("vm", "delete",
                 lambda signer: _request_delete(run, signer, name, host))
-    doc = vms.delete(run.ctx, name, host)
+    doc = lifecycle.delete(run.ctx, name, host)
     output.emit_record(fmt, doc, message=doc.get("note") or f"deleted {name} from {doc['host']}")
 
 

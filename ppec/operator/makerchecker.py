@@ -242,7 +242,7 @@ def finish(ctx: Context, request_id: int, actor: str, result: dict[str, Any] | N
 
 def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     """Run an approved request, once: the request is marked executed before it runs."""
-    from ppec.operator import disks, vms
+    from ppec.operator import disks, lifecycle
     doc = _row(ctx, request_id)
     p = doc["payload"]
     if p["operation"] in BY_MAKER:
@@ -260,7 +260,7 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
     envelope = _envelope(doc, head if p["operation"] != "agent.update" else None)
     try:
         if p["operation"] == "vm.delete":
-            result = vms.delete(ctx, p["resource"], p["params"].get("inventory_host"),
+            result = lifecycle.delete(ctx, p["resource"], p["params"].get("inventory_host"),
                                 approval=envelope)
         elif p["operation"] == "disk.detach":
             vm, _, target = str(p["resource"]).partition("/")

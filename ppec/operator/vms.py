@@ -1,4 +1,5 @@
-"""VM lifecycle across the fleet: create, list, show, start, stop, delete."""
+"""Creating a VM across the fleet: claim, place, build, with retries (the other verbs:
+``lifecycle``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,12 @@ from ppec.core.errors import (
     AlreadyExists,
     BadInput,
     NoCapacity,
-    NotFound,
     PpecError,
     TransportError,
 )
 from ppec.core.units import check_vm_name
-from ppec.operator.context import Context, locate
-from ppec.operator.fleet.client import AgentClient, HostResult, fan_out
+from ppec.operator.context import Context
+from ppec.operator.fleet.client import AgentClient
 from ppec.operator.store import HaConflict, Host
 from ppec.wire.vmspec import KernelBoot, VmSpec
 
@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from ppec.operator.claim import Claim
     from ppec.placement import Decision
 
-__all__ = ["MAX_ATTEMPTS", "create", "delete", "list_all", "show", "start",
-           "stop", "xml"]
+__all__ = ["MAX_ATTEMPTS", "create"]
 MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)
 MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts only
 
@@ -140,64 +139,3 @@ def _create_on(client: AgentClient, spec: VmSpec) -> dict[str, Any]:
                 f"{e.message}; whether {spec.name} was created is unknown (its name and "
                 f"address stay reserved): check with `ppec vm show {spec.name}`, remove with "
                 f"`ppec vm delete {spec.name}`", host=client.host.name) from None
-
-
-def list_all(ctx: Context, host: str | None = None) -> tuple[list[dict[str, Any]],
-                                                            list[HostResult]]:
-    hosts = [ctx.store.host(host)] if host else ctx.store.hosts()
-    results = fan_out(hosts, lambda h: ctx.client(h).call("vm.list"))
-    # The inventory name is the host's name to operators, whatever the agent calls itself.
-    vms = [{**vm, "host": r.host} for r in results if r.ok for vm in r.value["vms"]]
-    return sorted(vms, key=lambda v: (v["name"], v["host"])), [r for r in results if not r.ok]
-
-
-def show(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    return {**ctx.client(target).call("vm.get", name=name), "host": target.name}
-
-
-def xml(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    return {**ctx.client(target).call("vm.xml", name=name), "host": target.name}
-
-
-def start(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    result = {**ctx.client(target).call("vm.start", name=name), "host": target.name}
-    _sync_row(ctx, name, result)
-    return result
-
-
-def stop(ctx: Context, name: str, *, force: bool = False, timeout: int = 60,
-         host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    result = {**ctx.client(target).call("vm.stop", name=name, force=force, timeout=timeout),
-              "host": target.name}
-    _sync_row(ctx, name, result)
-    return result
-
-
-def delete(ctx: Context, name: str, host: str | None = None,
-           approval: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Delete a VM; ``approval`` is the maker-checker envelope the agent verifies itself."""
-    target = locate(ctx, name, host)
-    try:
-        result = {**ctx.client(target).call("vm.delete", approval=approval, name=name),
-                  "host": target.name}
-    except NotFound:
-        if ctx.store.vm_or_none(name) is None:
-            raise
-        # The host no longer has it (deleted behind ppec's back): drop the stale record.
-        result = {"name": name, "host": target.name, "deleted": True,
-                  "note": f"{name} was already gone from {target.name}; store record removed"}
-    if (row := ctx.store.vm_or_none(name)) is not None and row.host == target.name:
-        from ppec.operator import ipdb
-        result["released"] = ipdb.release_owner(ctx.store, name)
-        ctx.store.forget_vm(name)
-    return result
-
-
-def _sync_row(ctx: Context, name: str, result: dict[str, Any]) -> None:
-    row = ctx.store.vm_or_none(name)
-    if row is not None and row.host == result.get("host"):
-        ctx.store.set_vm(name, state=result["state"])

@@ -1,0 +1,50 @@
+"""What ``ppec vm show``, ``start`` and ``stop`` do, without typer: one library call, render.
+
+``ppec.cli.vm`` declares the verbs for typer (options, help); ``ppec.cli.quick`` runs the
+same functions when a command line needs no help and no usage error. Runbooks call these in
+loops (poll a VM's state, stop and start it around a change).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ppec.cli import output
+from ppec.cli.output import Fmt
+from ppec.cli.run import Run
+from ppec.core.units import MIB, format_size
+from ppec.operator import lifecycle
+
+FIELDS = [("name", "name"), ("host", "host"), ("state", "state"), ("vcpus", "vcpus"),
+          ("memory", "memory"), ("disk", "disk"), ("disk_path", "disk path"),
+          ("image", "image"), ("uuid", "uuid"), ("created_at", "created")]
+
+
+def human(vm: dict[str, Any]) -> dict[str, Any]:
+    """A VM's sizes as people read them (tables and key: value records)."""
+    return {**vm, "memory": format_size(int(vm.get("memory_mib", 0)) * MIB),
+            "disk": format_size(int(vm.get("disk_bytes", 0))) if vm.get("disk_bytes") else "-"}
+
+
+def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt) -> None:
+    if xml:
+        doc = lifecycle.xml(run.ctx, name, host)
+        if fmt is Fmt.json:
+            output.emit_json(doc)
+        else:
+            sys.stdout.write(doc["xml"] + "\n")
+        return
+    doc = lifecycle.show(run.ctx, name, host)
+    output.emit_record(fmt, human(doc) if fmt is Fmt.table else doc, FIELDS)
+
+
+def start(run: Run, name: str, *, host: str | None, fmt: Fmt) -> None:
+    doc = lifecycle.start(run.ctx, name, host)
+    output.emit_record(fmt, doc, message=f"{name}: {doc['state']}")
+
+
+def stop(run: Run, name: str, *, force: bool, timeout: int, host: str | None,
+         fmt: Fmt) -> None:
+    doc = lifecycle.stop(run.ctx, name, force=force, timeout=timeout, host=host)
+    output.emit_record(fmt, doc, message=f"{name}: {doc['state']}")
