@@ -97,14 +97,19 @@ def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
         error = (data or {}).get("error", "no snapshot yet (run `ppec place --refresh`)")
         return HostSnapshot(topology=Topology(()), reachable=False, error=error, **common)
     use = data.get("vm_use") or {}     # absent from snapshots older than vm.stats
-    return HostSnapshot(
+    common.update(
         vm_cpu_used=None if use.get("cpu_used") is None else float(use["cpu_used"]),
         vm_rss_mib=None if use.get("rss_mib") is None else int(use["rss_mib"]),
-        topology=topology_from_text(data["topology_text"]) if "topology_text" in data
-        else topology_from_dict(data["topology"]),   # a stored view, or a whole snapshot
-        allocations=tuple(allocation_from_dict(a) for a in data.get("allocations", [])),
         taken_at=float(data["taken_at"]), overcommit=float(data.get("cpu_overcommit", 4.0)),
-        storage_free_bytes=int(data.get("storage_free_bytes", 0)), **common)
+        storage_free_bytes=int(data.get("storage_free_bytes", 0)))
+    common["topology"] = topology_from_text(data["topology_text"]) \
+        if "topology_text" in data else topology_from_dict(data["topology"])
+    if "allocations_text" in data:   # the store's placement part (store/snaprows.py)
+        from ppec.operator.storedhost import stored_host
+        return stored_host(data["summary"], data["allocations_text"], **common)
+    return HostSnapshot(
+        allocations=tuple(allocation_from_dict(a) for a in data.get("allocations", [])),
+        **common)
 
 
 def export(ctx: Context, path: Path) -> dict[str, Any]:

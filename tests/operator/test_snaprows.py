@@ -126,3 +126,76 @@ def test_equal_topologies_are_parsed_once_and_shared() -> None:
     assert topology_from_dict(odd).cells[0].cpus[0].siblings == frozenset({0})
     with pytest.raises((TypeError, KeyError)):
         topology_from_dict({"cells": 7})   # type: ignore[dict-item]
+
+
+def test_a_decision_reads_the_allocations_of_its_candidates_only(store_url: str,
+                                                                tmp_path: Path) -> None:
+    """The index comes from the stored summaries; the exact NUMA check decodes the
+    allocations of the hosts it reads, not of the whole fleet."""
+    from ppec.operator import choose
+    from ppec.operator import config as ppec_config
+    from ppec.operator.context import Context
+    from ppec.operator.fleet.client import Reach
+    from ppec.operator.storedhost import StoredHost
+    from ppec.wire.vmspec import Pinning
+    count = 200
+    store = Store(store_url)
+    now = time.time()
+    settings = SimSettings(count, Path("/nonexistent"))
+    for i in range(count):
+        store.add_host(Host(settings.name(i), "local"))
+    fs.record_round(store, [fs.Success(settings.name(i), now, dict(host_answers(
+        settings, i)["host.snapshot"])) for i in range(count)], [], now)
+    ctx = Context(store=store, config=ppec_config.load(tmp_path / "none.toml"),
+                  reach=Reach(known_hosts=tmp_path / "known_hosts"))
+    fleet = choose.fleet_from_store(ctx, store.hosts(), "stored")
+    assert all(isinstance(h, StoredHost) and not h.decoded for h in fleet.hosts)
+    ask = choose.Ask(choose.shape_from(ctx.config, None, 4, "8G", "10G", Pinning("dedicated")))
+    decision = choose.decide(ctx, fleet, ask, now=now)
+    assert decision.ranked
+    decoded = [h.name for h in fleet.hosts if isinstance(h, StoredHost) and h.decoded]
+    assert 0 < len(decoded) <= count // 10, len(decoded)
+    # The same decision from whole snapshots, decoded eagerly.
+    wholes = snapshots.stored(ctx)
+    eager = choose.Fleet([snapshots.to_placement(h, wholes.get(h.name))
+                          for h in store.hosts()], {}, {})
+    assert choose.decide(ctx, eager, ask, now=now) == decision
+    store.close()
+
+
+def test_a_stored_host_is_a_host_snapshot_in_every_way_that_counts(store: Store) -> None:
+    from dataclasses import replace
+
+    from ppec.numa import Allocation
+    from ppec.operator.storedhost import StoredHost
+    from ppec.placement.model import Summary
+    now = time.time()
+    whole = _save_all(store, now)
+    inv = store.host("h5")
+    lazy = snapshots.to_placement(inv, snaprows.placement_views(store, ["h5"])["h5"])
+    eager = snapshots.to_placement(inv, {**whole["h5"], "taken_at": now})
+    assert isinstance(lazy, StoredHost) and not isinstance(eager, StoredHost)
+    assert lazy.summary == Summary.of(eager) and not lazy.decoded   # given, not computed
+    assert lazy == eager and eager == lazy and hash(lazy) == hash(eager)
+    assert lazy.decoded and lazy.allocations == eager.allocations
+    # A changed copy (as the placement benches apply a VM) recomputes its summary.
+    extra = Allocation("new", "shared", 2, frozenset(), ((-1, 2048),))
+    grown = replace(lazy, allocations=(*lazy.allocations, extra))
+    assert grown.allocations[-1] == extra
+    assert grown.summary == Summary.of(replace(eager, allocations=grown.allocations))
+    assert grown.summary.vms == lazy.summary.vms + 1
+    assert grown != lazy
+
+
+def test_a_snapshot_that_does_not_parse_is_refused_by_the_reader_as_before(
+        store: Store) -> None:
+    now = time.time()
+    for bad in ({"allocations": []}, {"topology": 7, "allocations": []},
+                {"topology": answers(0)["topology"], "allocations": [{"vm": "x"}]}):
+        store.save_snapshot("h1", now, bad)   # the writer stores it as it came
+        view = snaprows.placement_views(store, ["h1"])["h1"]
+        with pytest.raises((KeyError, TypeError)) as from_view:
+            snapshots.to_placement(store.host("h1"), view)
+        with pytest.raises((KeyError, TypeError)) as from_whole:
+            snapshots.to_placement(store.host("h1"), {**bad, "taken_at": now})
+        assert type(from_view.value) is type(from_whole.value)

@@ -20,10 +20,15 @@ if TYPE_CHECKING:
     from ppec.operator.store.tables import Store
 
 # What snapshots.to_placement and the capacity report read of a snapshot (its time of
-# record is the row's taken_at column). The topology is kept as its JSON text, under
-# ``topology_text``: few distinct ones exist in a fleet, and ppec.numa.serial finds an
-# already parsed one by that text without decoding it.
-PLACEMENT_KEYS = ("allocations", "cpu_overcommit", "storage_free_bytes", "cpu_percent")
+# record is the row's taken_at column). Beside these figures:
+# - ``topology_text``: the topology as its JSON text. Few distinct ones exist in a fleet,
+#   and ppec.numa.serial finds an already parsed one by that text without decoding it.
+# - ``allocations_text`` and ``summary``: what the VMs hold, as JSON text, and the
+#   numbers placement's index reads of it (ppec.placement.Summary, computed here by its own
+#   code). A fleet-wide decision builds its index from the summaries and decodes the
+#   allocations only of the hosts its exact NUMA check reads (operator/storedhost.py).
+#   A snapshot whose topology or allocations do not parse keeps them as they came.
+FIGURES = ("cpu_overcommit", "storage_free_bytes", "cpu_percent")
 USE_KEYS = ("cpu_used", "rss_mib")    # of vm_use, whose per-VM figures placement ignores
 
 _UPSERT = ("INSERT INTO snapshots (host, taken_at, data, placement) VALUES (?, ?, ?, ?) "
@@ -37,13 +42,30 @@ IN_BATCH = 500
 
 def save(db: Connection, host: str, taken_at: float, data: dict[str, Any]) -> None:
     """Store (or replace) ``host``'s snapshot, in the caller's transaction."""
-    from ppec.numa.serial import topology_text  # not for the store's readers
-    part = {k: data[k] for k in PLACEMENT_KEYS if k in data}
-    if isinstance(data.get("topology"), dict):
-        part["topology_text"] = topology_text(data["topology"])
+    db.execute(_UPSERT, (host, taken_at, json.dumps(data), json.dumps(placement_part(data))))
+
+
+def placement_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a whole snapshot that placement reads (see above)."""
+    # Not for the store's readers: the writers (sync, the service's round) parse.
+    from ppec.numa.serial import allocation_from_dict, topology_from_dict, topology_text
+    from ppec.placement.model import HostSnapshot, Summary
+    part = {k: data[k] for k in FIGURES if k in data}
     if isinstance(data.get("vm_use"), dict):
         part["vm_use"] = {k: data["vm_use"].get(k) for k in USE_KEYS}
-    db.execute(_UPSERT, (host, taken_at, json.dumps(data), json.dumps(part)))
+    topology: Any = data.get("topology")
+    allocations: Any = data.get("allocations", [])
+    try:
+        s = Summary.of(HostSnapshot("", topology_from_dict(topology), tuple(
+            allocation_from_dict(a) for a in allocations)))
+        part["topology_text"] = topology_text(topology)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        # Kept as they came: the reader refuses them as it would the whole snapshot.
+        return {**part, **{k: data[k] for k in ("topology", "allocations") if k in data}}
+    part["allocations_text"] = json.dumps(allocations)
+    part["summary"] = [s.cpus, s.dedicated, s.shared_vcpus, s.memory_mib, s.used_mib,
+                       list(s.node_free_cpus), list(s.node_free_mib), s.vms]
+    return part
 
 
 def placement_views(store: Store, hosts: Sequence[str] | None = None
