@@ -53,7 +53,7 @@ def hosts(ctx: Context, *, limit: int | None = None, cursor: str | None = None,
     after = decode_cursor("hosts", cursor) if cursor is not None else ""
     page, last = pages.hosts_page(ctx.store, limit=limit, after=after, region=region,
                                   rack=rack)
-    snaps = snaprows.whole(ctx.store, [h.name for h in page])
+    snaps = snaprows.placement_views(ctx.store, [h.name for h in page])   # not whole
     stale_after = ctx.config.stale_after()
     now = time.time()
     rows = []

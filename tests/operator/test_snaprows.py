@@ -65,7 +65,6 @@ def test_views_decide_as_the_whole_snapshots_do(store: Store) -> None:
     some = snaprows.placement_views(store, ["h3", "h7", "ghost"])
     assert some == {"h3": views["h3"], "h7": views["h7"]}
     # The whole snapshots stay as they were, for export and the API.
-    assert snaprows.whole(store, ["h1"]) == {"h1": {**whole["h1"], "taken_at": now}}
     assert store.snapshots()["h1"] == (now, whole["h1"])
 
 
@@ -199,3 +198,21 @@ def test_a_snapshot_that_does_not_parse_is_refused_by_the_reader_as_before(
         with pytest.raises((KeyError, TypeError)) as from_whole:
             snapshots.to_placement(store.host("h1"), {**bad, "taken_at": now})
         assert type(from_view.value) is type(from_whole.value)
+
+
+def test_host_list_reads_the_part_too(store_url: str, store: Store, tmp_path: Path) -> None:
+    """`ppec host list` shows each host's VM count and CPU percent from the part."""
+    from ppec.operator import config as ppec_config
+    from ppec.operator import listing
+    from ppec.operator.context import Context
+    from ppec.operator.fleet.client import Reach
+    now = time.time()
+    whole = _save_all(store, now)
+    with direct(store_url) as db:   # one row as a store of schema 7 left it
+        db.execute("UPDATE snapshots SET placement = NULL WHERE host = 'h3'")
+    ctx = Context(store=store, config=ppec_config.load(tmp_path / "none.toml"),
+                  reach=Reach(known_hosts=tmp_path / "known_hosts"))
+    rows = {r["name"]: r for r in listing.hosts(ctx)["hosts"]}
+    assert {h: (r["state"], r["vms"], r["cpu_percent"]) for h, r in rows.items()} == {
+        h: ("fresh", d["vm_count"], d["cpu_percent"]) for h, d in whole.items()}
+    assert all(isinstance(r["vms"], int) and r["vms"] > 0 for r in rows.values())

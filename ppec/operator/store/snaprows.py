@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from ppec.operator.store.backends import Connection
     from ppec.operator.store.tables import Store
 
-# What snapshots.to_placement and the capacity report read of a snapshot (its time of
-# record is the row's taken_at column). Beside these figures:
+# What snapshots.to_placement, the capacity report and `host list` read of a snapshot (its
+# time of record is the row's taken_at column). Beside these figures:
 # - ``topology_text``: the topology as its JSON text. Few distinct ones exist in a fleet,
 #   and ppec.numa.serial finds an already parsed one by that text without decoding it.
 # - ``allocations_text`` and ``summary``: what the VMs hold, as JSON text, and the
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 #   code). A fleet-wide decision builds its index from the summaries and decodes the
 #   allocations only of the hosts its exact NUMA check reads (operator/storedhost.py).
 #   A snapshot whose topology or allocations do not parse keeps them as they came.
-FIGURES = ("cpu_overcommit", "storage_free_bytes", "cpu_percent")
+FIGURES = ("cpu_overcommit", "storage_free_bytes", "cpu_percent",
+           "vm_count")    # vm_count: for `ppec host list`, which reads this part too
 USE_KEYS = ("cpu_used", "rss_mib")    # of vm_use, whose per-VM figures placement ignores
 
 _UPSERT = ("INSERT INTO snapshots (host, taken_at, data, placement) VALUES (?, ?, ?, ?) "
@@ -72,17 +73,7 @@ def placement_views(store: Store, hosts: Sequence[str] | None = None
                     ) -> dict[str, dict[str, Any]]:
     """host -> the placement part of its stored snapshot, with the row's ``taken_at`` (the
     time of record); for ``hosts`` only, or every stored one (None)."""
-    return _read(store, "COALESCE(placement, data)", hosts)
-
-
-def whole(store: Store, hosts: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """host -> its whole stored snapshot, with the row's ``taken_at``; these hosts only."""
-    return _read(store, "data", hosts)
-
-
-def _read(store: Store, column: str, hosts: Sequence[str] | None
-          ) -> dict[str, dict[str, Any]]:
-    sql = f"SELECT host, taken_at, {column} FROM snapshots"
+    sql = "SELECT host, taken_at, COALESCE(placement, data) FROM snapshots"
     if hosts is None:
         return _decoded(store.db.execute(sql).fetchall())
     out: dict[str, dict[str, Any]] = {}
