@@ -46,8 +46,8 @@ def stored(ctx: Context) -> dict[str, dict[str, Any]]:
 
 
 def for_placement(ctx: Context) -> dict[str, dict[str, Any]]:
-    """Every stored snapshot, the part ``to_placement`` and capacity read (a seventh of the
-    whole, at 30 VMs a host: see store/snaprows.py)."""
+    """Every stored snapshot, the part ``to_placement`` and capacity read
+    (store/snaprows.py)."""
     from ppec.operator.store import snaprows
     return snaprows.placement_views(ctx.store)
 

@@ -1,12 +1,13 @@
 """Stored host snapshots: each row keeps the whole snapshot and, beside it, the part
 placement reads.
 
-A snapshot is about 15 KB of JSON on a host with 30 VMs, most of it the VM list; placement
-and capacity read its topology, allocations and a few figures, about 2 KB. At 10,000
-hosts, decoding whole snapshots was 3-4 s of every ``vm create``, ``place`` and
-``capacity`` (docs/scale.md), so every writer stores the placement part too, and those
-readers decode only it. A row written before that column existed has none: its whole
-snapshot is read instead, until the next snapshot of that host replaces it.
+A snapshot is about 9-15 KB of JSON on a host with 30 VMs, most of it the VM list and the
+per-VM use; placement, capacity and `host list` read a few figures, the topology and what
+the VMs hold. At 10,000 hosts, decoding whole snapshots (and then every allocation) was
+most of every ``vm create``, ``place``, ``capacity`` and ``host list`` (docs/scale.md), so
+every writer stores the part too, and those readers decode only it. A row written before
+that column existed has none: its whole snapshot is read instead, until the next snapshot
+of that host replaces it.
 """
 
 from __future__ import annotations
