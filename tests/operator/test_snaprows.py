@@ -216,3 +216,38 @@ def test_host_list_reads_the_part_too(store_url: str, store: Store, tmp_path: Pa
     assert {h: (r["state"], r["vms"], r["cpu_percent"]) for h, r in rows.items()} == {
         h: ("fresh", d["vm_count"], d["cpu_percent"]) for h, d in whole.items()}
     assert all(isinstance(r["vms"], int) and r["vms"] > 0 for r in rows.values())
+
+
+def test_a_round_encodes_its_rows_before_it_holds_the_store(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """While a round computes its parts (seconds at 10,000 hosts), another writer (a
+    `vm create` claiming its name) is not kept waiting: each part is computed while a
+    second SQLite connection can still take the write lock at once."""
+    import sqlite3
+    path = tmp_path / "s.db"
+    store = Store(str(path))
+    for i in range(3):
+        store.add_host(Host(f"h{i}", "local"))
+    free_while_encoding: list[bool] = []
+    real = snaprows.placement_part
+
+    def watched(data: dict[str, Any]) -> dict[str, Any]:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            free_while_encoding.append(True)
+        except sqlite3.OperationalError:   # database is locked
+            free_while_encoding.append(False)
+        finally:
+            other.close()
+        return real(data)
+
+    monkeypatch.setattr(snaprows, "placement_part", watched)
+    now = time.time()
+    fs.record_round(store, [fs.Success(f"h{i}", now, answers(i)) for i in range(3)], [], now)
+    store.save_snapshot("h0", now + 1, answers(0))
+    assert free_while_encoding == [True] * 4
+    assert set(snaprows.placement_views(store)) == {"h0", "h1", "h2"}
+    store.close()

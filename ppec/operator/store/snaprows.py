@@ -42,9 +42,17 @@ _UPSERT = ("INSERT INTO snapshots (host, taken_at, data, placement) VALUES (?, ?
 IN_BATCH = 500
 
 
-def save(db: Connection, host: str, taken_at: float, data: dict[str, Any]) -> None:
-    """Store (or replace) ``host``'s snapshot, in the caller's transaction."""
-    db.execute(_UPSERT, (host, taken_at, json.dumps(data), json.dumps(placement_part(data))))
+Row = tuple[str, float, str, str]
+
+
+def row(host: str, taken_at: float, data: dict[str, Any]) -> Row:
+    """``host``'s snapshot as its row: encoded, with its placement part."""
+    return host, taken_at, json.dumps(data), json.dumps(placement_part(data))
+
+
+def write(db: Connection, snapshot_row: Row) -> None:
+    """Store (or replace) a snapshot's row, in the caller's transaction."""
+    db.execute(_UPSERT, snapshot_row)
 
 
 def placement_part(data: dict[str, Any]) -> dict[str, Any]:

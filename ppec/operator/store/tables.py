@@ -321,8 +321,9 @@ class Store:
         return [(str(a), str(b), str(c)) for a, b, c in rows]
 
     def save_snapshot(self, host: str, taken_at: float, data: dict[str, Any]) -> None:
+        snapshot_row = snaprows.row(host, taken_at, data)
         with self._tx() as db:
-            snaprows.save(db, host, taken_at, data)
+            snaprows.write(db, snapshot_row)
 
     def snapshots(self) -> dict[str, tuple[float, dict[str, Any]]]:
         rows = self.db.execute("SELECT host, taken_at, data FROM snapshots").fetchall()
