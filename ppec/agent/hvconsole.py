@@ -154,7 +154,7 @@ def open_console(hv: Hypervisor, name: str, force: bool) -> ConsoleStream:
             raise
 
     try:
-        # The connection's error mapping (NOT_FOUND, LIBVIRT) is Hypervisor._call's.
+        # The connection's error mapping (NOT_FOUND, LIBVIRT) is Hypervisor.call's.
         return hv.call(f"open the console of {name}", open_)
     except HypervisorError as e:
         if "Active console session" in str(e.details.get("libvirt_message", "")):

@@ -162,7 +162,7 @@ class Hypervisor:
     def xml(self, name: str, inactive: bool = False) -> str:
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         return str(self.call(f"dump XML of {name}",
-                              lambda c: c.lookupByName(name).XMLDesc(flags)))
+                             lambda c: c.lookupByName(name).XMLDesc(flags)))
 
     def pin_float(self, name: str, cpus: frozenset[int], host_cpus: int) -> None:
         """Let every vCPU and the emulator of ``name`` run on ``cpus`` (live and config)."""
@@ -213,7 +213,7 @@ class Hypervisor:
     def find(self, name: str) -> Domain | None:
         try:
             return self.call(f"look up {name}",
-                              lambda c: self._describe(c.lookupByName(name)))
+                             lambda c: self._describe(c.lookupByName(name)))
         except NotFound:
             return None
 
@@ -296,8 +296,8 @@ class Hypervisor:
     def detach_config(self, name: str, xml: str) -> None:
         """Remove a device from the persistent config only (takes effect at next start)."""
         self.call(f"remove device from {name}'s config",
-                   lambda c: c.lookupByName(name).detachDeviceFlags(
-                       xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+                  lambda c: c.lookupByName(name).detachDeviceFlags(
+                      xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
     def detach_live(self, name: str, target: str, path: str, timeout: float,
                     waiting: Callable[[], AbstractContextManager[Any]] = nullcontext
