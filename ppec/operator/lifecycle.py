@@ -22,30 +22,30 @@ def list_all(ctx: Context, host: str | None = None) -> tuple[list[dict[str, Any]
     return sorted(vms, key=lambda v: (v["name"], v["host"])), [r for r in results if not r.ok]
 
 
-def show(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
+def _ask(ctx: Context, name: str, host: str | None, method: str,
+         **params: Any) -> dict[str, Any]:
+    """``method`` on the agent of the host holding ``name``; its answer, with the host's
+    inventory name."""
     target = locate(ctx, name, host)
-    return {**ctx.client(target).call("vm.get", name=name), "host": target.name}
+    return {**ctx.client(target).call(method, name=name, **params), "host": target.name}
+
+
+def show(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
+    return _ask(ctx, name, host, "vm.get")
 
 
 def xml(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    return {**ctx.client(target).call("vm.xml", name=name), "host": target.name}
+    return _ask(ctx, name, host, "vm.xml")
 
 
 def start(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    result = {**ctx.client(target).call("vm.start", name=name), "host": target.name}
-    _sync_row(ctx, name, result)
-    return result
+    return _sync_row(ctx, name, _ask(ctx, name, host, "vm.start"))
 
 
 def stop(ctx: Context, name: str, *, force: bool = False, timeout: int = 60,
          host: str | None = None) -> dict[str, Any]:
-    target = locate(ctx, name, host)
-    result = {**ctx.client(target).call("vm.stop", name=name, force=force, timeout=timeout),
-              "host": target.name}
-    _sync_row(ctx, name, result)
-    return result
+    return _sync_row(ctx, name, _ask(ctx, name, host, "vm.stop", force=force,
+                                     timeout=timeout))
 
 
 def delete(ctx: Context, name: str, host: str | None = None,
@@ -68,7 +68,9 @@ def delete(ctx: Context, name: str, host: str | None = None,
     return result
 
 
-def _sync_row(ctx: Context, name: str, result: dict[str, Any]) -> None:
+def _sync_row(ctx: Context, name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The store's record takes the state the agent reports; ``result`` as it was."""
     row = ctx.store.vm_or_none(name)
     if row is not None and row.host == result.get("host"):
         ctx.store.set_vm(name, state=result["state"])
+    return result

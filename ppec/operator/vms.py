@@ -16,10 +16,6 @@ from ppec.core.errors import (
 from ppec.core.units import check_vm_name
 from ppec.operator.context import Context
 from ppec.operator.fleet.client import AgentClient
-
-# The verbs of existing VMs live in ``lifecycle`` (so they load no placement); these names
-# stay importable from here, where they were until 7 December 2026.
-from ppec.operator.lifecycle import delete, list_all, show, start, stop, xml
 from ppec.operator.store import HaConflict, Host
 from ppec.wire.vmspec import KernelBoot, VmSpec
 
@@ -28,7 +24,7 @@ if TYPE_CHECKING:
     from ppec.operator.claim import Claim
     from ppec.placement import Decision
 
-__all__ = ["MAX_ATTEMPTS", "create", "delete", "list_all", "show", "start", "stop", "xml"]
+__all__ = ["MAX_ATTEMPTS", "create"]
 MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)
 MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts only
 
