@@ -55,9 +55,7 @@ def vm_changes(store: Store) -> dict[str, float]:
     stop, a VM deleted or a claim given up), epoch seconds. The columns keep whole seconds:
     the time returned is the end of that second, so a snapshot taken within it counts as
     taken before the change."""
-    out: dict[str, float] = {}
-    for h, t in store.db.execute("SELECT host, MAX(updated_at) FROM vms GROUP BY host "
-                                 "UNION ALL SELECT host, at FROM vm_departures").fetchall():
-        at = datetime.fromisoformat(str(t)).timestamp() + 1.0
-        out[str(h)] = max(at, out.get(str(h), 0.0))
-    return out
+    rows = store.db.execute(
+        "SELECT host, MAX(at) FROM (SELECT host, updated_at AS at FROM vms UNION ALL "
+        "SELECT host, at FROM vm_departures) AS changes GROUP BY host").fetchall()
+    return {str(h): datetime.fromisoformat(str(t)).timestamp() + 1.0 for h, t in rows}

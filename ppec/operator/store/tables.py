@@ -349,10 +349,9 @@ class Store:
     def forget_vm(self, name: str) -> None:
         """Drop a VM's record, noting when it left its host (pages.vm_changes)."""
         with self._tx() as db:
-            row = db.execute("SELECT host FROM vms WHERE name=?", (name,)).fetchone()
+            row = db.execute("DELETE FROM vms WHERE name=? RETURNING host", (name,)).fetchone()
             if row is None:
                 return
-            db.execute("DELETE FROM vms WHERE name=?", (name,))
             db.execute("INSERT INTO vm_departures (host, at) VALUES (?, ?) "
                        "ON CONFLICT(host) DO UPDATE SET at=excluded.at", (row[0], utc_now()))
 
