@@ -18,6 +18,7 @@ from ppec.numa.serial import allocation_from_dict
 from ppec.placement.model import HostSnapshot, Summary
 
 _FIELDS = tuple(f.name for f in fields(HostSnapshot))
+_SUMMARY_FIELDS = tuple(f.name for f in fields(Summary))
 
 
 class StoredHost(HostSnapshot):
@@ -57,12 +58,17 @@ class StoredHost(HostSnapshot):
         return hash(tuple(getattr(self, f) for f in _FIELDS))
 
 
+def summary_json(s: Summary) -> list[Any]:
+    """A Summary as the store keeps it (store/snaprows.py): its fields, in their order."""
+    return [getattr(s, f) for f in _SUMMARY_FIELDS]
+
+
 def stored_host(summary: list[Any], allocations_text: str, **values: Any) -> StoredHost:
     """A StoredHost from the store's placement part (``values``: HostSnapshot's other
     fields)."""
     h = StoredHost(allocations=allocations_text, **values)   # type: ignore[arg-type]
-    cpus, dedicated, shared, memory, used, node_cpus, node_mib, vms = summary
-    # HostSnapshot.summary is a cached_property: this is where it keeps its value.
-    h.__dict__["summary"] = Summary(int(cpus), int(dedicated), int(shared), int(memory),
-                                    int(used), tuple(node_cpus), tuple(node_mib), int(vms))
+    # HostSnapshot.summary is a cached_property: this is where it keeps its value. JSON
+    # gave the per-node tuples back as lists.
+    numbers: list[Any] = [tuple(v) if isinstance(v, list) else v for v in summary]
+    h.__dict__["summary"] = Summary(*numbers)
     return h

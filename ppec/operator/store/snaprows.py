@@ -58,7 +58,8 @@ def write(db: Connection, snapshot_row: Row) -> None:
 def placement_part(data: dict[str, Any]) -> dict[str, Any]:
     """The part of a whole snapshot that placement reads (see above)."""
     # Not for the store's readers: the writers (sync, the service's round) parse.
-    from ppec.numa.serial import allocation_from_dict, topology_from_dict, topology_text
+    from ppec.numa.serial import allocation_from_dict, topology_from_text, topology_text
+    from ppec.operator.storedhost import summary_json
     from ppec.placement.model import HostSnapshot, Summary
     part = {k: data[k] for k in FIGURES if k in data}
     if isinstance(data.get("vm_use"), dict):
@@ -66,15 +67,14 @@ def placement_part(data: dict[str, Any]) -> dict[str, Any]:
     topology: Any = data.get("topology")
     allocations: Any = data.get("allocations", [])
     try:
-        s = Summary.of(HostSnapshot("", topology_from_dict(topology), tuple(
+        text = topology_text(topology)
+        s = Summary.of(HostSnapshot("", topology_from_text(text, topology), tuple(
             allocation_from_dict(a) for a in allocations)))
-        part["topology_text"] = topology_text(topology)
     except (AttributeError, KeyError, TypeError, ValueError):
         # Kept as they came: the reader refuses them as it would the whole snapshot.
         return {**part, **{k: data[k] for k in ("topology", "allocations") if k in data}}
-    part["allocations_text"] = json.dumps(allocations)
-    part["summary"] = [s.cpus, s.dedicated, s.shared_vcpus, s.memory_mib, s.used_mib,
-                       list(s.node_free_cpus), list(s.node_free_mib), s.vms]
+    part.update(topology_text=text, allocations_text=json.dumps(allocations),
+                summary=summary_json(s))
     return part
 
 
