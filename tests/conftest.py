@@ -145,7 +145,7 @@ def drop_pg_database(name: str) -> None:
     which stops autovacuum workers itself and waits for them."""
     import psycopg
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        for _ in range(50):
+        for attempt in range(50):
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = %s AND usename = current_user "
                           "AND pid <> pg_backend_pid()", (name,))
@@ -153,8 +153,9 @@ def drop_pg_database(name: str) -> None:
                 admin.execute(f"DROP DATABASE IF EXISTS {name}")
                 return
             except psycopg.errors.ObjectInUse:   # a session not yet gone: again
+                if attempt == 49:
+                    raise
                 time.sleep(0.1)
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
 def direct(url: str) -> Any:

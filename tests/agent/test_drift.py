@@ -11,15 +11,13 @@ from tests.realparts import Agent, Cli, unique, virsh
 TINY = ("--memory", "64M", "--disk", "16M")
 
 
-MINE: set[str] = set()   # this test's domains: the agent also sees any other run's VMs
-
-
-def alerts(cli: Cli) -> tuple[int, list[dict[str, str]]]:
-    """The exit code and the alerts about this test's domains (another test run on this
-    libvirtd, at the same time, makes FOREIGN_DOMAIN alerts that are right but not ours)."""
+def alerts(cli: Cli, domains: set[str]) -> tuple[int, list[dict[str, str]]]:
+    """The exit code and the alerts about ``domains``, this test's (another test run on
+    this libvirtd, at the same time, makes FOREIGN_DOMAIN alerts that are right but not
+    ours; with only those, the code is taken as 0)."""
     done = cli.run("alerts", "-o", "json")
     found = json.loads(done.stdout)["alerts"]
-    mine = [a for a in found if a["object"] in MINE]
+    mine = [a for a in found if a["object"] in domains]
     return (done.returncode if mine or not found else 0), mine
 
 
@@ -30,12 +28,12 @@ def test_each_kind_of_drift_is_reported_with_its_code(cli: Cli, qemu_dir: Path) 
     try:
         cli.ok("host", "add", "q", "--address", "local", "--socket", str(agent.socket))
         pinned, shared, gone, fat = (unique(p) for p in ("pin", "sh", "gone", "fat"))
-        MINE.update((pinned, shared, gone, fat, foreign))
+        mine = {pinned, shared, gone, fat, foreign}
         cli.ok("vm", "create", pinned, "--cpus", "1", *TINY, "--numa", "dedicated")
         for name in (shared, gone, fat):
             cli.ok("vm", "create", name, "--cpus", "1", *TINY)
         for _ in range(3):   # a clean host: nothing, however often it is asked
-            assert alerts(cli) == (0, [])
+            assert alerts(cli, mine) == (0, [])
 
         (qemu_dir / "foreign.xml").write_text(
             f"<domain type='qemu'><name>{foreign}</name><memory unit='MiB'>32</memory>"
@@ -52,7 +50,7 @@ def test_each_kind_of_drift_is_reported_with_its_code(cli: Cli, qemu_dir: Path) 
         virsh("attach-disk", fat, str(extra), "vdb", "--subdriver", "qcow2", "--config")
         virsh("setmem", pinned, "32M", "--config")
 
-        code, found = alerts(cli)
+        code, found = alerts(cli, mine)
         assert code == 10
         got = {(a["code"], a["object"]) for a in found}
         assert got == {("FOREIGN_DOMAIN", foreign), ("POWER_MISMATCH", shared),
@@ -63,7 +61,7 @@ def test_each_kind_of_drift_is_reported_with_its_code(cli: Cli, qemu_dir: Path) 
         assert str(extra) in detail["DISK_ADDED"]
         assert detail["POWER_MISMATCH"] == "ppec last set running, libvirt has shut-off"
         # First seen stays put while the alert stays open.
-        _, again = alerts(cli)
+        _, again = alerts(cli, mine)
         assert {(a["code"], a["first_seen"]) for a in again} == \
             {(a["code"], a["first_seen"]) for a in found}
         # Unknown domains are reported, never touched.
@@ -75,7 +73,7 @@ def test_each_kind_of_drift_is_reported_with_its_code(cli: Cli, qemu_dir: Path) 
         # Put things back: the alerts resolve.
         virsh("undefine", foreign)
         cli.ok("vm", "start", shared)
-        assert {a["code"] for a in alerts(cli)[1]} == {"DOMAIN_MISSING", "PINNING_CHANGED",
+        assert {a["code"] for a in alerts(cli, mine)[1]} == {"DOMAIN_MISSING", "PINNING_CHANGED",
                                                       "DISK_ADDED", "MEMORY_CHANGED"}
     finally:
         virsh("undefine", foreign, check=False)
