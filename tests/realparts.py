@@ -305,11 +305,23 @@ class Cli:
         assert done.returncode == 0, (args, done.returncode, done.stdout, done.stderr)
         return done
 
+    def configure(self, toml: str) -> None:
+        """This CLI's own operator config file (its XDG config dir) holds ``toml``."""
+        path = Path(self.env["XDG_CONFIG_HOME"]) / "ppec" / "config.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(toml)
+
     def store_vms(self) -> list[str]:
         if not self.db.exists():
             return []
         with contextlib.closing(sqlite3.connect(self.db)) as db:
             return [r[0] for r in db.execute("SELECT name FROM vms ORDER BY name")]
+
+
+def next_second() -> None:
+    """Sleep into the next wall-clock second: the store keeps VM change times in whole
+    seconds, so a test that orders changes and snapshots waits for one to pass."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
 
 
 def wait_until(check: Any, timeout: float = 60, what: str = "condition") -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.realparts import Agent, Cli
+from tests.realparts import Agent, Cli, next_second
 
 
 @pytest.fixture
@@ -171,23 +169,17 @@ def test_host_remove_refused_while_vms_exist(fleet: Cli) -> None:
     assert json.loads(fleet.ok("host", "list", "-o", "json").stdout)["hosts"] == []
 
 
-def _next_second() -> None:
-    time.sleep(1.0 - time.time() % 1.0 + 0.01)   # the store's change times are whole seconds
-
-
 def test_a_host_freed_by_a_delete_takes_a_vm_at_once(fleet: Cli) -> None:
     """A stored snapshot still fresh (as `ppec serve` keeps them) that counts a VM deleted
     since must not make a create on the freed host refuse: the delete marks the host
     changed, so its snapshot is asked again."""
-    config = Path(fleet.env["XDG_CONFIG_HOME"]) / "ppec" / "config.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text('[placement]\nfresh_for = "10m"\n')
+    fleet.configure('[placement]\nfresh_for = "10m"\n')
     big = ("--cpus", "1", "--memory", "60G", "--disk", "1G")
     fleet.ok("vm", "create", "big-1", *big)
-    _next_second()
+    next_second()
     fleet.ok("sync")                  # a snapshot newer than the create: it counts big-1
     assert fleet.run("vm", "create", "big-2", *big).returncode == 3   # full, rightly
-    _next_second()
+    next_second()
     fleet.ok("vm", "delete", "big-1")
     vm = json.loads(fleet.ok("vm", "create", "big-2", *big, "-o", "json").stdout)
     assert (vm["host"], vm["state"]) == ("t1", "running")

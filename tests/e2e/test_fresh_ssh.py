@@ -19,9 +19,7 @@ def _sessions(h: SimHost) -> int:
 
 
 def _config(cli: Cli, fresh_for: str) -> None:
-    path = Path(cli.env["XDG_CONFIG_HOME"]) / "ppec" / "config.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'[placement]\nfresh_for = "{fresh_for}"\n')
+    cli.configure(f'[placement]\nfresh_for = "{fresh_for}"\n')
 
 
 def _create(cli: Cli, hosts: list[SimHost], name: str) -> tuple[str, dict[str, int]]:

@@ -15,6 +15,7 @@ from ppec.operator.store import HaConflict, Host, Store, pages
 from ppec.operator.store.tables import MIGRATIONS
 from ppec.wire.vmspec import Shape
 from tests.conftest import direct
+from tests.realparts import next_second
 
 
 @pytest.fixture
@@ -110,10 +111,6 @@ def test_remove_host_refused_while_vms_exist(store: Store) -> None:
     assert store.hosts() == []
 
 
-def _next_second() -> None:
-    time.sleep(1.0 - time.time() % 1.0 + 0.01)   # the change columns keep whole seconds
-
-
 def test_a_vm_leaving_its_host_counts_as_a_change_there(store: Store) -> None:
     """Placement re-asks a host whose snapshot predates its last VM change; a deleted VM
     is such a change though no row is left to show it (else the snapshot still counts
@@ -123,14 +120,14 @@ def test_a_vm_leaving_its_host_counts_as_a_change_there(store: Store) -> None:
     store.reserve_vm("b", "h2", Shape(1, 64, 1), "")
     made = pages.vm_changes(store)
     assert set(made) == {"h1", "h2"} and made["h1"] >= time.time()
-    _next_second()
+    next_second()
     store.forget_vm("a")
     gone = pages.vm_changes(store)
     assert gone["h1"] > made["h1"] and gone["h2"] == made["h2"]
     assert gone["h1"] > time.time()   # the end of the second it was forgotten in
     store.forget_vm("never-was")      # nothing to forget: no change recorded anywhere
     assert pages.vm_changes(store) == gone
-    _next_second()
+    next_second()
     store.reserve_vm("c", "h1", Shape(1, 64, 1), "")   # the latest of either counts
     assert pages.vm_changes(store)["h1"] > gone["h1"]
     store.forget_vm("c")
