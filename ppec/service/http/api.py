@@ -19,6 +19,11 @@ from ppec.service.http.state import Json, State
 Limit = Query(None, description="Rows per page, 1..1000 (default 100).")
 Cursor = Query(None, description="The `next` of the previous page, unchanged.")
 BY = ("region", "rack", "host", "numa")
+VM_FIELDS = ("Each VM: the store's record, `state` and `state_from`, `numa`, `cpus`, "
+             "`taken_at`, `age_s`, and `nics`: [{mac, vrf, network, bridge, address, model, "
+             "queues, target}] (MAC, VRF and address from the VM's document; the rest from "
+             "its host's snapshot, \"\" and 0 where that lacks the MAC; [] for a VM made "
+             "before documents).")
 
 
 def host_list(st: State, ask: PageAsk, **filters: str | None) -> dict[str, Any]:
@@ -45,6 +50,7 @@ def host_detail(st: State, name: str) -> dict[str, Any]:
                                  if row.taken_at is not None else {}).get(name)
     doc = views.host_doc(row, parsed, now, st.fresh_for)
     doc["numa"] = views.numa_doc(parsed) if parsed is not None else None
+    doc.update(views.host_network_doc(parsed))
     vms = vm_list(st, PageAsk(1000, None), host=name)
     doc["vms"], doc["vms_next"] = vms["vms"], vms["next_cursor"]
     return {"as_of": now, **doc}
@@ -96,17 +102,21 @@ def router(st: State) -> APIRouter:
         return st.shared(("hosts", limit, cursor, region, rack, state), lambda: host_list(
             st, PageAsk.of(limit, cursor), region=region, rack=rack, state=state))
 
-    @api.get("/hosts/{name}", summary="One host with its NUMA nodes and VMs")
+    @api.get("/hosts/{name}", summary="One host with its NUMA nodes, networks and VMs",
+             description="A host as in /hosts, plus `numa`, `networks` (name, kind, source, "
+                         "mtu, present, up, device_mtu), `cpu_mode`, `cpu_model`, "
+                         "`vhost_net` (null without a snapshot) and its `vms`.")
     def host(name: str) -> Json:
         return Json(host_detail(st, name))
 
-    @api.get("/vms", summary="VMs, a page at a time; unknown (with last_seen) on a failed host")
+    @api.get("/vms", summary="VMs, a page at a time; unknown (with last_seen) on a failed host",
+             description=VM_FIELDS)
     def vms(limit: int | None = Limit, cursor: str | None = Cursor, host: str | None = None,
             state: str | None = None) -> Response:
         return st.shared(("vms", limit, cursor, host, state), lambda: vm_list(
             st, PageAsk.of(limit, cursor), host=host, state=state))
 
-    @api.get("/vms/{name}", summary="One VM")
+    @api.get("/vms/{name}", summary="One VM", description=VM_FIELDS)
     def vm(name: str) -> Json:
         return Json(vm_detail(st, name))
 

@@ -52,6 +52,7 @@ class VmLine:
     vm: dict[str, Any]
     taken_at: float | None
     status: Status
+    spec: str | None = None     # the VM document (JSON text); None before documents
 
 
 def _host(values: list[Any]) -> Host:
@@ -117,9 +118,9 @@ class Reader:
 
     def vm_chunk(self, after: str | None, limit: int, host: str | None,
                  name: str | None = None) -> list[VmLine]:
-        """Up to ``limit`` VMs by name after ``after``, with their host's snapshot time and
-        reachability."""
-        cols = ", ".join([f"v.{c}" for c in _VM_COLS] + ["s.taken_at"]
+        """Up to ``limit`` VMs by name after ``after``, with their document, their host's
+        snapshot time and reachability."""
+        cols = ", ".join([f"v.{c}" for c in _VM_COLS] + ["v.spec", "s.taken_at"]
                          + [f"st.{c}" for c in _STATUS_COLS])
         where, args = [], []   # type: list[str], list[Any]
         if after is not None:
@@ -136,7 +137,8 @@ class Reader:
         rows = self.store().db.execute(sql, (*args, limit)).fetchall()
         n = len(_VM_COLS)
         return [VmLine(dict(zip(_VM_COLS, r[:n], strict=True)),
-                       None if r[n] is None else float(r[n]), _status(list(r[n + 1:])))
+                       None if r[n + 1] is None else float(r[n + 1]),
+                       _status(list(r[n + 2:])), None if r[n] is None else str(r[n]))
                 for r in rows]
 
     def stamps(self, hosts: list[str]) -> dict[str, float]:

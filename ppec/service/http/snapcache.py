@@ -2,17 +2,18 @@
 many pages, scrapes and host pages read it, and a page reads only its own hosts' rows.
 
 Parsing is the cost at fleet size (a 10,000-host round changes every row), so a parse
-keeps only what pages and /metrics read: the agent's scalar facts, each VM's state, and a
-``ppec.placement`` ``Summary`` counted straight from the JSON (the same rules as
-``Summary.of``; tests hold them equal). The full NUMA ``Topology`` is built only for the
-host page that draws it. ``Warmer`` keeps the cache current from a background thread, so a
-scrape finds it parsed.
+keeps only what pages and /metrics read: the agent's scalar facts, each VM's state and
+the live part of its NICs, the host's networks, and a ``ppec.placement`` ``Summary``
+counted straight from the JSON (the same rules as ``Summary.of``; tests hold them equal).
+The full NUMA ``Topology`` is built only for the host page that draws it. ``Warmer`` keeps
+the cache current from a background thread, so a scrape finds it parsed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,32 @@ class Node:
     memory_mib: int
 
 
+@dataclass(frozen=True, slots=True)
+class LiveNic:
+    """What a host's snapshot says of one VM NIC now (the VM's document says the rest).
+    Slots and interned names: the warmer keeps every host's NICs, so each costs little."""
+
+    mac: str            # lower case, as the VM document's
+    network: str        # the agent's network name for the NIC's VRF
+    bridge: str         # the Linux bridge or macvtap device
+    model: str
+    queues: int
+    target: str         # the tap device while the VM runs, else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """One of the agent's configured networks, as the host's snapshot found it."""
+
+    name: str
+    kind: str           # bridge | macvtap
+    source: str
+    mtu: int | None     # configured
+    present: bool
+    up: bool
+    device_mtu: int | None   # what the device has, None when it is absent
+
+
 @dataclass(frozen=True)
 class Parsed:
     """What the HTTP side reads of one snapshot."""
@@ -46,6 +73,9 @@ class Parsed:
     vm_states: dict[str, str]       # VM name -> libvirt state when the snapshot was taken
     raw_topology: dict[str, Any] = field(repr=False)
     raw_allocations: list[dict[str, Any]] = field(repr=False)
+    # VM name -> its NICs' live part; only VMs that have NICs (older agents: none)
+    vm_nics: dict[str, tuple[LiveNic, ...]] = field(default_factory=dict, repr=False)
+    networks: tuple[Network, ...] = ()
 
     @property
     def storage_total(self) -> int:
@@ -86,6 +116,31 @@ def summary_of(topology: dict[str, Any], allocations: list[dict[str, Any]]) -> S
                    vms=len(allocations))
 
 
+def _word(value: Any) -> str:
+    # Bridge, network and model names repeat across a fleet's VMs: one copy each.
+    return sys.intern(str(value or ""))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def live_nics(view: dict[str, Any]) -> tuple[LiveNic, ...]:
+    """The live part of a snapshot VM view's ``nics`` (absent from older agents)."""
+    return tuple(LiveNic(str(n.get("mac") or "").lower(), _word(n.get("network")),
+                         _word(n.get("bridge")), _word(n.get("model")),
+                         int(n.get("queues") or 0), str(n.get("target") or ""))
+                 for n in view.get("nics") or () if isinstance(n, dict))
+
+
+def networks_of(data: dict[str, Any]) -> tuple[Network, ...]:
+    """The snapshot's ``networks`` (absent from older agents: none)."""
+    return tuple(Network(_word(n.get("name")), _word(n.get("kind")), _word(n.get("source")),
+                         _int_or_none(n.get("mtu")), bool(n.get("present")),
+                         bool(n.get("up")), _int_or_none(n.get("device_mtu")))
+                 for n in data.get("networks") or () if isinstance(n, dict))
+
+
 def parse(host: str, taken_at: float, text: str) -> Parsed:
     data = json.loads(text)
     topology = data.get("topology") or {"cells": []}
@@ -93,11 +148,12 @@ def parse(host: str, taken_at: float, text: str) -> Parsed:
     info = {k: v for k, v in data.items() if not isinstance(v, dict | list)}
     use = data.get("vm_use") or {}      # measured VM use; absent from older agents
     info["vm_cpu_used"], info["vm_rss_mib"] = use.get("cpu_used"), use.get("rss_mib")
-    states = {str(v.get("name")): str(v.get("state", "")) for v in data.get("vms", [])
-              if isinstance(v, dict)}
+    views = [v for v in data.get("vms", []) if isinstance(v, dict)]
+    states = {str(v.get("name")): str(v.get("state", "")) for v in views}
+    nics = {str(v.get("name")): found for v in views if (found := live_nics(v))}
     nodes = tuple(Node(int(c["id"]), int(c["memory_mib"])) for c in topology["cells"])
     return Parsed(host, taken_at, info, nodes, summary_of(topology, allocations), states,
-                  topology, allocations)
+                  topology, allocations, nics, networks_of(data))
 
 
 class SnapshotCache:

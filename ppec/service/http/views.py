@@ -8,10 +8,11 @@ second time elsewhere).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ppec.service.http.reader import HostRow, Status, VmLine
-from ppec.service.http.snapcache import Parsed
+from ppec.service.http.snapcache import LiveNic, Parsed
 
 
 def host_state(row_taken_at: float | None, status: Status, now: float,
@@ -71,6 +72,38 @@ def host_doc(row: HostRow, parsed: Parsed | None, now: float,
     }
 
 
+def host_network_doc(parsed: Parsed | None) -> dict[str, Any]:
+    """The host's networks as its agent found them, and how it gives VMs a CPU and NICs
+    (None throughout without a snapshot; an older agent's snapshot has no networks)."""
+    if parsed is None:
+        return {"networks": None, "cpu_mode": None, "cpu_model": None, "vhost_net": None}
+    return {"networks": [{"name": n.name, "kind": n.kind, "source": n.source, "mtu": n.mtu,
+                          "present": n.present, "up": n.up, "device_mtu": n.device_mtu}
+                         for n in parsed.networks],
+            "cpu_mode": parsed.info.get("cpu_mode"), "cpu_model": parsed.info.get("cpu_model"),
+            "vhost_net": parsed.info.get("vhost_net")}
+
+
+def nics_doc(spec: str | None, live: tuple[LiveNic, ...]) -> list[dict[str, Any]]:
+    """A VM's NICs: what ppec gave it (the stored document: MAC, VRF, address) completed
+    with what its host's snapshot says of the same MAC (device, model, queues, tap), ""
+    and 0 where the snapshot does not have it. No document (a VM made before them): []."""
+    if spec is None:
+        return []
+    by_mac = {n.mac: n for n in live}
+    out = []
+    for nic in json.loads(spec).get("nics") or ():
+        mac = str(nic.get("mac") or "")
+        seen = by_mac.get(mac.lower())
+        out.append({"mac": mac, "vrf": str(nic.get("vrf") or ""),
+                    "network": seen.network if seen else "",
+                    "bridge": seen.bridge if seen else "",
+                    "address": str(nic.get("address") or ""),
+                    "model": seen.model if seen else "", "queues": seen.queues if seen else 0,
+                    "target": seen.target if seen else ""})
+    return out
+
+
 def vm_doc(line: VmLine, parsed: Parsed | None, now: float) -> dict[str, Any]:
     """One VM: the store's record, its live state as of its host's snapshot; ``unknown``
     with ``last_seen`` when its host failed."""
@@ -88,6 +121,8 @@ def vm_doc(line: VmLine, parsed: Parsed | None, now: float) -> dict[str, Any]:
     doc = {**vm, "state": state, "state_from": source,
            "numa": None if alloc is None else "dedicated" if dedicated else "shared",
            "cpus": sorted(int(c) for c in alloc["cpus"]) if alloc and dedicated else [],
+           "nics": nics_doc(line.spec, parsed.vm_nics.get(vm["name"], ())
+                            if parsed is not None else ()),
            "taken_at": line.taken_at, "age_s": _age(line.taken_at, now)}
     if state == "unknown":
         doc["last_seen"] = line.taken_at if line.taken_at is not None else line.status.last_ok
