@@ -52,11 +52,18 @@ def when(epoch: float | None) -> str:
                                                    time.gmtime(epoch))
 
 
+def nic_label(nic: dict[str, Any]) -> str:
+    """One NIC as the VM tables show it: ``10.93.0.2/24 (52:54:00:…) on br-93``; ``dhcp``
+    without a static address; its VRF when the host's snapshot has not shown the device."""
+    where = f"on {nic['bridge']}" if nic.get("bridge") else f"vrf {nic.get('vrf') or '-'}"
+    return f"{nic.get('address') or 'dhcp'} ({nic.get('mac')}) {where}"
+
+
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(str(HERE.joinpath("templates"))),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters.update(colour=vm_colour, ago=ago, gib=gib, when=when)
+    env.filters.update(colour=vm_colour, ago=ago, gib=gib, when=when, nic=nic_label)
     env.globals.update(percent=percent, refresh_s=REFRESH_S)
     return env
 
