@@ -26,8 +26,10 @@ MAC_A, MAC_B, MAC_C = "52:54:00:0a:00:01", "52:54:00:0a:00:02", "52:54:00:0a:00:
 NETWORKS = [
     {"name": "prod", "kind": "bridge", "source": "br-prod", "mtu": 9000, "present": True,
      "up": True, "device_mtu": 9000},
-    {"name": "mgmt", "kind": "macvtap", "source": "eno2", "mtu": None, "present": False,
+    {"name": "mgmt", "kind": "macvtap", "source": "eno2", "mtu": 0, "present": False,
      "up": False, "device_mtu": None},
+    {"name": "backup", "kind": "bridge", "source": "br-bk", "mtu": 0, "present": True,
+     "up": False, "device_mtu": 1500},
 ]
 # What h00000's agent reports of its first VM: the primary NIC only (MAC_B's device is
 # not in the snapshot, as for a NIC whose host has not been asked since it was added).

@@ -65,9 +65,10 @@ def test_the_host_page_shows_networks_cpu_and_nics(site: Site, tmp_path: Path) -
     page = site.open("/hosts/h00000")
     nets = {r.get_attribute("data-network"): r.text for r in css(page, "#networks tr")
             if r.get_attribute("data-network")}
-    assert list(nets) == ["prod", "mgmt"]
+    assert list(nets) == ["prod", "mgmt", "backup"]
     assert all(w in nets["prod"] for w in ("bridge", "br-prod", "up", "9000"))
     assert all(w in nets["mgmt"] for w in ("macvtap", "eno2", "absent"))
+    assert all(w in nets["backup"] for w in ("br-bk", "down", "1500 (device's)"))
     cpu = css(page, "#cpu-model")[0].text
     assert "host-model" in cpu and "Skylake-Server" in cpu and "vhost-net yes" in cpu
     assert nic_cells(page)["h00000-vm000"] == [PRIMARY, UNSEEN]
@@ -76,7 +77,7 @@ def test_the_host_page_shows_networks_cpu_and_nics(site: Site, tmp_path: Path) -
     wait_until(lambda: css(page, "#live")[0].get_attribute("data-refreshed") != marker,
                30, "the page refreshed itself")
     assert nic_cells(page)["h00000-vm000"] == [PRIMARY, UNSEEN]
-    assert len(css(page, "#networks tr[data-network]")) == 2
+    assert len(css(page, "#networks tr[data-network]")) == 3
     shot(page, tmp_path, "host-nics")
 
 
