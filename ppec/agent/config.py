@@ -18,6 +18,23 @@ DEFAULT_PATH = Path("/etc/ppec/agent.toml")
 FAULT_STEPS = ("checked", "stored", "staged", "exchanged", "recorded", "restart")
 
 
+NETWORK_KINDS = ("bridge", "macvtap")
+CPU_MODES = ("host-model", "host-passthrough")   # or a CPU model name libvirt knows
+
+
+@dataclass(frozen=True)
+class Network:
+    """How a VRF's NICs attach on this host: ``[networks.VRF]`` in the config."""
+
+    name: str                  # the VRF
+    kind: str                  # bridge (an existing Linux bridge) | macvtap (type='direct')
+    source: str                # the bridge, or the device macvtap sits on
+    mtu: int = 0               # 0: the device's own
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "source": self.source, "mtu": self.mtu}
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     host: str = field(default_factory=socket.gethostname)
@@ -49,6 +66,12 @@ class AgentConfig:
     allowed_uids: tuple[int, ...] = ()
     volume_quota: str = "0"        # total virtual size of all volumes on the host; 0: none
     max_volumes: int = 1024        # VM root disks plus data disks on the host
+    # The guest CPU on KVM: host-model, host-passthrough or a model name (TCG: maximum).
+    cpu_mode: str = "host-model"
+    networks: tuple[Network, ...] = ()
+
+    def network(self, vrf: str) -> Network | None:
+        return next((n for n in self.networks if n.name == vrf), None)
 
     @property
     def volume_quota_bytes(self) -> int:
@@ -92,6 +115,35 @@ def load(path: Path | None) -> AgentConfig:
     return from_mapping(data, source=str(path))
 
 
+def _networks(value: Any, source: str) -> tuple[Network, ...]:
+    """``[networks.VRF]`` tables: exactly one of ``bridge``/``macvtap``, optional ``mtu``."""
+    if not isinstance(value, dict):
+        raise BadInput(f"{source}: networks must be tables, e.g. [networks.blue]")
+    out = []
+    for name, table in sorted(value.items()):
+        where = f"{source}: [networks.{name}]"
+        if not isinstance(table, dict):
+            raise BadInput(f"{where} must be a table")
+        unknown = sorted(set(table) - {*NETWORK_KINDS, "mtu"})
+        if unknown:
+            raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}; known keys are "
+                           f"bridge, macvtap, mtu")
+        kinds = [k for k in NETWORK_KINDS if k in table]
+        if len(kinds) != 1:
+            raise BadInput(f"{where}: give exactly one of bridge = \"DEV\" or "
+                           f"macvtap = \"DEV\"")
+        device, mtu = table[kinds[0]], table.get("mtu", 0)
+        # Linux interface names: at most 15 bytes, no '/' or whitespace.
+        if not isinstance(device, str) or not 0 < len(device) <= 15 \
+                or any(c in device for c in "/ \t\n:") :
+            raise BadInput(f"{where}: {kinds[0]} must be an interface name (1-15 characters)")
+        if not isinstance(mtu, int) or isinstance(mtu, bool) or \
+                (mtu and not 68 <= mtu <= 65535):
+            raise BadInput(f"{where}: mtu must be a whole number from 68 to 65535")
+        out.append(Network(str(name), kinds[0], device, mtu))
+    return tuple(out)
+
+
 def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
     known = {f.name: f for f in fields(AgentConfig)}
     unknown = sorted(set(data) - set(known))
@@ -100,7 +152,9 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
                        f"known keys are {', '.join(sorted(known))}")
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "allowed_uids":
+        if key == "networks":
+            values[key] = _networks(value, source)
+        elif key == "allowed_uids":
             if not isinstance(value, list) or not all(isinstance(u, int) for u in value):
                 raise BadInput(f"{source}: allowed_uids must be a list of integers")
             values[key] = tuple(value)
@@ -130,6 +184,10 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
                        f"not {config.domain_type!r}")
     if config.fault_stop_at and config.fault_stop_at not in FAULT_STEPS:
         raise BadInput(f"{source}: fault_stop_at must be one of {', '.join(FAULT_STEPS)}")
+    if not config.cpu_mode or not config.cpu_mode.replace("-", "").replace("_", "") \
+            .replace(".", "").isalnum():
+        raise BadInput(f"{source}: cpu_mode must be host-model, host-passthrough or a CPU "
+                       f"model name, not {config.cpu_mode!r}")
     parse_cpu_list(config.reserved_cpus)
     config.reserved_memory_mib  # noqa: B018 -- validates the size early
     config.volume_quota_bytes  # noqa: B018

@@ -38,6 +38,7 @@ class AgentContext:
         self.storage_dir = Path(config.storage_dir)
         self.started = time.time()
         self._domain_type: str | None = None
+        self._host_model: str | None = None
         self._topology: numa.Topology | None = None
         # Detaches waiting for their guest right now (with the host lock let go); a
         # 'detaching' row not in here was left by a request that failed or a crash.
@@ -70,6 +71,21 @@ class AgentContext:
             self._domain_type = choose_domain_type(self.hv.node().domain_types,
                                                    self.config.domain_type, self.hv.uri)
         return self._domain_type
+
+    @property
+    def host_model(self) -> str:
+        if self._host_model is None:
+            self._host_model = self.hv.host_model(self.domain_type, self.hv.node().arch) \
+                if self.domain_type == "kvm" else ""
+        return self._host_model
+
+    @property
+    def cpu_mode(self) -> str:
+        """The guest CPU: TCG emulates ``maximum`` (host-model and host-passthrough need
+        KVM); KVM takes the configured mode; libvirt's test driver models no CPU."""
+        if self.domain_type == "qemu":
+            return "maximum"
+        return self.config.cpu_mode if self.domain_type == "kvm" else ""
 
     def topology(self) -> numa.Topology:
         """The host's NUMA cells from libvirt, less what is reserved for the host itself.

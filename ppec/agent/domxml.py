@@ -33,22 +33,62 @@ class DomainSpec:
     plan: Plan | None = None
     numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
     seed_path: str = ""             # cloud-init NoCloud ISO, attached as a CD-ROM
-    address: str = ""               # the VM's address (CIDR), recorded in the metadata
     boot: KernelBoot | None = None  # direct kernel boot instead of the disk's boot loader
     console_log: str = ""           # serial console copied here (by virtlogd)
+    interfaces: tuple[Interface, ...] = ()
+    cpu_mode: str = ""              # maximum | host-model | host-passthrough | a model; "": none
 
     @classmethod
-    def for_vm(cls, spec: VmSpec, *, uuid: str, domain_type: str, arch: str, disk_path: str,
-               host: str, created: str, emulator: str = "", plan: Plan | None = None,
-               seed_path: str = "", console_log: str = "") -> DomainSpec:
+    def for_vm(cls, spec: VmSpec, host: HostFacts, *, uuid: str, created: str,
+               disk_path: str, plan: Plan | None = None,
+               interfaces: tuple[Interface, ...] = ()) -> DomainSpec:
         """The domain of ``spec`` on this host: the VM's shape from the spec, the rest from
-        the host (paths, the fit's plan, the domain type)."""
-        address = str(spec.network["address"]) if spec.network else ""
-        return cls(name=spec.name, uuid=uuid, domain_type=domain_type, arch=arch,
+        the host (its facts, paths, the fit's plan, the NICs resolved to its networks)."""
+        return cls(name=spec.name, uuid=uuid, domain_type=host.domain_type, arch=host.arch,
                    vcpus=spec.shape.vcpus, memory_mib=spec.shape.memory_mib,
-                   disk_path=disk_path, host=host, created=created, emulator=emulator,
-                   plan=plan, numa=NumaPolicy.of(spec.shape.pinning), seed_path=seed_path,
-                   address=address, boot=spec.boot, console_log=console_log)
+                   disk_path=disk_path, host=host.name, created=created,
+                   emulator=host.emulator, plan=plan, numa=NumaPolicy.of(spec.shape.pinning),
+                   seed_path=host.seed_path, boot=spec.boot, console_log=host.console_log,
+                   interfaces=interfaces, cpu_mode=host.cpu_mode)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the building host contributes to a VM's domain besides the VM itself."""
+
+    name: str
+    domain_type: str
+    arch: str
+    cpu_mode: str = ""
+    emulator: str = ""
+    seed_path: str = ""
+    console_log: str = ""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One NIC as the domain has it: the VM's NIC resolved to this host's network."""
+
+    mac: str
+    vrf: str
+    kind: str               # bridge | macvtap
+    source: str             # the bridge, or the device macvtap sits on
+    address: str = ""       # recorded in the metadata
+    mtu: int = 0
+    queues: int = 1
+    driver: str = "vhost"   # vhost (in-kernel datapath) | qemu (where /dev/vhost-net lacks)
+
+
+@dataclass(frozen=True)
+class InterfaceInfo:
+    """One ``<interface>`` of a domain's XML, as drift and the views read it."""
+
+    mac: str
+    kind: str               # bridge | macvtap | libvirt's type for anything else
+    source: str
+    model: str
+    queues: int
+    target: str             # live XML only: the tap or macvtap device
 
 
 @dataclass(frozen=True)
@@ -85,7 +125,13 @@ class Ownership:
     host: str
     created: str
     numa: NumaPolicy = field(default_factory=lambda: NumaPolicy())
-    address: str = ""
+    # (mac, vrf, address) of each NIC ppec made
+    nics: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def address(self) -> str:
+        """The primary NIC's address (CIDR), or ""."""
+        return self.nics[0][2] if self.nics else ""
 
 
 @dataclass(frozen=True)
@@ -112,8 +158,8 @@ def metadata_element(spec: DomainSpec) -> ET.Element:
     n = spec.numa
     _sub(vm, f"{{{NS}}}numa", policy=n.policy, threads=n.threads, emulator=n.emulator,
          nodes=n.nodes)
-    if spec.address:
-        _sub(vm, f"{{{NS}}}address", spec.address)
+    for nic in spec.interfaces:
+        _sub(vm, f"{{{NS}}}nic", mac=nic.mac, vrf=nic.vrf, address=nic.address)
     return vm
 
 
@@ -151,20 +197,70 @@ def numatune_element(plan: Plan) -> ET.Element:
     return tune
 
 
-def cpu_element(plan: Plan, vcpus: int) -> ET.Element:
+def cpu_element(mode: str, plan: Plan | None, vcpus: int) -> ET.Element:
+    """The guest CPU model (never left out: QEMU's default qemu64 is x86-64-v1, on which
+    EL9-class guests die at boot) and, for dedicated VMs, the guest topology."""
+    cpu = ET.Element("cpu")
+    if mode in ("host-model", "host-passthrough", "maximum"):
+        cpu.set("mode", mode)
+    elif mode:
+        cpu.set("mode", "custom")
+        cpu.set("match", "exact")
+        _sub(cpu, "model", mode, fallback="forbid")
+    if plan is not None and plan.policy == "dedicated":
+        cpu_topology(cpu, plan, vcpus)
+    return cpu
+
+
+def cpu_topology(cpu: ET.Element, plan: Plan, vcpus: int) -> None:
     """Guest topology that matches the host threads it runs on, one guest cell per host cell."""
     threads = plan.threads_per_core
     sizes = {len(c.vcpus) for c in plan.cells}
     even = len(sizes) == 1 and sizes.pop() % threads == 0
     sockets = len(plan.cells) if even else 1
-    cpu = ET.Element("cpu")
     _sub(cpu, "topology", sockets=str(sockets), dies="1",
          cores=str(vcpus // threads // sockets), threads=str(threads))
     numa = _sub(cpu, "numa")
     for cell in plan.cells:
         _sub(numa, "cell", id=str(cell.id), cpus=cpulist(cell.vcpus),
              memory=str(cell.memory_mib), unit="MiB")
-    return cpu
+
+
+def interface_element(nic: Interface) -> ET.Element:
+    """virtio, with vhost where the host has it, and one queue pair per vCPU (up to 8)."""
+    if nic.kind == "macvtap":
+        el = ET.Element("interface", type="direct")
+        _sub(el, "mac", address=nic.mac)
+        _sub(el, "source", dev=nic.source, mode="bridge")
+    else:
+        el = ET.Element("interface", type="bridge")
+        _sub(el, "mac", address=nic.mac)
+        _sub(el, "source", bridge=nic.source)
+    _sub(el, "model", type="virtio")
+    driver = _sub(el, "driver", name=nic.driver)
+    if nic.queues > 1:
+        driver.set("queues", str(nic.queues))
+    if nic.mtu:
+        _sub(el, "mtu", size=str(nic.mtu))
+    return el
+
+
+def interfaces(root: ET.Element) -> list[InterfaceInfo]:
+    out = []
+    for el in root.findall("devices/interface"):
+        src = el.find("source")
+        source = "" if src is None else (src.get("bridge") or src.get("dev")
+                                          or src.get("network") or "")
+        kind = {"bridge": "bridge", "direct": "macvtap"}.get(el.get("type", ""),
+                                                             el.get("type", ""))
+        mac, model = el.find("mac"), el.find("model")
+        driver, target = el.find("driver"), el.find("target")
+        out.append(InterfaceInfo(
+            mac=(mac.get("address", "") if mac is not None else "").lower(), kind=kind,
+            source=source, model=model.get("type", "") if model is not None else "",
+            queues=int(driver.get("queues", "1")) if driver is not None else 1,
+            target=target.get("dev", "") if target is not None else ""))
+    return out
 
 
 def os_element(spec: DomainSpec) -> ET.Element:
@@ -260,8 +356,8 @@ def build_domain(spec: DomainSpec) -> str:
     dom.append(os_element(spec))
     # ACPI lets a guest take a graceful shutdown and disk hot-plug requests.
     _sub(_sub(dom, "features"), "acpi")
-    if spec.plan is not None and spec.plan.policy == "dedicated":
-        dom.append(cpu_element(spec.plan, spec.vcpus))
+    if spec.cpu_mode or (spec.plan is not None and spec.plan.policy == "dedicated"):
+        dom.append(cpu_element(spec.cpu_mode, spec.plan, spec.vcpus))
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
@@ -271,6 +367,7 @@ def build_domain(spec: DomainSpec) -> str:
     devices.append(disk_element(spec.disk_path, "vda"))
     if spec.seed_path:
         devices.append(cdrom_element(spec.seed_path))
+    devices.extend(interface_element(nic) for nic in spec.interfaces)
     devices.extend(console_elements(spec.console_log))
     _sub(devices, "memballoon", model="none")
     ET.indent(dom)
@@ -285,9 +382,12 @@ def ownership(root: ET.Element) -> Ownership | None:
     policy = NumaPolicy() if numa is None else NumaPolicy(
         policy=numa.get("policy", "shared"), threads=numa.get("threads", "prefer"),
         emulator=numa.get("emulator", "share"), nodes=numa.get("nodes", "auto"))
+    nics = tuple((n.get("mac", ""), n.get("vrf", ""), n.get("address", ""))
+                 for n in vm.findall(f"{{{NS}}}nic"))
+    if not nics and vm.findtext(f"{{{NS}}}address"):   # written before NICs: address only
+        nics = (("", "", vm.findtext(f"{{{NS}}}address", "")),)
     return Ownership(host=vm.findtext(f"{{{NS}}}host", ""),
-                     created=vm.findtext(f"{{{NS}}}created", ""), numa=policy,
-                     address=vm.findtext(f"{{{NS}}}address", ""))
+                     created=vm.findtext(f"{{{NS}}}created", ""), numa=policy, nics=nics)
 
 
 def live_pins(root: ET.Element) -> LivePins:

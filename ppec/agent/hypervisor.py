@@ -74,6 +74,7 @@ class Domain:
     memory_mib: int
     disks: tuple[str, ...]
     owner: domxml.Ownership | None
+    interfaces: tuple[domxml.InterfaceInfo, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -156,6 +157,21 @@ class Hypervisor:
                         libvirt_version=_version(conn.getLibVersion()), domain_types=types)
         return self.call("node info", get)
 
+    def host_model(self, domain_type: str, arch: str) -> str:
+        """The CPU model libvirt resolves ``host-model`` to here ("" where it has none,
+        e.g. the test driver or TCG): what migration compares between hosts."""
+        def get(conn: libvirt.virConnect) -> str:
+            try:
+                caps = conn.getDomainCapabilities(None, arch, None, domain_type, 0)
+            except libvirt.libvirtError:
+                return ""
+            root = ET.fromstring(caps)
+            for mode in root.findall("cpu/mode"):
+                if mode.get("name") == "host-model" and mode.get("supported") == "yes":
+                    return mode.findtext("model", "")
+            return ""
+        return str(self.call("domain capabilities", get))
+
     def capabilities(self) -> str:
         return str(self.call("capabilities", lambda c: c.getCapabilities()))
 
@@ -195,7 +211,8 @@ class Hypervisor:
         return Domain(name=dom.name(), uuid=dom.UUIDString(), state=_STATES.get(state, "unknown"),
                       vcpus=domxml.vcpu_count(root),
                       memory_mib=int(root.findtext("memory", "0")) // 1024,
-                      disks=tuple(domxml.disk_paths(root)), owner=domxml.ownership(root))
+                      disks=tuple(domxml.disk_paths(root)), owner=domxml.ownership(root),
+                      interfaces=tuple(domxml.interfaces(root)))
 
     def domains(self) -> list[Domain]:
         def get(conn: libvirt.virConnect) -> list[Domain]:

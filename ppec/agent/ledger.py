@@ -9,12 +9,14 @@ violation, not only a bug the fit must avoid.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ppec.core import sqlschema
 from ppec.core.clock import utc_now
@@ -100,9 +102,18 @@ MIGRATIONS = [
         at      TEXT NOT NULL
     )
     """,
+    # The whole VM as one document (VmSpec.document, JSON); '' for VMs built before it.
+    # The MAC of each NIC is unique on the host, by index: two VMs never share one.
+    """
+    ALTER TABLE vms ADD COLUMN spec TEXT NOT NULL DEFAULT '';
+    CREATE TABLE vm_nics (
+        mac  TEXT PRIMARY KEY,
+        vm   TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE
+    )
+    """,
 ]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
-         " created_at, policy, threads, emulator, numa_nodes")
+         " created_at, policy, threads, emulator, numa_nodes, spec")
 
 
 class LedgerError(PpecError):
@@ -127,6 +138,16 @@ class VmRecord:
     threads: str = "prefer"
     emulator: str = "share"
     numa_nodes: int = 0          # 0: auto
+    spec: str = ""               # VmSpec.document() as JSON; "" for VMs built before it
+
+    @property
+    def document(self) -> dict[str, Any]:
+        return dict(json.loads(self.spec)) if self.spec else {}
+
+    @property
+    def nics(self) -> list[dict[str, Any]]:
+        """The NICs ppec gave the VM ({vrf, mac, address, gateway, dns} each)."""
+        return list(self.document.get("nics", []))
 
     @classmethod
     def creating(cls, spec: VmSpec, *, uuid: str, disk_path: str, created_at: str
@@ -137,7 +158,8 @@ class VmRecord:
                    memory_mib=shape.memory_mib, disk_path=disk_path,
                    disk_bytes=shape.disk_bytes, image=spec.image, power="running",
                    created_at=created_at, policy=pin.policy, threads=pin.threads,
-                   emulator=pin.emulator, numa_nodes=pin.nodes)
+                   emulator=pin.emulator, numa_nodes=pin.nodes,
+                   spec=json.dumps(spec.document(), sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -200,14 +222,16 @@ class Ledger:
         try:
             with self._tx() as db:
                 db.execute(
-                    f"INSERT INTO vms ({_COLS}, updated_at) VALUES ({','.join('?' * 15)})",
+                    f"INSERT INTO vms ({_COLS}, updated_at) VALUES ({','.join('?' * 16)})",
                     (rec.name, rec.uuid, "creating", rec.vcpus, rec.memory_mib, rec.disk_path,
                      rec.disk_bytes, rec.image, rec.power, rec.created_at, rec.policy,
-                     rec.threads, rec.emulator, rec.numa_nodes, utc_now()))
+                     rec.threads, rec.emulator, rec.numa_nodes, rec.spec, utc_now()))
                 self._hold(db, rec.name, cpus, memory)
+                db.executemany("INSERT INTO vm_nics (mac, vm) VALUES (?, ?)",
+                               [(n["mac"], rec.name) for n in rec.nics])
         except sqlite3.IntegrityError as e:
             raise AlreadyExists(f"the ledger already holds a VM named {rec.name}, its disk "
-                                f"{rec.disk_path} or one of its CPUs ({e})") from None
+                                f"{rec.disk_path}, one of its CPUs or MACs ({e})") from None
 
     @staticmethod
     def _hold(db: sqlite3.Connection, name: str, cpus: Iterable[int],

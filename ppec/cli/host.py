@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -80,6 +80,13 @@ NUMA_COLUMNS = [("node", "NODE"), ("cpus", "CPUS"), ("reserved", "RESERVED"),
                 ("memory", "MEMORY"), ("free_memory", "FREE MEMORY"), ("vms", "VMS")]
 
 
+def network_text(n: dict[str, Any]) -> str:
+    """``blue: bridge br-blue up, mtu 1500`` (or ``MISSING``): one host network."""
+    state = ("up" if n.get("up") else "down") if n.get("present") else "MISSING"
+    mtu = n.get("mtu") or n.get("device_mtu")
+    return f"{n['name']}: {n['kind']} {n['source']} {state}" + (f", mtu {mtu}" if mtu else "")
+
+
 @app.command("show")
 @command
 def show(run: Run, name: str,
@@ -105,10 +112,13 @@ def show(run: Run, name: str,
     fields = [(k, k) for k in ("name", "address", "port", "region", "rack", "power_domain",
                                "vrf", "drained", "reachable", "vms_in_store")]
     if fmt is Fmt.table and doc.get("live"):
-        doc = {**doc, **{f"live.{k}": v for k, v in doc["live"].items()}}
-        fields += [(f"live.{k}", k) for k in ("domain_type", "cpus", "memory_mib",
-                                               "committed_memory_mib", "vm_count",
-                                               "libvirt_version", "agent_version")]
+        doc = {**doc, **{f"live.{k}": v for k, v in doc["live"].items()},
+               "live.networks": "; ".join(network_text(n) for n in
+                                          doc["live"].get("networks", [])) or "-"}
+        fields += [(f"live.{k}", k) for k in ("domain_type", "cpu_mode", "cpu_model", "cpus",
+                                               "memory_mib", "committed_memory_mib",
+                                               "vm_count", "networks", "libvirt_version",
+                                               "agent_version")]
     elif fmt is Fmt.table and doc.get("error"):
         doc = {**doc, "error": doc["error"]["message"]}
         fields.append(("error", "error"))

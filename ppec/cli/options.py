@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ppec.core.errors import BadInput
+from ppec.core.units import check_label
 from ppec.operator.config import Config
 from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, literal
 
@@ -83,3 +85,42 @@ def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str |
     from ppec.operator.choose import Ask, shape_from, spread_level  # what places, only
     return Ask(shape_from(config, flavor, cpus, memory, disk, pinning), region=region, vrf=vrf,
                tags=tuple(tag or ()), ha_group=ha_group, spread=spread_level(spread.value))
+
+
+def parse_nic(text: str) -> tuple[str, str]:
+    """``--nic VRF[=ADDRESS]`` as (VRF, ADDRESS or "")."""
+    vrf, _, address = text.partition("=")
+    vrf, address = vrf.strip(), address.strip()
+    if not vrf or (_ and not address):
+        raise BadInput(f"--nic {text!r}: use VRF or VRF=ADDRESS")
+    check_label(vrf, "--nic VRF")
+    return vrf, address
+
+
+def _read(path: Path, option: str, limit: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.read(limit + 1)
+    except FileNotFoundError:
+        raise BadInput(f"{option} {path}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{option} {path}: is a directory, not a file") from None
+    except OSError as e:
+        raise BadInput(f"{option} {path}: {e.strerror}") from None
+
+
+def read_key_file(path: Path) -> list[str]:
+    """``--ssh-key FILE``: the public keys in it; a private key or a non-key refused."""
+    from ppec.wire.guest import MAX_KEY_LENGTH, read_public_keys
+    data = _read(path, "--ssh-key", 64 * MAX_KEY_LENGTH)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"--ssh-key {path}: not a public key file (not text)") from None
+    return read_public_keys(text, f"--ssh-key {path}")
+
+
+def read_user_data(path: Path) -> str:
+    from ppec.wire.guest import MAX_USER_DATA
+    from ppec.wire.guest import read_user_data as check
+    return check(_read(path, "--user-data", MAX_USER_DATA), f"--user-data {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True)
 
 COLUMNS = [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "CPUS"),
-           ("memory", "MEMORY"), ("disk", "DISK")]
+           ("memory", "MEMORY"), ("disk", "DISK"), ("address", "ADDRESS")]
 HostOpt = Annotated[str | None, typer.Option(
     "--host", help="The host holding the VM (default: the one the store records).")]
 
@@ -43,6 +44,20 @@ def create(
     cmdline: Annotated[str, typer.Option(help="Kernel command line for --kernel.")] = "",
     region: opt.Region = "",
     vrf: opt.Vrf = "",
+    nic: Annotated[list[str] | None, typer.Option(
+        "--nic", metavar="VRF[=ADDRESS]",
+        help="Another NIC, on VRF's network, with the next free address of its pool (or "
+             "ADDRESS); repeatable. The first NIC is always on the host's VRF and carries "
+             "the default route.")] = None,
+    ssh_key: Annotated[list[Path] | None, typer.Option(
+        "--ssh-key", metavar="FILE",
+        help="A public key file (e.g. ~/.ssh/id_ed25519.pub) the guest accepts; "
+             "repeatable, added to [guest] ssh_keys of the config.")] = None,
+    user_data: Annotated[Path | None, typer.Option(
+        "--user-data", metavar="FILE",
+        help="Your cloud-init user-data (#cloud-config or a #! script, UTF-8, at most "
+             "64 KiB), merged with ppec's (hostname, keys, network) so neither is lost.")]
+    = None,
     tag: opt.Tag = None,
     ha_group: opt.HaGroup = "",
     spread: opt.SpreadOpt = opt.Spread.host,
@@ -61,7 +76,11 @@ def create(
     if (initrd or cmdline) and not kernel:
         raise BadInput("--initrd and --cmdline go with --kernel")
     boot = KernelBoot(kernel, initrd, cmdline) if kernel else None
-    doc = vms.create(run.ctx, name, ask, image=image, host=host, dry_run=dry_run, boot=boot)
+    guest = vms.GuestAsk(nics=tuple(opt.parse_nic(n) for n in nic or ()),
+                         ssh_keys=tuple(k for f in ssh_key or () for k in opt.read_key_file(f)),
+                         user_data=opt.read_user_data(user_data) if user_data else "")
+    doc = vms.create(run.ctx, name, ask, image=image, host=host, dry_run=dry_run, boot=boot,
+                     guest=guest)
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")

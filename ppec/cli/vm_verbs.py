@@ -18,13 +18,22 @@ from ppec.operator import lifecycle
 
 FIELDS = [("name", "name"), ("host", "host"), ("state", "state"), ("vcpus", "vcpus"),
           ("memory", "memory"), ("disk", "disk"), ("disk_path", "disk path"),
-          ("image", "image"), ("uuid", "uuid"), ("created_at", "created")]
+          ("image", "image"), ("uuid", "uuid"), ("created_at", "created"),
+          ("nics_text", "nics")]
+
+
+def nic_text(nic: dict[str, Any]) -> str:
+    """``10.0.0.5/24 02:70:70:0a:1b:2c on br-blue (vnet3)``: one NIC as people read it."""
+    where = f" on {nic['bridge']}" if nic.get("bridge") else ""
+    tap = f" ({nic['target']})" if nic.get("target") else ""
+    return f"{nic.get('address') or 'dhcp'} {nic.get('mac', '')}{where}{tap}"
 
 
 def human(vm: dict[str, Any]) -> dict[str, Any]:
-    """A VM's sizes as people read them (tables and key: value records)."""
+    """A VM's sizes and NICs as people read them (tables and key: value records)."""
     return {**vm, "memory": format_size(int(vm.get("memory_mib", 0)) * MIB),
-            "disk": format_size(int(vm.get("disk_bytes", 0))) if vm.get("disk_bytes") else "-"}
+            "disk": format_size(int(vm.get("disk_bytes", 0))) if vm.get("disk_bytes") else "-",
+            "nics_text": "; ".join(nic_text(n) for n in vm.get("nics") or []) or "-"}
 
 
 def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt) -> None:

@@ -53,6 +53,7 @@ class Ask:
     tags: tuple[str, ...] = ()
     ha_group: str = ""
     spread: Spread = "host"
+    nic_vrfs: tuple[str, ...] = ()      # VRFs of NICs besides the primary (--nic)
 
     def check(self, hosts: list[Host], pools_by_vrf: dict[str, int] | None = None) -> None:
         """Refuse what no fleet could satisfy, before asking any host (exit 2)."""
@@ -83,7 +84,8 @@ class Ask:
             threads=p.threads, emulator=p.emulator)
         return Request(vcpus=s.vcpus, memory_mib=s.memory_mib, disk_bytes=s.disk_bytes,
                        numa=numa, region=self.region, vrf=self.vrf, tags=frozenset(self.tags),
-                       ha_group=self.ha_group, spread=self.spread)
+                       ha_group=self.ha_group, spread=self.spread,
+                       nic_vrfs=frozenset(self.nic_vrfs))
 
 
 @dataclass

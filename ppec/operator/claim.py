@@ -1,6 +1,7 @@
 """What one `vm create` holds in the store while hosts are tried: the VM's name (a row in
 state ``creating``), its host and HA spread key (database constraints make both unique
-however many ppec processes race), and its address from the IP database.
+however many ppec processes race), and its NICs: a MAC each and, where the VRF has a pool,
+an address (ipdb.allocate_nics: both unique by constraint, in one transaction).
 
 Only our own claim is ever released: a name another create holds is never ours to drop.
 While an agent may still be building (the request left, no answer came), the name and the
@@ -9,15 +10,16 @@ address stay: they may be in use, and `ppec vm delete` resolves it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ppec.core.errors import PpecError
 from ppec.operator import ipdb
 from ppec.operator.store import Store
-from ppec.wire.vmspec import Shape
+from ppec.wire.vmspec import Nic, Shape
 
 
 class OutcomeUnknown(PpecError):
@@ -33,9 +35,11 @@ class Claim:
     shape: Shape
     image: str = ""
     ha_group: str = ""
-    use_ipdb: bool = False          # False when no IP pool exists: no address to claim
+    mac_prefix: str = "02:70:70"
+    # NICs besides the primary (which is on the host's VRF): (VRF, wanted address or "")
+    extra_nics: tuple[tuple[str, str], ...] = ()
     host: str = ""                  # "" until the name is claimed
-    address: dict[str, Any] | None = None
+    nics: list[dict[str, Any]] = field(default_factory=list)
     in_flight: bool = False         # a vm.create was sent and has not been answered
 
     def place_on(self, host: str, ha_key: str) -> None:
@@ -48,24 +52,28 @@ class Claim:
                                   ha_key)
         self.host = host
 
-    def allocate_address(self, vrf: str) -> dict[str, Any] | None:
-        """With an IP database, the VM's address comes from its host's VRF."""
-        if self.use_ipdb:
-            self.address = ipdb.allocate(self.store, vrf, owner=self.name)
-        return self.address
+    def allocate_nics(self, host_vrf: str) -> tuple[Nic, ...]:
+        """The VM's NICs for a host in ``host_vrf``: the primary on that VRF (a host with
+        no VRF gives none), then the extra ones; MACs and addresses in one transaction."""
+        wants = ([(host_vrf, "")] if host_vrf else []) + list(self.extra_nics)
+        self.nics = ipdb.allocate_nics(self.store, self.name, wants, self.mac_prefix) \
+            if wants else []
+        return tuple(Nic(n["vrf"], n["mac"], n["address"], n["gateway"], tuple(n["dns"]))
+                     for n in self.nics)
 
-    def release_address(self) -> None:
-        if self.address is not None:
+    def release_nics(self) -> None:
+        if self.nics:
             ipdb.release_owner(self.store, self.name)
-            self.address = None
+            self.nics = []
 
-    def network(self) -> dict[str, Any] | None:
-        """The address as the agent's seed builder reads it."""
-        a = self.address
-        if a is None:
+    @property
+    def address(self) -> dict[str, Any] | None:
+        """The primary NIC's address as `vm create` reports it (``ip``), or None."""
+        if not self.nics or not self.nics[0]["ip"]:
             return None
-        return {"address": f"{a['address']}/{a['prefix']}", "gateway": a["gateway"],
-                "dns": a["dns"]}
+        n = self.nics[0]
+        return {"vrf": n["vrf"], "address": n["ip"], "prefix": n["prefix"], "pool": n["pool"],
+                "gateway": n["gateway"], "dns": n["dns"], "owner": self.name}
 
     @contextmanager
     def sending(self) -> Iterator[None]:
@@ -78,8 +86,8 @@ class Claim:
             raise
         self.in_flight = False
 
-    def built(self, state: str) -> None:
-        self.store.set_vm(self.name, state=state)
+    def built(self, state: str, document: dict[str, Any]) -> None:
+        self.store.set_vm(self.name, state=state, spec=json.dumps(document, sort_keys=True))
 
     @contextmanager
     def guard(self) -> Iterator[Claim]:

@@ -24,6 +24,9 @@ STRATEGIES: dict[str, Strategy] = {"pack": "pack", "spread": "spread"}
 
 
 
+# Locally administered, unicast (first octet x2): no vendor's MAC is ever taken.
+DEFAULT_MAC_PREFIX = "02:70:70"
+
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -117,6 +120,30 @@ class Config(NamedTuple):
                           max_candidates=int(p.get("max_candidates", 3)))
         except (TypeError, ValueError) as e:
             raise BadInput(f"config {self.source}: [placement]: {e}") from None
+
+    def mac_prefix(self) -> str:
+        """[network] mac_prefix: the octets every MAC ppec hands out starts with."""
+        from ppec.wire.guest import check_mac_prefix
+        value = self.raw.get("network", {}).get("mac_prefix", DEFAULT_MAC_PREFIX)
+        try:
+            return check_mac_prefix(str(value))
+        except BadInput as e:
+            raise BadInput(f"config {self.source}: [network] {e.message}") from None
+
+    def guest_ssh_keys(self) -> list[str]:
+        """[guest] ssh_keys: public key lines every new VM's guest accepts."""
+        from ppec.wire.guest import key_blob
+        keys = self.raw.get("guest", {}).get("ssh_keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise BadInput(f"config {self.source}: [guest] ssh_keys must be a list of "
+                           f"public key lines")
+        for i, key in enumerate(keys):
+            try:
+                key_blob(key)
+            except BadInput as e:
+                raise BadInput(f"config {self.source}: [guest] ssh_keys[{i}]: "
+                               f"{e.message}") from None
+        return [k.strip() for k in keys]
 
     def flavor(self, name: str) -> Flavor:
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, Conflict, NoCapacity, NotFound
 from ppec.core.units import check_label
 from ppec.operator.store import Store
+from ppec.operator.store.backends import Connection
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -126,50 +129,116 @@ def pools(store: Store, vrf: str | None = None) -> list[Pool]:
 def allocate(store: Store, vrf: str, owner: str = "", address: str = "") -> dict[str, Any]:
     """The next free address of the VRF's pools (or ``address``), recorded with its owner."""
     with store.transaction() as db:
-        in_vrf = [_pool(r) for r in db.execute(
-            f"SELECT {_POOL_COLS} FROM ip_pools WHERE vrf=? ORDER BY name", (vrf,))]
-        if not in_vrf:
-            raise BadInput(f"VRF {vrf!r} has no IP pool (add one with `ppec ip pool add`)",
-                           code="NO_POOL")
-        used = {a for (a,) in db.execute("SELECT address FROM ip_addresses WHERE vrf=?",
-                                         (vrf,))}
-        chosen: tuple[Pool, str] | None = None
-        if address:
-            try:
-                want = ipaddress.ip_address(address)
-            except ValueError:
-                raise BadInput(f"invalid address {address!r}") from None
-            pool = next((p for p in in_vrf if want in p.network), None)
-            if pool is None:
-                raise BadInput(f"{address} is in no pool of VRF {vrf}")
-            net = pool.network
-            edge = {net.network_address} | ({net.broadcast_address}
-                                            if net.version == 4 and net.prefixlen < 31 else set())
-            if want in edge or pool.excluded(want):
-                raise BadInput(f"{address} is the network, broadcast, gateway or a reserved "
-                               f"address of pool {pool.name}")
-            if str(want) in used:
-                owner_of = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND "
-                                      "address=?", (vrf, str(want))).fetchone()[0]
-                raise AlreadyExists(f"{address} in VRF {vrf} is already allocated"
-                                    + (f" to {owner_of}" if owner_of else ""))
-            chosen = (pool, str(want))
-        else:
-            for pool in in_vrf:
-                for candidate in pool.network.hosts():
-                    if str(candidate) not in used and not pool.excluded(candidate):
-                        chosen = (pool, str(candidate))
-                        break
-                if chosen:
+        return _allocate(db, vrf, owner, address)
+
+
+def _allocate(db: Connection, vrf: str, owner: str, address: str) -> dict[str, Any]:
+    in_vrf = [_pool(r) for r in db.execute(
+        f"SELECT {_POOL_COLS} FROM ip_pools WHERE vrf=? ORDER BY name", (vrf,))]
+    if not in_vrf:
+        raise BadInput(f"VRF {vrf!r} has no IP pool (add one with `ppec ip pool add`)",
+                       code="NO_POOL")
+    used = {a for (a,) in db.execute("SELECT address FROM ip_addresses WHERE vrf=?",
+                                     (vrf,))}
+    chosen: tuple[Pool, str] | None = None
+    if address:
+        pool, want = _check_wanted(in_vrf, vrf, address)
+        if want in used:
+            owner_of = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND "
+                                  "address=?", (vrf, want)).fetchone()[0]
+            raise AlreadyExists(f"{address} in VRF {vrf} is already allocated"
+                                + (f" to {owner_of}" if owner_of else ""))
+        chosen = (pool, want)
+    else:
+        for pool in in_vrf:
+            for candidate in pool.network.hosts():
+                if str(candidate) not in used and not pool.excluded(candidate):
+                    chosen = (pool, str(candidate))
                     break
-        if chosen is None:
-            raise NoCapacity(f"pool exhausted: VRF {vrf} has no free address "
-                             f"({', '.join(p.cidr for p in in_vrf)})", code="POOL_EXHAUSTED")
-        pool, addr = chosen
-        db.execute("INSERT INTO ip_addresses (vrf, address, pool, owner, allocated_at) "
-                   "VALUES (?, ?, ?, ?, ?)", (vrf, addr, pool.name, owner, utc_now()))
+            if chosen:
+                break
+    if chosen is None:
+        raise NoCapacity(f"pool exhausted: VRF {vrf} has no free address "
+                         f"({', '.join(p.cidr for p in in_vrf)})", code="POOL_EXHAUSTED")
+    pool, addr = chosen
+    db.execute("INSERT INTO ip_addresses (vrf, address, pool, owner, allocated_at) "
+               "VALUES (?, ?, ?, ?, ?)", (vrf, addr, pool.name, owner, utc_now()))
     return {"vrf": vrf, "address": addr, "prefix": pool.network.prefixlen, "pool": pool.name,
             "gateway": pool.gateway, "dns": list(pool.dns), "owner": owner}
+
+
+def _check_wanted(in_vrf: list[Pool], vrf: str, address: str) -> tuple[Pool, str]:
+    """The pool an explicitly wanted address belongs to, or BAD_INPUT saying why not."""
+    try:
+        want = ipaddress.ip_address(address)
+    except ValueError:
+        raise BadInput(f"invalid address {address!r}") from None
+    pool = next((p for p in in_vrf if want in p.network), None)
+    if pool is None:
+        raise BadInput(f"{address} is in no pool of VRF {vrf} "
+                       f"({', '.join(p.cidr for p in in_vrf)})")
+    net = pool.network
+    edge = {net.network_address} | ({net.broadcast_address}
+                                    if net.version == 4 and net.prefixlen < 31 else set())
+    if want in edge or pool.excluded(want):
+        raise BadInput(f"{address} is the network, broadcast, gateway or a reserved "
+                       f"address of pool {pool.name}")
+    return pool, str(want)
+
+
+def check_nic(store: Store, vrf: str, address: str = "") -> None:
+    """Refuse a ``--nic VRF[=ADDRESS]`` that cannot be given, before anything is claimed:
+    a VRF without a pool, or an address outside its pools (exit 2)."""
+    in_vrf = pools(store, vrf)
+    if not in_vrf:
+        raise BadInput(f"--nic {vrf}: VRF {vrf!r} has no IP pool (add one with "
+                       f"`ppec ip pool add`)", code="NO_POOL")
+    if address:
+        try:
+            _check_wanted(in_vrf, vrf, address)
+        except BadInput as e:
+            raise BadInput(f"--nic {vrf}={address}: {e.message}") from None
+
+
+def allocate_nics(store: Store, owner: str, wants: Sequence[tuple[str, str]],
+                  mac_prefix: str) -> list[dict[str, Any]]:
+    """One NIC per (VRF, wanted address or ""), in one transaction: a MAC under
+    ``mac_prefix`` (unique by the vm_nics primary key) and, where the VRF has a pool, an
+    address (unique by ip_addresses'). All of them, or none."""
+    with store.transaction() as db:
+        out = []
+        for slot, (vrf, address) in enumerate(wants):
+            has_pool = db.execute("SELECT 1 FROM ip_pools WHERE vrf=? LIMIT 1",
+                                  (vrf,)).fetchone() is not None
+            ip = _allocate(db, vrf, owner, address) if has_pool or address else None
+            mac = _new_mac(db, mac_prefix)
+            cidr = f"{ip['address']}/{ip['prefix']}" if ip else ""
+            db.execute("INSERT INTO vm_nics (mac, vm, slot, vrf, address, allocated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (mac, owner, slot, vrf, cidr, utc_now()))
+            out.append({"slot": slot, "vrf": vrf, "mac": mac, "address": cidr,
+                        "ip": ip["address"] if ip else "", "prefix": ip["prefix"] if ip else 0,
+                        "pool": ip["pool"] if ip else "",
+                        "gateway": ip["gateway"] if ip else "",
+                        "dns": ip["dns"] if ip else []})
+    return out
+
+
+def _new_mac(db: Connection, prefix: str) -> str:
+    """A random MAC under ``prefix`` that the store does not hold. Random, not the next
+    one: two stores (or a restored backup) handing out MACs to one L2 rarely collide."""
+    free_octets = 6 - len(prefix.split(":"))
+    for _ in range(64):
+        mac = ":".join([prefix, *(f"{b:02x}" for b in secrets.token_bytes(free_octets))])
+        if db.execute("SELECT 1 FROM vm_nics WHERE mac=?", (mac,)).fetchone() is None:
+            return mac
+    raise NoCapacity(f"no free MAC found under prefix {prefix} after 64 tries "
+                     f"(a longer [network] mac_prefix leaves too few)", code="MAC_EXHAUSTED")
+
+
+def nics_of(store: Store, owner: str) -> list[dict[str, Any]]:
+    rows = store.db.execute("SELECT slot, vrf, mac, address FROM vm_nics WHERE vm=? "
+                            "ORDER BY slot", (owner,)).fetchall()
+    return [{"slot": s, "vrf": v, "mac": m, "address": a} for s, v, m, a in rows]
 
 
 def release(store: Store, vrf: str, address: str) -> dict[str, Any]:
@@ -205,10 +274,12 @@ def update(store: Store, vrf: str, address: str, owner: str,
 
 
 def release_owner(store: Store, owner: str) -> list[str]:
+    """Every address and MAC ``owner`` holds, in one transaction."""
     with store.transaction() as db:
         rows = db.execute("SELECT vrf, address FROM ip_addresses WHERE owner=?",
                           (owner,)).fetchall()
         db.execute("DELETE FROM ip_addresses WHERE owner=?", (owner,))
+        db.execute("DELETE FROM vm_nics WHERE vm=?", (owner,))
     return [f"{v}/{a}" for v, a in rows]
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ppec.core.errors import (
@@ -24,13 +24,14 @@ if TYPE_CHECKING:
     from ppec.operator.claim import Claim
     from ppec.placement import Decision
 
-__all__ = ["MAX_ATTEMPTS", "create"]
+__all__ = ["MAX_ATTEMPTS", "GuestAsk", "create"]
 MAX_ATTEMPTS = 3   # agents tried when one refuses late (its live view differs)
 MAX_ROUNDS = 20    # re-placements after HA races; each round tries new hosts only
 
 
 def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | None = None,
-           dry_run: bool = False, boot: KernelBoot | None = None) -> dict[str, Any]:
+           dry_run: bool = False, boot: KernelBoot | None = None,
+           guest: GuestAsk | None = None) -> dict[str, Any]:
     """Place, claim, build: the name and the HA spread key are claimed in the store first
     (constraints), then the host's agent builds under its lock and re-checks the fit.
     An agent that refuses late, or an HA member that lands first, moves the VM to the next
@@ -46,6 +47,12 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     from ppec.operator.claim import Claim
     free_ips = ipdb.free_by_vrf(ctx.store)
     ask.check(inventory, free_ips)
+    guest = guest or GuestAsk()
+    for vrf, address in guest.nics:
+        ipdb.check_nic(ctx.store, vrf, address)
+    ask = replace(ask, nic_vrfs=tuple(vrf for vrf, _ in guest.nics))
+    ssh_keys = tuple(dict.fromkeys([*ctx.config.guest_ssh_keys(), *guest.ssh_keys]))
+    mac_prefix = ctx.config.mac_prefix()
     # Checked again by the store's constraint when claiming; this only fails fast.
     if not dry_run and (existing := ctx.store.vm_or_none(name)) is not None:
         raise AlreadyExists(f"a VM named {name} already exists on host {existing.host}")
@@ -60,11 +67,21 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
         return {"name": name, "dry_run": True, "host": decision.host,
                 "ranked": [c.host for c in decision.ranked],
                 "rejected": [asdict(r) for r in decision.rejected]}
-    claim = Claim(ctx.store, name, ask.shape, image, ask.ha_group,
-                  use_ipdb=free_ips is not None)
+    claim = Claim(ctx.store, name, ask.shape, image, ask.ha_group, mac_prefix=mac_prefix,
+                  extra_nics=guest.nics)
+    spec = VmSpec(name, ask.shape, image, boot, ssh_keys=ssh_keys, user_data=guest.user_data)
     with claim.guard():
-        return _attempts(ctx, claim, VmSpec(name, ask.shape, image, boot), ask, fleet,
-                         decision)
+        return _attempts(ctx, claim, spec, ask, fleet, decision)
+
+
+@dataclass(frozen=True)
+class GuestAsk:
+    """What the guest is given besides its shape: NICs on other VRFs (``--nic``), SSH
+    public keys (``--ssh-key``, read and checked by the CLI) and the operator's user-data."""
+
+    nics: tuple[tuple[str, str], ...] = ()      # (VRF, wanted address or "")
+    ssh_keys: tuple[str, ...] = ()
+    user_data: str = ""
 
 
 def _candidates(ctx: Context, inventory: list[Host], host: str | None) -> list[Host]:
@@ -97,11 +114,11 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
                 # Another create of this group landed there meanwhile.
                 refusals.append(f"{host}: {e.message}")
                 break
-            claim.allocate_address(snap.vrf)
+            nics = claim.allocate_nics(snap.vrf)
             try:
-                result = _build(ctx, claim, replace(spec, network=claim.network()))
+                result = _build(ctx, claim, replace(spec, nics=nics))
             except NoCapacity as e:
-                claim.release_address()
+                claim.release_nics()
                 refusals.append(f"{host}: {e.message}")
                 if len(refusals) >= MAX_ATTEMPTS:
                     break
@@ -121,7 +138,7 @@ def _build(ctx: Context, claim: Claim, spec: VmSpec) -> dict[str, Any]:
     client = ctx.client(ctx.store.host(claim.host))
     with claim.sending():
         result = _create_on(client, spec)
-    claim.built(str(result["state"]))
+    claim.built(str(result["state"]), result.pop("spec", None) or spec.document())
     return result
 
 

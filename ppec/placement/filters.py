@@ -53,6 +53,18 @@ def _vrf(h: HostSnapshot, ctx: Context) -> str | None:
     return f"VRF {h.vrf or '(none)'}, needs {want}" if want and h.vrf != want else None
 
 
+def network_reason(h: HostSnapshot, req: Request) -> str | None:
+    """The VM's NICs need a network for the host's own VRF (its primary NIC) and for
+    each ``--nic`` VRF; the agent reports the networks its config names."""
+    need = ({h.vrf} if h.vrf else set()) | req.nic_vrfs
+    missing = sorted(need - h.networks)
+    return f"no network for VRF {', '.join(missing)}" if missing else None
+
+
+def _network(h: HostSnapshot, ctx: Context) -> str | None:
+    return network_reason(h, ctx.request)
+
+
 def _tags(h: HostSnapshot, ctx: Context) -> str | None:
     missing = sorted(ctx.request.tags - h.tags)
     return f"lacks tag(s) {', '.join(missing)}" if missing else None
@@ -99,7 +111,8 @@ def _ip(h: HostSnapshot, ctx: Context) -> str | None:
 
 
 FILTERS: tuple[tuple[str, Callable[[HostSnapshot, Context], str | None]], ...] = (
-    ("state", _state), ("region", _region), ("vrf", _vrf), ("tags", _tags),
+    ("state", _state), ("region", _region), ("vrf", _vrf), ("network", _network),
+    ("tags", _tags),
     ("resources", _resources), ("ha", _ha), ("ip", _ip), ("numa", _numa),
 )
 

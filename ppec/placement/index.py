@@ -21,7 +21,9 @@ import numpy.typing as npt
 
 from ppec.numa import NoFit, Plan, fit
 from ppec.numa import Request as NumaRequest
+from ppec.placement.filters import network_reason
 from ppec.placement.model import SPREADS, HostSnapshot, Policy, Request
+from ppec.placement.rowrule import RowRule
 
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
@@ -73,6 +75,8 @@ class FleetIndex:
         self.node_size = np.ones(n, np.int64)
         for i, h in enumerate(self.hosts):
             self._fill(i, h)
+        self.network = RowRule(lambda h, r: network_reason(h, r) is None,
+                               key=lambda r: r.nic_vrfs)
         self._shapes: dict[tuple[int, int, int, bool, bool], _Shape] = {}
         # Per row: each NUMA request's exact fit, and the numa filter's reason if it fails.
         self._fits: list[dict[NumaRequest, tuple[Plan | NoFit, str | None]]] = \
@@ -111,6 +115,7 @@ class FleetIndex:
         self.hosts[i] = h
         self._fill(i, h)
         self._fits[i] = {}
+        self.network.changed(i)
         for shape in self._shapes.values():
             shape.dirty.add(i)
 
@@ -158,8 +163,8 @@ class FleetIndex:
         n = len(self.hosts)
         got = self._masks(req, policy, now, ha_taken, free_ips)
         return {rule: got[rule].copy() if rule in got else np.ones(n, np.bool_)
-                for rule in ("state", "region", "vrf", "tags", "resources", "ha", "ip",
-                             "numa")}
+                for rule in ("state", "region", "vrf", "network", "tags", "resources", "ha",
+                             "ip", "numa")}
 
     def passing(self, req: Request, policy: Policy, now: float,
                 ha_taken: Mapping[str, str], free_ips: Mapping[str, int] | None) -> Ints:
@@ -182,6 +187,7 @@ class FleetIndex:
             m["region"] = self.region_code == self.region.get(req.region)
         if req.vrf:
             m["vrf"] = self.vrf_code == self.vrf.get(req.vrf)
+        m["network"] = self.network.mask(self.hosts, req)
         if req.tags:
             m["tags"] = self._tags(req.tags)
         if req.ha_group and ha_taken:

@@ -41,6 +41,7 @@ class HostSnapshot:
     # an agent that did not measure): host CPUs' worth of CPU all its VMs used, their RSS.
     vm_cpu_used: float | None = None
     vm_rss_mib: int | None = None
+    networks: frozenset[str] = frozenset()   # VRFs the agent has a network for
 
     def spread_key(self, level: Spread) -> str:
         return {"host": self.name, "rack": self.rack,
@@ -103,6 +104,7 @@ class Request:
     tags: frozenset[str] = frozenset()
     ha_group: str = ""
     spread: Spread = "host"
+    nic_vrfs: frozenset[str] = frozenset()   # VRFs of NICs besides the primary
 
     @property
     def numa_request(self) -> NumaRequest:

@@ -82,6 +82,15 @@ def _client_label(value: Any) -> Any:
     return value
 
 
+def _guest(check: str) -> Callable[[Any], Any]:
+    """A check of ppec.wire.guest, loaded when a create is checked: every agent call's
+    client loads this table, and only vm.create reads NICs, keys and user-data."""
+    def run(value: Any) -> Any:
+        from ppec.wire import guest
+        return getattr(guest, check)(value)
+    return run
+
+
 def _names(value: Any) -> Any:
     if len(value) > 10_000 or not all(isinstance(n, str) for n in value):
         raise BadInput("names must be a list of at most 10000 VM names", code="BAD_PARAMS")
@@ -135,8 +144,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                          check=_one_of(*limits.THREADS)),
         "emulator": Param(str, required=False, default="share",
                           check=_one_of(*limits.EMULATORS)),
-        # {"address": "10.0.0.5/24", "gateway": …, "dns": […]}: a cloud-init seed ISO
-        "network": Param(dict, required=False, default=None),
+        # [{vrf, mac, address, gateway, dns}]: one NIC each, the first the primary
+        "nics": Param(list, required=False, default=None, check=_guest("nics_from_wire")),
+        # public key lines and the operator's user-data, for the cloud-init seed
+        "ssh_keys": Param(list, required=False, default=None,
+                          check=_guest("check_ssh_keys")),
+        "user_data": Param(str, required=False, default="",
+                           check=_guest("check_user_data")),
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot
         "boot": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),

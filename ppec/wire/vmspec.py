@@ -1,9 +1,13 @@
 """The one VM shape, from the CLI's options to the agent's domain XML, and its wire form.
 
 ``Shape`` is what placement and NUMA fitting need (sizes and the pinning policy);
-``VmSpec`` adds what only the building host needs (name, image, boot, network). The wire
-form of ``vm.create`` is ``VmSpec.to_params()``, read back by ``VmSpec.from_params()``
-after the method table has checked types and bounds. Stdlib only: both sides import it.
+``VmSpec`` adds what only the building host needs (name, image, boot, NICs, SSH keys,
+user-data). The wire form of ``vm.create`` is ``VmSpec.to_params()``, read back by
+``VmSpec.from_params()`` after the method table has checked types and bounds.
+``VmSpec.document()`` is the VM as one versioned JSON document, stored whole in the
+operator's store and the host's ledger (keys by fingerprint, user-data by digest), so any
+host or view can read the VM without asking for its parts. Stdlib only: both sides import
+it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ppec.core.errors import BadInput
+from ppec.wire import guest
+from ppec.wire.guest import Nic
 from ppec.wire.limits import (
     EMULATORS,
     MAX_CMDLINE,
@@ -31,9 +37,11 @@ from ppec.wire.limits import (
 
 __all__ = ["EMULATORS", "MAX_CMDLINE", "MAX_DISK_BYTES", "MAX_MEMORY_MIB", "MAX_NUMA_NODES",
            "MAX_VCPUS", "MIN_DISK_BYTES", "MIN_MEMORY_MIB", "POLICIES", "THREADS", "Emulator",
-           "KernelBoot", "Pinning", "Policy", "Shape", "Threads", "VmSpec", "literal"]
+           "KernelBoot", "Nic", "Pinning", "Policy", "Shape", "Threads", "VmSpec", "literal"]
 
 L = TypeVar("L", bound=str)
+# The stored document's layout (VmSpec.document); a reader refuses a newer one by name.
+DOCUMENT_VERSION = 1
 
 
 def literal(value: object, allowed: tuple[L, ...], what: str) -> L:
@@ -103,9 +111,9 @@ class VmSpec:
     shape: Shape
     image: str = ""
     boot: KernelBoot | None = None
-    # {"address": "10.0.0.5/24", "gateway": …, "dns": […]}: checked by the agent's seed
-    # builder, which is the one reader of its fields.
-    network: Mapping[str, Any] | None = None
+    nics: tuple[Nic, ...] = ()          # the first is the primary (default route)
+    ssh_keys: tuple[str, ...] = ()      # public key lines, for the guest's default user
+    user_data: str = ""                 # the operator's, merged with ppec's by the seed
 
     def to_params(self) -> dict[str, Any]:
         """The ``vm.create`` parameters (the wire form)."""
@@ -116,9 +124,21 @@ class VmSpec:
             "numa_nodes": p.nodes, "threads": p.threads, "emulator": p.emulator}
         if self.boot is not None:
             params["boot"] = self.boot.to_wire()
-        if self.network is not None:
-            params["network"] = dict(self.network)
+        if self.nics:
+            params["nics"] = [n.to_wire() for n in self.nics]
+        if self.ssh_keys:
+            params["ssh_keys"] = list(self.ssh_keys)
+        if self.user_data:
+            params["user_data"] = self.user_data
         return params
+
+    def document(self) -> dict[str, Any]:
+        """The VM as one versioned document (what the store and the ledger keep)."""
+        params = self.to_params()
+        for secret in ("ssh_keys", "user_data"):
+            params.pop(secret, None)
+        return {"v": DOCUMENT_VERSION, **params, "boot": params.get("boot"),
+                **guest.document(self.nics, self.ssh_keys, self.user_data)}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> VmSpec:
@@ -134,4 +154,6 @@ class VmSpec:
                                int(params["disk_bytes"]), pinning),
                    image=str(params.get("image") or ""),
                    boot=KernelBoot.from_wire(boot) if boot is not None else None,
-                   network=params.get("network"))
+                   nics=guest.nics_from_wire(params.get("nics") or []),
+                   ssh_keys=guest.check_ssh_keys(params.get("ssh_keys") or []),
+                   user_data=guest.check_user_data(params.get("user_data") or ""))

@@ -10,6 +10,7 @@ from typing import Any
 import psutil
 
 import ppec
+from ppec.agent import networks
 from ppec.agent.config import parse_cpu_list
 from ppec.agent.context import AgentContext
 from ppec.agent.handlers.stats import UseMeter
@@ -59,6 +60,10 @@ class HostHandlers:
             "storage_free_bytes": disk.free,
             "storage_total_bytes": disk.total,
             "vm_count": len(vms),
+            "cpu_mode": ctx.cpu_mode,
+            "cpu_model": ctx.host_model,     # host-model resolved here (KVM only)
+            "vhost_net": networks.vhost_available(),
+            "networks": networks.states(config),
         }
 
     def numa(self) -> dict[str, Any]:

@@ -7,13 +7,15 @@ between is finished or undone at start-up (``ppec.agent.recovery``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ppec import numa
-from ppec.agent import domxml, seed, storage
+from ppec.agent import domxml, networks, seed, steps, storage
+from ppec.agent.config import AgentConfig
 from ppec.agent.context import AgentContext
 from ppec.agent.hypervisor import Domain
 from ppec.agent.ledger import VmRecord
@@ -23,6 +25,24 @@ from ppec.core.errors import AlreadyExists, Conflict, NotFound, PpecError
 from ppec.wire.vmspec import VmSpec
 
 log = logging.getLogger(__name__)
+
+
+def nic_views(nics: list[dict[str, Any]], live: tuple[domxml.InterfaceInfo, ...],
+              config: AgentConfig) -> list[dict[str, Any]]:
+    """The VM's NICs as views show them: what ppec gave it (the ledger's document) with
+    what the domain has now (device, model, queues, the tap while it runs)."""
+    by_mac = {i.mac: i for i in live}
+    out = []
+    for nic in nics:
+        iface = by_mac.get(nic["mac"])
+        net = config.network(nic["vrf"])
+        out.append({
+            "mac": nic["mac"], "vrf": nic["vrf"], "network": net.name if net else "",
+            "bridge": iface.source if iface else (net.source if net else ""),
+            "address": nic["address"], "model": iface.model if iface else "",
+            "queues": iface.queues if iface else 0,
+            "target": iface.target if iface else ""})
+    return out
 
 
 class VmHandlers:
@@ -39,6 +59,7 @@ class VmHandlers:
             rec = VmRecord(dom.name, dom.uuid, "absent", dom.vcpus, dom.memory_mib,
                            dom.disks[0] if dom.disks else "", 0, "", "", dom.owner.created
                            if dom.owner else "")
+        nics = nic_views(rec.nics, dom.interfaces if dom else (), self.ctx.config)
         return {
             "name": rec.name, "host": self.ctx.host, "uuid": rec.uuid,
             "state": dom.state if dom else "missing",
@@ -46,7 +67,9 @@ class VmHandlers:
             "memory_mib": dom.memory_mib if dom else rec.memory_mib,
             "disk_path": rec.disk_path, "disk_bytes": rec.disk_bytes, "image": rec.image,
             "created_at": rec.created_at, "ledger": rec.state,
-            "address": dom.owner.address if dom and dom.owner else "",
+            "address": nics[0]["address"] if nics else
+            (dom.owner.address if dom and dom.owner else ""),
+            "nics": nics,
         }
 
     def list_all(self) -> dict[str, Any]:
@@ -73,25 +96,45 @@ class VmHandlers:
     def create(self, **params: Any) -> dict[str, Any]:
         """``params`` is the wire form of a ``VmSpec`` (checked by the method table)."""
         spec = VmSpec.from_params(params)
-        net = self._check_new(spec)
+        ctx = self.ctx
+        self._check_new(spec)
+        interfaces = networks.resolve(ctx.config, ctx.host, spec.nics, spec.shape.vcpus,
+                                      ctx.domain_type)
         plan = self.ops.fit(spec.shape)
         self.ops.volumes.check_quota(spec.shape.disk_bytes)
         rec = VmRecord.creating(spec, uuid=str(uuid.uuid4()), created_at=utc_now(),
-                                disk_path=str(self.ctx.storage_dir / f"{spec.name}.qcow2"))
+                                disk_path=str(ctx.storage_dir / f"{spec.name}.qcow2"))
+        docs = seed.documents(spec.name, rec.uuid, [
+            (nic, iface.mtu) for nic, iface in zip(spec.nics, interfaces, strict=True)],
+            spec.ssh_keys, spec.user_data)
+        xml = domxml.build_domain(domxml.DomainSpec.for_vm(
+            spec, self._facts(spec.name), uuid=rec.uuid, created=rec.created_at,
+            disk_path=rec.disk_path, plan=plan, interfaces=interfaces))
         holding = plan.allocation(spec.name, spec.shape.vcpus, spec.shape.memory_mib)
-        self.ctx.ledger.begin_create(rec, holding.cpus, holding.memory)
-        self._build(spec, rec, plan, net)
-        self.ctx.ledger.set_state(spec.name, "present")
+        ctx.ledger.begin_create(rec, holding.cpus, holding.memory)
+        try:
+            steps.run(f"create {spec.name}", self._steps(spec, rec, docs, xml))
+        except PpecError:
+            storage.remove_logs(ctx.console_log(spec.name))
+            ctx.ledger.remove(spec.name)
+            raise
+        ctx.ledger.set_state(spec.name, "present")
         if spec.shape.pinning.policy == "dedicated":
             self.ops.repin_shared()
-        return self.get(spec.name)
+        return {**self.get(spec.name), "spec": rec.document}
 
-    def _check_new(self, spec: VmSpec) -> dict[str, Any] | None:
-        """Refusals before anything is written; returns the checked network, if any."""
+    def _facts(self, name: str) -> domxml.HostFacts:
+        ctx = self.ctx
+        return domxml.HostFacts(
+            name=ctx.host, domain_type=ctx.domain_type, arch=ctx.hv.node().arch,
+            cpu_mode=ctx.cpu_mode, emulator=ctx.config.emulator,
+            seed_path=str(ctx.seed_path(name)), console_log=str(ctx.console_log(name)))
+
+    def _check_new(self, spec: VmSpec) -> None:
+        """Refusals before anything is written."""
         name, ctx = spec.name, self.ctx
         if ctx.hv.find(name) is not None or ctx.ledger.get(name) is not None:
             raise AlreadyExists(f"a domain named {name} already exists on {ctx.host}")
-        net = seed.check_network(dict(spec.network)) if spec.network is not None else None
         if spec.boot is not None:
             # Direct kernel boot: kernel and initrd from the image dir, like base images.
             image_dir = Path(ctx.config.image_dir)
@@ -105,40 +148,29 @@ class VmHandlers:
             if derived.exists() or derived.is_symlink():
                 raise AlreadyExists(f"{derived} already exists on {ctx.host}; a VM "
                                     f"named {name} would take it over", code="VOLUME_EXISTS")
-        return net
 
-    def _build(self, spec: VmSpec, rec: VmRecord, plan: numa.Plan,
-               net: dict[str, Any] | None) -> None:
-        """Disk, seed, domain, start: each undone if a later one fails."""
+    def _steps(self, spec: VmSpec, rec: VmRecord, docs: dict[str, str], xml: str
+               ) -> list[steps.Step]:
+        """Disk, seed, domain, start, each beside its undo."""
         ctx, name = self.ctx, spec.name
-        step = "create disk"
-        made_disk = defined = False
-        try:
-            storage.create_volume(Path(rec.disk_path), spec.shape.disk_bytes, spec.image,
-                                  Path(ctx.config.image_dir))
-            made_disk = True
-            if net is not None:
-                step = "build seed ISO"
-                seed.build(ctx.seed_path(name), name, rec.uuid, net)
-            step = "define domain"
-            ctx.hv.define(domxml.build_domain(domxml.DomainSpec.for_vm(
-                spec, uuid=rec.uuid, domain_type=ctx.domain_type, arch=ctx.hv.node().arch,
-                disk_path=rec.disk_path, host=ctx.host, created=rec.created_at,
-                emulator=ctx.config.emulator, plan=plan,
-                seed_path=str(ctx.seed_path(name)) if net else "",
-                console_log=str(ctx.console_log(name)))))
-            defined = True
-            step = "start domain"
-            ctx.hv.start(name)
-        except Exception as e:
-            log.warning("create %s failed at %s: %s; undoing", name, step, e)
-            self.ops.undo_create(rec, defined=defined, disk=made_disk)
-            if not isinstance(e, PpecError):   # a timeout, an OSError: still one clean error
-                raise PpecError(f"create {name} failed at step '{step}': {e}",
-                                details={"step": step}) from None
-            e.message = f"create {name} failed at step '{step}': {e.message}"
-            e.details["step"] = step
-            raise
+        disk, seed_iso = Path(rec.disk_path), ctx.seed_path(name)
+
+        def quietly(undo: Callable[[str], None]) -> Callable[[], None]:
+            def run() -> None:
+                with contextlib.suppress(NotFound):
+                    undo(name)
+            return run
+        return [
+            steps.Step("create disk",
+                       lambda: storage.create_volume(disk, spec.shape.disk_bytes, spec.image,
+                                                     Path(ctx.config.image_dir)),
+                       lambda: storage.remove_volume(disk, ctx.storage_dir)),
+            steps.Step("build seed ISO", lambda: seed.build(seed_iso, docs),
+                       lambda: storage.remove_volume(seed_iso, ctx.storage_dir)),
+            steps.Step("define domain", lambda: ctx.hv.define(xml),
+                       quietly(ctx.hv.undefine)),
+            steps.Step("start domain", lambda: ctx.hv.start(name), quietly(ctx.hv.destroy)),
+        ]
 
     # -- delete, start, stop ----------------------------------------------------------------
 

@@ -181,6 +181,21 @@ CREATE TABLE job_runs (
     """
     ALTER TABLE snapshots ADD COLUMN placement TEXT
     """,
+    # 9: the whole VM as one document (VmSpec.document, JSON; NULL for VMs built before
+    #    it), and each VM's NICs: a MAC is unique fleet-wide by primary key, allocated in
+    #    the address's transaction and released with it (operator/ipdb.py)
+    """
+    ALTER TABLE vms ADD COLUMN spec TEXT;
+    CREATE TABLE vm_nics (
+        mac           TEXT PRIMARY KEY,
+        vm            TEXT NOT NULL,
+        slot          INTEGER NOT NULL,
+        vrf           TEXT NOT NULL,
+        address       TEXT NOT NULL DEFAULT '',
+        allocated_at  TEXT NOT NULL,
+        UNIQUE (vm, slot)
+    )
+    """,
 ]
 
 
@@ -339,8 +354,9 @@ class Store:
             raise HaConflict(f"the HA group already has a member on {ha_key}") from None
 
     def set_vm(self, name: str, **fields: Any) -> None:
-        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes", "ha_key"}
-        assert set(fields) <= allowed, fields
+        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes", "ha_key", "spec"}
+        if not set(fields) <= allowed:   # column names go into the SQL: never a caller's
+            raise ValueError(f"set_vm: not a VM column: {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE vms SET {assignments}, updated_at=? WHERE name=?",
@@ -354,6 +370,12 @@ class Store:
                 return
             db.execute("INSERT INTO vm_departures (host, at) VALUES (?, ?) "
                        "ON CONFLICT(host) DO UPDATE SET at=excluded.at", (row[0], utc_now()))
+
+    def vm_spec(self, name: str) -> dict[str, Any] | None:
+        """The VM's stored document (VmSpec.document), or None (unknown VM, or built
+        before documents were stored)."""
+        row = self.db.execute("SELECT spec FROM vms WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
 
     def vm_or_none(self, name: str) -> VmRow | None:
         row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
