@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the tiny test guest (DESIGN.md: "a real guest in seconds") from Debian packages:
-# the cloud kernel's vmlinuz plus an initramfs of busybox-static, the virtio/SCSI modules
-# of that same kernel and tests/guest/init. Nothing is installed on the host: the .debs are
+# the cloud kernel's vmlinuz plus an initramfs of busybox-static, the modules it needs from
+# that same kernel (virtio disks and NICs, SCSI, the IDE CD-ROM that carries the cloud-init
+# seed, iso9660) and tests/guest/init. Nothing is installed on the host: the .debs are
 # downloaded and unpacked into the cache dir. Safe to run twice: a built guest is reused
 # while its inputs (kernel version, init script) are unchanged.
 #
@@ -11,8 +12,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-/var/cache/ppec-tests/guest}
+# In load order, each after the modules it depends on (checked below with modinfo); /init
+# loads them in this order from /lib/modules/load. None of these is built into the cloud
+# kernel (its modules.builtin), so each must be here.
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-         virtio_blk scsi_common scsi_mod sd_mod virtio_scsi)
+         virtio_blk scsi_common scsi_mod sd_mod virtio_scsi      # disks
+         failover net_failover virtio_net                         # NICs
+         libata ata_piix cdrom sr_mod isofs)                      # the seed CD-ROM (hdc, IDE)
 
 # The metapackage names the current kernel package; resolve it so a kernel update rebuilds.
 kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null \
@@ -49,11 +55,21 @@ for m in "${modules[@]}"; do
         echo "module $m.ko is not in $kernel_pkg" >&2
         exit 1
     fi
+    if command -v modinfo >/dev/null; then
+        for dep in $(modinfo -F depends "$found" | tr ',' ' '); do
+            case " $(cat "$rd/lib/modules/load" 2>/dev/null | tr '\n' ' ') " in
+                *" $dep "*) ;;
+                *) echo "module $m needs $dep first: add it to modules= in $0" >&2; exit 1 ;;
+            esac
+        done
+    fi
     cp "$found" "$rd/lib/modules/"
+    echo "$m" >> "$rd/lib/modules/load"
 done
 
 mkdir -p "$out"
-chmod 0755 "$out" "$(dirname "$out")"   # QEMU (libvirt-qemu) must read the kernel and initrd
+chmod 0755 "$out"                  # QEMU (libvirt-qemu) must read the kernel and initrd,
+chmod a+x "$(dirname "$out")"      # and search the parent (a+x: keep e.g. /tmp's 1777)
 (cd "$rd" && find . | "$work/root/bin/busybox" cpio -o -H newc 2>/dev/null) | gzip -9 > "$work/initrd.img"
 install -m 0644 "$work/initrd.img" "$out/initrd.img"
 install -m 0644 "$work/root/boot/vmlinuz-$version" "$out/vmlinuz"
