@@ -13,6 +13,7 @@ PACKAGES=(
   openssh-server openssh-client
   postgresql
   chromium chromium-driver prometheus
+  cloud-init iputils-ping iproute2
   python3 python3-venv python3-dev gcc procps
 )
 missing=()

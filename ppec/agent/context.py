@@ -8,6 +8,7 @@ NUMA cells less the host's reservation.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -27,6 +28,7 @@ from ppec.agent.ledger import Ledger, VmRecord
 from ppec.core.errors import Conflict, HypervisorError, NotFound
 from ppec.wire import bundle as pkgfiles
 
+log = logging.getLogger(__name__)
 Holdings = tuple[frozenset[int], tuple[tuple[int, int], ...]]
 
 
@@ -38,6 +40,7 @@ class AgentContext:
         self.storage_dir = Path(config.storage_dir)
         self.started = time.time()
         self._domain_type: str | None = None
+        self.kvm_unusable = ""   # why ``auto`` chose TCG although KVM is offered
         self._host_model: str | None = None
         self._topology: numa.Topology | None = None
         # Detaches waiting for their guest right now (with the host lock let go); a
@@ -68,9 +71,25 @@ class AgentContext:
     @property
     def domain_type(self) -> str:
         if self._domain_type is None:
-            self._domain_type = choose_domain_type(self.hv.node().domain_types,
-                                                   self.config.domain_type, self.hv.uri)
+            chosen = choose_domain_type(self.hv.node().domain_types, self.config.domain_type,
+                                        self.hv.uri)
+            if chosen == "kvm" and self.config.domain_type == "auto":
+                chosen = self._kvm_or_tcg()
+            self._domain_type = chosen
         return self._domain_type
+
+    def _kvm_or_tcg(self) -> str:
+        """``auto`` takes KVM only when a guest with the configured CPU starts under it:
+        some nested KVMs offer /dev/kvm but abort QEMU on the host-model CPU's MSRs (this
+        project's own CI machine does). Then TCG, with the reason kept for host.info."""
+        probe = domxml.probe_domain(f"ppec-probe-{uuid.uuid4().hex[:8]}", "kvm",
+                                    self.hv.node().arch, self.config.cpu_mode)
+        why = self.hv.probe(probe)
+        if why:
+            self.kvm_unusable = f"cpu_mode {self.config.cpu_mode} under KVM: {why}"
+            log.warning("KVM is offered but unusable (%s); using TCG", self.kvm_unusable)
+            return "qemu"
+        return "kvm"
 
     @property
     def host_model(self) -> str:

@@ -343,6 +343,17 @@ def console_elements(log_path: str = "") -> list[ET.Element]:
     return [serial, console]
 
 
+def probe_domain(name: str, domain_type: str, arch: str, cpu_mode: str) -> str:
+    """A diskless 16 MiB domain that only shows whether QEMU starts with this CPU."""
+    dom = ET.Element("domain", type=domain_type)
+    _sub(dom, "name", name)
+    _sub(dom, "memory", "16", unit="MiB")
+    _sub(dom, "vcpu", "1")
+    _sub(_sub(dom, "os"), "type", "hvm", arch=arch)
+    dom.append(cpu_element(cpu_mode, None, 1))
+    return ET.tostring(dom, encoding="unicode")
+
+
 def build_domain(spec: DomainSpec) -> str:
     dom = ET.Element("domain", type=spec.domain_type)
     _sub(dom, "name", spec.name)

@@ -20,6 +20,9 @@ DISK_ADDED = "DISK_ADDED"
 DISK_REMOVED = "DISK_REMOVED"
 MEMORY_CHANGED = "MEMORY_CHANGED"
 VCPUS_CHANGED = "VCPUS_CHANGED"
+NIC_ADDED = "NIC_ADDED"                # an interface ppec did not give the VM
+NIC_REMOVED = "NIC_REMOVED"            # a NIC ppec gave it is gone
+NIC_CHANGED = "NIC_CHANGED"            # a NIC of ppec's moved to another bridge or device
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,31 @@ def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
                             f"ppec holds CPUs {format_cpulist(held[0]) or '-'} memory "
                             f"{list(held[1])}, live XML has {format_cpulist(live_held[0]) or '-'}"
                             f" memory {list(live_held[1])}"))
+    return _first_of_each(alerts)
+
+
+def compare_nics(name: str, expected: dict[str, str], active: bool, live: ET.Element,
+                 config: ET.Element) -> list[Alert]:
+    """The VM's interfaces against the NICs ppec gave it (``expected``: MAC -> the bridge
+    or device its VRF's network names), in the live and the saved XML."""
+    alerts = []
+    for where, root in (("live", live), ("config", config)):
+        if where == "live" and not active:
+            continue
+        have = {i.mac: i.source for i in domxml.interfaces(root)}
+        for mac in sorted(set(have) - set(expected)):
+            alerts.append(Alert(NIC_ADDED, name, f"{where}: NIC {mac} on {have[mac]} "
+                                                 f"attached outside ppec"))
+        for mac in sorted(set(expected) - set(have)):
+            alerts.append(Alert(NIC_REMOVED, name, f"{where}: NIC {mac} "
+                                                   f"({expected[mac]}) detached outside ppec"))
+        for mac in sorted(m for m in set(expected) & set(have) if have[m] != expected[m]):
+            alerts.append(Alert(NIC_CHANGED, name, f"{where}: NIC {mac} is on {have[mac]}, "
+                                                   f"ppec put it on {expected[mac]}"))
+    return _first_of_each(alerts)
+
+
+def _first_of_each(alerts: list[Alert]) -> list[Alert]:
     # Same code twice (live and config) says one thing: keep the first.
     seen, out = set(), []
     for a in alerts:

@@ -172,6 +172,19 @@ class Hypervisor:
             return ""
         return str(self.call("domain capabilities", get))
 
+    def probe(self, xml: str) -> str:
+        """Start the transient domain ``xml`` paused and destroy it at once: "" when QEMU
+        came up, else libvirt's reason (a CPU model this host's KVM cannot run, say)."""
+        def run(conn: libvirt.virConnect) -> str:
+            try:
+                dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
+            except libvirt.libvirtError as e:
+                return str(e.get_error_message() or e)
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            return ""
+        return str(self.call("probe a domain", run))
+
     def capabilities(self) -> str:
         return str(self.call("capabilities", lambda c: c.getCapabilities()))
 

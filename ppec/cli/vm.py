@@ -85,8 +85,8 @@ def create(
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")
     else:
-        output.emit_record(fmt, vm_verbs.human(doc), vm_verbs.FIELDS,
-                           message=f"created {name} on {doc['host']}")
+        output.emit_record(fmt, vm_verbs.human(doc) if fmt is not Fmt.json else doc,
+                           vm_verbs.FIELDS, message=f"created {name} on {doc['host']}")
 
 
 @app.command("list")

@@ -33,7 +33,8 @@ def human(vm: dict[str, Any]) -> dict[str, Any]:
     """A VM's sizes and NICs as people read them (tables and key: value records)."""
     return {**vm, "memory": format_size(int(vm.get("memory_mib", 0)) * MIB),
             "disk": format_size(int(vm.get("disk_bytes", 0))) if vm.get("disk_bytes") else "-",
-            "nics_text": "; ".join(nic_text(n) for n in vm.get("nics") or []) or "-"}
+            "nics_text": "; ".join(nic_text(n) for n in vm.get("nics") or []) or "-",
+            "address": vm.get("address") or "-"}
 
 
 def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt) -> None:

@@ -53,7 +53,8 @@ def golden(name: str, text: str) -> None:
 
 def host(name: str, **kw: object) -> HostSnapshot:
     base = HostSnapshot(name=name, topology=topology(2, 8, 1, 16), region="eu", rack="r1",
-                        vrf="blue", taken_at=time.time(), storage_free_bytes=500 << 30,
+                        vrf="blue", networks=frozenset({"blue", "red"}),
+                        taken_at=time.time(), storage_free_bytes=500 << 30,
                         power_idle_w=150, power_max_w=450)
     return replace(base, **kw)  # type: ignore[arg-type]
 

@@ -34,10 +34,10 @@ def test_create_list_show_stop_start_delete(fleet: Cli, test_agent: Agent) -> No
         ("web-1", "t1", "running")]
     assert listed["errors"] == []
     table = fleet.ok("vm", "list").stdout.splitlines()
-    assert table[0].split() == ["NAME", "HOST", "STATE", "CPUS", "MEMORY", "DISK"]
-    assert table[1].split() == ["web-1", "t1", "running", "2", "512M", "2G"]
+    assert table[0].split() == ["NAME", "HOST", "STATE", "CPUS", "MEMORY", "DISK", "ADDRESS"]
+    assert table[1].split() == ["web-1", "t1", "running", "2", "512M", "2G", "-"]
     assert fleet.ok("vm", "list", "-o", "csv").stdout.splitlines() == [
-        "name,host,state,vcpus,memory,disk", "web-1,t1,running,2,512M,2G"]
+        "name,host,state,vcpus,memory,disk,address", "web-1,t1,running,2,512M,2G,-"]
     assert json.loads(fleet.ok("vm", "stop", "web-1", "--force", "-o", "json").stdout)[
         "state"] == "shut-off"
     assert json.loads(fleet.ok("vm", "start", "web-1", "-o", "json").stdout)[

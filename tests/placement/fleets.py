@@ -67,6 +67,9 @@ def snapshot_data(h: HostSnapshot, **extra: Any) -> dict[str, Any]:
     return {"taken_at": h.taken_at, "topology": topology_to_dict(h.topology),
             "allocations": [allocation_to_dict(a) for a in h.allocations],
             "cpu_overcommit": h.overcommit, "storage_free_bytes": h.storage_free_bytes,
+            "networks": [{"name": n, "kind": "bridge", "source": f"br-{n}", "mtu": 0,
+                          "present": True, "up": True, "device_mtu": 1500}
+                         for n in sorted(h.networks)],
             **extra}
 
 

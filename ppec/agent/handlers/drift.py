@@ -7,6 +7,7 @@ from typing import Any
 
 from ppec.agent import drift, verify
 from ppec.agent.context import AgentContext
+from ppec.agent.ledger import VmRecord
 from ppec.agent.releases import Releases
 from ppec.agent.volumes import Volumes
 from ppec.core.clock import utc_now
@@ -41,16 +42,28 @@ class DriftHandlers:
                                          "in the ledger, gone from libvirt"))
                 continue
             live_xml = ctx.hv.xml(rec.name)
+            live, config = ET.fromstring(live_xml), ET.fromstring(
+                ctx.hv.xml(rec.name, inactive=True))
             expected, optional = self.volumes.expected(rec)
             dedicated = rec.policy == "dedicated"
             found += drift.compare_vm(
                 rec.name, rec.vcpus, rec.memory_mib, rec.power, dom.active,
-                expected, optional, ET.fromstring(live_xml),
-                ET.fromstring(ctx.hv.xml(rec.name, inactive=True)),
+                expected, optional, live, config,
                 held.get(rec.name) if dedicated else None,
                 ctx.live_holdings(rec, live_xml) if dedicated else None)
+            if rec.spec:   # VMs built before NICs were recorded have nothing to compare
+                found += drift.compare_nics(rec.name, self._nic_sources(rec), dom.active,
+                                            live, config)
         # The agent's own files (ppec.agent.verify): the same alert list, the same ledger.
         own = verify.check(ctx, self.releases)
         alerts = ctx.ledger.record_alerts([*((a.code, a.object, a.detail) for a in found),
                                            *own])
         return {"host": ctx.host, "checked_at": utc_now(), "alerts": alerts}
+
+    def _nic_sources(self, rec: VmRecord) -> dict[str, str]:
+        """MAC -> the bridge or device the NIC's VRF maps to in this agent's config."""
+        out = {}
+        for nic in rec.nics:
+            net = self.ctx.config.network(nic["vrf"])
+            out[str(nic["mac"])] = net.source if net else f"(no network for VRF {nic['vrf']})"
+        return out

@@ -60,6 +60,7 @@ class HostHandlers:
             "storage_free_bytes": disk.free,
             "storage_total_bytes": disk.total,
             "vm_count": len(vms),
+            "kvm_unusable": ctx.kvm_unusable,   # why auto chose TCG, if it did
             "cpu_mode": ctx.cpu_mode,
             "cpu_model": ctx.host_model,     # host-model resolved here (KVM only)
             "vhost_net": networks.vhost_available(),
