@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.netparts import Lan, lan, net_reason
 from tests.realparts import QEMU_SCRATCH, Agent, Cli, qemu_reason, sshd_reason, unique
 
 
@@ -24,6 +25,25 @@ def cli(tmp_path: Path) -> Cli:
 def test_agent(tmp_path: Path) -> Iterator[Agent]:
     """An agent on libvirt's test driver (a clean 16-CPU, 64 GiB host)."""
     agent = Agent(tmp_path / "agent", host="t1").start()
+    yield agent
+    agent.kill()
+
+
+@pytest.fixture
+def blue_lan() -> Iterator[Lan]:
+    """A test LAN (bridge without a host address, gateway 10.93.0.1 in a namespace)."""
+    reason = net_reason()
+    if reason:
+        pytest.skip(f"Linux bridges and namespaces unavailable: {reason}")
+    with lan("10.93.0.1/24") as net:
+        yield net
+
+
+@pytest.fixture
+def net_agent(tmp_path: Path, blue_lan: Lan) -> Iterator[Agent]:
+    """A test-driver agent whose VRF blue is the real bridge of ``blue_lan``."""
+    agent = Agent(tmp_path / "agent", host="t1",
+                  extra={"networks": {"blue": {"bridge": blue_lan.bridge}}}).start()
     yield agent
     agent.kill()
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
+from contextlib import closing
 from pathlib import Path
 
 from tests.realparts import Agent, Cli
@@ -44,8 +46,9 @@ class Relay:
                 conn.sendall(agent.readline())
 
 
-def test_outcome_unknown_keeps_name_and_address_until_resolved(cli: Cli, test_agent: Agent,
-                                                               tmp_path: Path) -> None:
+def test_outcome_unknown_keeps_name_address_and_mac_until_resolved(
+        cli: Cli, net_agent: Agent, tmp_path: Path) -> None:
+    test_agent = net_agent
     relay = Relay(tmp_path / "relay.sock", test_agent.socket)
     cli.ok("host", "add", "t1", "--address", "local", "--socket", str(relay.path),
            "--vrf", "blue")
@@ -60,9 +63,14 @@ def test_outcome_unknown_keeps_name_and_address_until_resolved(cli: Cli, test_ag
     assert cli.store_vms() == ["lost"]
     owned = json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"]
     assert [(a["address"], a["owner"]) for a in owned] == [("10.0.0.1", "lost")]
+    with closing(sqlite3.connect(cli.db)) as db:
+        macs = list(db.execute("SELECT vm, address FROM vm_nics"))
+    assert macs == [("lost", "10.0.0.1/30")]
     again = cli.run("vm", "create", "lost", "--flavor", "tiny")
     assert again.returncode == 2 and "already exists" in again.stderr
     relay.down.clear()   # the network is back: an ordinary delete resolves it
     cli.ok("vm", "delete", "lost")
     assert test_agent.ledger_rows() == {} and cli.store_vms() == []
     assert json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"] == []
+    with closing(sqlite3.connect(cli.db)) as db:
+        assert list(db.execute("SELECT * FROM vm_nics")) == []

@@ -8,7 +8,6 @@ import json
 import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ppec.agent import domxml
-from tests.netparts import Lan, lan, net_reason
+from tests.netparts import Lan, lan
 from tests.realparts import Agent, Cli, make_key, unique
 
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvlSQr7rBMBdx0vmDBqEnuh2mrqHTPyC6UMCGAOV2Bm "
@@ -24,21 +23,8 @@ KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvlSQr7rBMBdx0vmDBqEnuh2mrqHTPyC6UM
 
 
 @pytest.fixture
-def blue() -> Iterator[Lan]:
-    reason = net_reason()
-    if reason:
-        pytest.skip(f"Linux bridges and namespaces unavailable: {reason}")
-    with lan("10.93.0.1/24") as net:
-        yield net
-
-
-@pytest.fixture
-def net_agent(tmp_path: Path, blue: Lan) -> Iterator[Agent]:
-    """A test-driver agent whose VRF blue is the real bridge of the ``blue`` LAN."""
-    agent = Agent(tmp_path / "agent", host="t1",
-                  extra={"networks": {"blue": {"bridge": blue.bridge}}}).start()
-    yield agent
-    agent.kill()
+def blue(blue_lan: Lan) -> Lan:
+    return blue_lan
 
 
 @pytest.fixture
