@@ -2,8 +2,11 @@
 """`ppec vm create` wall time against `virsh define` + `virsh start` of the same XML.
 
 Runs on this machine's real libvirtd + QEMU through a local agent (as root). Each round
-times one ppec create, then takes that domain's XML, renames it, points it at a fresh
-qcow2 and times `virsh define` + `virsh start` of it. Prints medians and their ratio.
+times one ppec create of a VM with a NIC (on a bridge the bench makes, without a host
+address: no packet is sent) and a cloud-init seed carrying an SSH key, then takes that
+domain's XML, renames it, points it at a fresh qcow2, lets libvirt pick its MAC and times
+`virsh define` + `virsh start` of it (the same NIC and seed CD-ROM; ppec also allocated
+the MAC and address and built the seed ISO). Prints medians and their ratio.
 
     .venv/bin/python bench/create.py [--rounds 7]
 """
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import subprocess
+import uuid
 
-from localagent import PPEC, VIRSH, local_agent, run, timed
+from localagent import PPEC, VIRSH, bridge, local_agent, run, timed
 
 
 def main() -> None:
@@ -22,15 +27,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     ppec_times, virsh_times, virsh_img_times = [], [], []
-    with local_agent("bench") as agent:
+    with bridge(f"pbench{uuid.uuid4().hex[:6]}") as br, local_agent(
+            "bench", f'\n[networks.bench]\nbridge = "{br}"\n', vrf="bench") as agent:
         root, env = agent.root, agent.env
+        run(PPEC, "ip", "pool", "add", "bench", "--vrf", "bench", "--cidr", "10.214.0.0/24",
+            env=env)
+        key = root / "key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)],
+                       check=True)
         for i in range(args.rounds):
             name, twin = f"bench-ppec-{i}", f"bench-virsh-{i}"
             ppec_times.append(timed([PPEC, "vm", "create", name, "--cpus", "1", "--memory",
-                                     "64M", "--disk", "16M", "--host", "bench"], env=env))
+                                     "64M", "--disk", "16M", "--host", "bench", "--ssh-key",
+                                     f"{key}.pub"], env=env))
             xml = run(*VIRSH, "dumpxml", "--inactive", name)
             xml = xml.replace(f"<name>{name}</name>", f"<name>{twin}</name>")
             xml = re.sub(r"<uuid>.*?</uuid>", "", xml)
+            xml = re.sub(r"<mac address=[^>]*/>", "", xml)   # libvirt picks the twin's
             disk = root / "disks" / f"{name}.qcow2"
             twin_disk = root / f"{twin}.qcow2"
             xml = xml.replace(str(disk), str(twin_disk))
@@ -52,7 +65,7 @@ def main() -> None:
     p, v = statistics.median(ppec_times), statistics.median(virsh_times)
     vi = statistics.median(virsh_img_times) if virsh_img_times else float("nan")
     print(f"rounds: {args.rounds} (domain type from the agent's probe; 1 vCPU, 64 MiB, "
-          f"16 MiB qcow2)")
+          f"16 MiB qcow2, a virtio NIC on a bridge, a cloud-init seed)")
     print(f"ppec vm create (CLI process + agent + qemu-img + define + start): "
           f"median {p * 1000:.0f} ms")
     print(f"virsh define + virsh start:                  median {v * 1000:.0f} ms")

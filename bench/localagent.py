@@ -45,9 +45,9 @@ class LocalAgent:
 
 
 @contextmanager
-def local_agent(host: str, config: str = "") -> Iterator[LocalAgent]:
-    """A `ppec-agent serve` on qemu:///system, added to a fresh store as ``host``;
-    ``config`` is more agent TOML. Everything goes when the block ends."""
+def local_agent(host: str, config: str = "", vrf: str = "") -> Iterator[LocalAgent]:
+    """A `ppec-agent serve` on qemu:///system, added to a fresh store as ``host`` (in
+    ``vrf``); ``config`` is more agent TOML. Everything goes when the block ends."""
     root = Path(tempfile.mkdtemp(prefix="ppec-bench-", dir="/var/tmp"))
     root.chmod(0o711)  # QEMU (libvirt-qemu) must reach the disks below
     (root / "agent.toml").write_text(
@@ -63,9 +63,22 @@ def local_agent(host: str, config: str = "") -> Iterator[LocalAgent]:
                 break
             time.sleep(0.1)
         run(PPEC, "host", "add", host, "--address", "local", "--socket",
-            str(root / "agent.sock"), env=env)
+            str(root / "agent.sock"), *(["--vrf", vrf] if vrf else []), env=env)
         yield LocalAgent(root, env, host)
     finally:
         agent.terminate()
         agent.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def bridge(name: str) -> Iterator[str]:
+    """A Linux bridge with no host address (and IPv6 off): VMs' NICs join it, and no
+    packet is sent anywhere. Removed when the block ends."""
+    run("ip", "link", "add", name, "type", "bridge")
+    try:
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+        run("ip", "link", "set", name, "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
