@@ -21,7 +21,7 @@ from typing import Any
 
 import ppec
 from ppec import numa
-from ppec.agent import domxml
+from ppec.agent import cpuprobe, domxml
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord
@@ -79,12 +79,9 @@ class AgentContext:
         return self._domain_type
 
     def _kvm_or_tcg(self) -> str:
-        """``auto`` takes KVM only when a guest with the configured CPU starts under it:
-        some nested KVMs offer /dev/kvm but abort QEMU on the host-model CPU's MSRs (this
-        project's own CI machine does). Then TCG, with the reason kept for host.info."""
-        probe = domxml.probe_domain(f"ppec-probe-{uuid.uuid4().hex[:8]}", "kvm",
-                                    self.hv.node().arch, self.config.cpu_mode)
-        why = self.hv.probe(probe)
+        """``auto`` takes KVM only when a guest with the configured CPU starts under it;
+        else TCG, with the reason kept for host.info."""
+        why = cpuprobe.kvm_refuses(self.hv, self.config.cpu_mode, self.hv.node().arch)
         if why:
             self.kvm_unusable = f"cpu_mode {self.config.cpu_mode} under KVM: {why}"
             log.warning("KVM is offered but unusable (%s); using TCG", self.kvm_unusable)
@@ -94,7 +91,8 @@ class AgentContext:
     @property
     def host_model(self) -> str:
         if self._host_model is None:
-            self._host_model = self.hv.host_model(self.domain_type, self.hv.node().arch) \
+            self._host_model = cpuprobe.host_model(self.hv, self.domain_type,
+                                                   self.hv.node().arch) \
                 if self.domain_type == "kvm" else ""
         return self._host_model
 

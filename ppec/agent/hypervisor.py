@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from ppec.agent import domxml
+from ppec.agent.hvevents import RemovalEvents, live_alias
 from ppec.core.errors import HypervisorError, NotFound
 
 log = logging.getLogger(__name__)
@@ -157,33 +158,17 @@ class Hypervisor:
                         libvirt_version=_version(conn.getLibVersion()), domain_types=types)
         return self.call("node info", get)
 
-    def host_model(self, domain_type: str, arch: str) -> str:
-        """The CPU model libvirt resolves ``host-model`` to here ("" where it has none,
-        e.g. the test driver or TCG): what migration compares between hosts."""
-        def get(conn: libvirt.virConnect) -> str:
-            try:
-                caps = conn.getDomainCapabilities(None, arch, None, domain_type, 0)
-            except libvirt.libvirtError:
-                return ""
-            root = ET.fromstring(caps)
-            for mode in root.findall("cpu/mode"):
-                if mode.get("name") == "host-model" and mode.get("supported") == "yes":
-                    return mode.findtext("model", "")
-            return ""
-        return str(self.call("domain capabilities", get))
+    def domain_capabilities(self, domain_type: str, arch: str) -> str:
+        return str(self.call("domain capabilities", lambda c: c.getDomainCapabilities(
+            None, arch, None, domain_type, 0)))
 
-    def probe(self, xml: str) -> str:
-        """Start the transient domain ``xml`` paused and destroy it at once: "" when QEMU
-        came up, else libvirt's reason (a CPU model this host's KVM cannot run, say)."""
-        def run(conn: libvirt.virConnect) -> str:
-            try:
-                dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
-            except libvirt.libvirtError as e:
-                return str(e.get_error_message() or e)
+    def try_start(self, xml: str) -> None:
+        """Start the transient domain ``xml`` paused and destroy it at once (a probe)."""
+        def run(conn: libvirt.virConnect) -> None:
+            dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_PAUSED)
             with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
-            return ""
-        return str(self.call("probe a domain", run))
+        self.call("probe a guest", run)
 
     def capabilities(self) -> str:
         return str(self.call("capabilities", lambda c: c.getCapabilities()))
@@ -340,14 +325,14 @@ class Hypervisor:
         reports success after 5 s whether or not the guest let go.)"""
         def detach(conn: libvirt.virConnect) -> bool:
             dom = conn.lookupByName(name)
-            alias = _live_alias(dom, target, path)
+            alias = live_alias(dom, target, path)
             if alias is None:
                 return True
             if not alias:
                 log.warning("%s: live disk %s has no alias; cannot ask for its removal",
                             name, target)
                 return False
-            with _RemovalEvents(conn, dom, alias) as events:
+            with RemovalEvents(conn, dom, alias) as events:
                 dom.detachDeviceAlias(alias, libvirt.VIR_DOMAIN_AFFECT_LIVE)
                 log.info("%s: asked the guest to release %s (%s); waiting up to %.0f s",
                          name, target, alias, timeout)
@@ -365,65 +350,3 @@ class Hypervisor:
                 return None
             return str(dom.managedSaveGetXMLDesc(0))
         return self.call(f"read {name}'s managed-save image", get)
-
-
-def _live_alias(dom: libvirt.virDomain, target: str, path: str) -> str | None:
-    """The disk's alias when it is live; "" when live without one; None if not."""
-    if not dom.isActive():
-        return None
-    return next((d.alias for d in domxml.disks(ET.fromstring(dom.XMLDesc(0)))
-                 if d.target == target and d.path == path), None)
-
-
-class _RemovalEvents:
-    """libvirt's device-removed and removal-failed events for one device alias."""
-
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, alias: str) -> None:
-        self.conn, self.dom, self.alias = conn, dom, alias
-        self.removed, self.failed = threading.Event(), threading.Event()
-        self._callbacks: list[int] = []
-
-    def _on(self, event: threading.Event) -> Callable[[Any, Any, str, Any], None]:
-        def handler(_c: Any, _d: Any, dev_alias: str, _o: Any) -> None:
-            if dev_alias == self.alias:
-                event.set()
-        return handler
-
-    def __enter__(self) -> _RemovalEvents:
-        try:
-            for event_id, event in ((libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, self.removed),
-                                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED,
-                                     self.failed)):
-                self._callbacks.append(self.conn.domainEventRegisterAny(
-                    self.dom, event_id, self._on(event), None))
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for cb in self._callbacks:
-            with contextlib.suppress(libvirt.libvirtError):
-                self.conn.domainEventDeregisterAny(cb)
-
-    def wait(self, dom: libvirt.virDomain, target: str, path: str, deadline: float) -> bool:
-        """Until the event, the disk gone from the live XML, or the deadline (False)."""
-        name = dom.name()
-        while True:
-            if self.removed.wait(min(0.5, max(deadline - time.monotonic(), 0))):
-                return True
-            if self.failed.is_set():
-                raise HypervisorError(f"the guest of {name} refused to release {target}",
-                                      code="DETACH_FAILED")
-            try:
-                if _live_alias(dom, target, path) is None:
-                    return True
-            except libvirt.libvirtError as e:
-                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    return True   # deleted meanwhile: no guest holds it
-                # libvirtd restarted or the connection broke: unconfirmed.
-                log.warning("%s: lost sight of %s while waiting: %s", name, target,
-                            e.get_error_message())
-                return False
-            if time.monotonic() >= deadline:
-                return False
