@@ -127,7 +127,8 @@ def test_a_29_gives_exactly_its_usable_count_under_a_race(store_url: str,
 
 
 def test_vm_create_takes_an_address_from_its_hosts_vrf_and_delete_frees_it(
-        cli: Cli, test_agent: Agent) -> None:
+        cli: Cli, net_agent: Agent) -> None:
+    test_agent = net_agent
     cli.ok("host", "add", "t1", "--address", "local", "--socket", str(test_agent.socket),
            "--vrf", "blue")
     cli.ok("ip", "pool", "add", "p1", "--vrf", "blue", "--cidr", "10.0.0.0/30")
@@ -137,7 +138,7 @@ def test_vm_create_takes_an_address_from_its_hosts_vrf_and_delete_frees_it(
     seed = test_agent.storage / "a1-seed.iso"
     network = subprocess.run(["isoinfo", "-R", "-i", str(seed), "-x", "/network-config"],
                              capture_output=True, text=True, check=True).stdout
-    assert json.loads(network)["ethernets"]["eth0"]["addresses"] == ["10.0.0.1/30"]
+    assert json.loads(network)["ethernets"]["nic0"]["addresses"] == ["10.0.0.1/30"]
     owned = json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"]
     assert [(a["address"], a["owner"]) for a in owned] == [("10.0.0.1", "a1")]
     cli.ok("vm", "create", "a2", "--flavor", "tiny")

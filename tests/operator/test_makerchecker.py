@@ -23,6 +23,7 @@ from ppec.core.signing import (
     sign,
 )
 from ppec.wire import protocol
+from tests.netparts import Lan
 from tests.policy import as_, install_policy, make_people, policy_toml, pub
 from tests.realparts import Agent, Cli, make_key
 
@@ -33,11 +34,13 @@ def people(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def mc(cli: Cli, tmp_path: Path, people: dict[str, Path]) -> Agent:
-    """An operator config with policy, and an agent enforcing the same approvers file."""
+def mc(cli: Cli, tmp_path: Path, people: dict[str, Path], blue_lan: Lan) -> Agent:
+    """An operator config with policy, and an agent enforcing the same approvers file
+    (its VRF blue on a real bridge, for the tests whose host is in that VRF)."""
     approvers = install_policy(cli, tmp_path, people)
     agent = Agent(tmp_path / "agent", host="t1",
-                  extra={"approvers_file": str(approvers)}).start()
+                  extra={"approvers_file": str(approvers),
+                         "networks": {"blue": {"bridge": blue_lan.bridge}}}).start()
     cli.ok("host", "add", "t1", "--address", "local", "--socket", str(agent.socket))
     cli.ok("vm", "create", "web", "--flavor", "tiny")
     yield agent  # type: ignore[misc]

@@ -9,8 +9,10 @@ an HA spread key) run here on purpose, every time.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from ppec.operator.context import Context
 from ppec.operator.fleet.client import AgentClient, Reach
 from ppec.operator.store import Host, Store
 from ppec.wire import protocol
-from ppec.wire.vmspec import Shape, VmSpec
+from ppec.wire.vmspec import Nic, Shape, VmSpec
 from tests.placement.fleets import topology
 
 SHAPE = Shape(vcpus=2, memory_mib=1024, disk_bytes=1 << 30)
@@ -85,7 +87,9 @@ class FakeAgent:
 def empty_host(taken_at: float) -> dict[str, Any]:
     """A snapshot of an empty 16-CPU host, as the agent sends it."""
     return {"taken_at": taken_at, "topology": topology_to_dict(topology(2, 8, 1, 16)),
-            "allocations": [], "cpu_overcommit": 4.0, "storage_free_bytes": 1 << 40}
+            "allocations": [], "cpu_overcommit": 4.0, "storage_free_bytes": 1 << 40,
+            "networks": [{"name": "blue", "kind": "bridge", "source": "br-blue", "mtu": 0,
+                          "present": True, "up": True, "device_mtu": 1500}]}
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
@@ -182,15 +186,20 @@ def test_a_late_refusal_moves_the_vm_to_the_next_candidate(make: Callable[..., F
     # The refused attempt's address went back; the VM holds exactly one.
     assert fleet.addresses() == [("10.0.0.1", "web-1")]
     assert doc["ip"]["address"] == "10.0.0.1"
-    assert fleet.agents[took].vm_creates()[0]["network"]["address"] == "10.0.0.1/29"
+    [nic] = fleet.agents[took].vm_creates()[0]["nics"]
+    assert nic["address"] == "10.0.0.1/29"
+    # Its MAC too: one NIC row, the one sent to the host that took it.
+    with closing(sqlite3.connect(fleet.db)) as db:
+        assert list(db.execute("SELECT vm, mac FROM vm_nics")) == [("web-1", nic["mac"])]
 
 
 def test_the_wire_form_is_the_vm_spec(make: Callable[..., Fleet]) -> None:
     fleet = make(FakeAgent("h1", ["ok"]))
     fleet.create()
     [params] = fleet.agents["h1"].vm_creates()
-    network = {"address": "10.0.0.1/29", "gateway": "10.0.0.6", "dns": []}
-    assert params == VmSpec("web-1", SHAPE, network=network).to_params()
+    mac = params["nics"][0]["mac"]
+    nic = Nic("blue", mac, "10.0.0.1/29", "10.0.0.6")
+    assert params == VmSpec("web-1", SHAPE, nics=(nic,)).to_params()
 
 
 def test_every_candidate_refusing_is_no_capacity_and_releases_everything(

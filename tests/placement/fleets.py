@@ -51,7 +51,8 @@ def fleet(n: int, seed: int = 0, now: float = 1000.0) -> list[HostSnapshot]:
             name=f"h{i:05d}", topology=topo, allocations=fill_randomly(topo, rng,
                                                                          rng.randint(0, 6)),
             region=f"r{i % 4}", rack=f"k{i % 50}", power_domain=f"p{i % 10}",
-            vrf=f"v{i % 3}", tags=frozenset(rng.sample(["ssd", "gpu", "10g"], rng.randint(0, 2))),
+            vrf=f"v{i % 3}", networks=frozenset({f"v{i % 3}"}),
+            tags=frozenset(rng.sample(["ssd", "gpu", "10g"], rng.randint(0, 2))),
             drained=rng.random() < 0.02, taken_at=now - rng.uniform(0, 100),
             cost=rng.choice([0.5, 1.0, 2.0]), power_idle_w=100.0, power_max_w=400.0,
             storage_free_bytes=1 << 40))

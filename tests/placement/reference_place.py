@@ -117,6 +117,8 @@ class FleetIndex:
         m["region"] = every if not req.region else \
             self.region_code == self.region.get(req.region)
         m["vrf"] = every if not req.vrf else self.vrf_code == self.vrf.get(req.vrf)
+        m["network"] = np.array([all(v in h.networks for v in [h.vrf, *req.nic_vrfs] if v)
+                                 for h in self.hosts], np.bool_)
         m["tags"] = self._tags(req.tags)
         shared = req.numa is None or req.numa.policy == "shared"
         res = ((req.memory_mib <= self.free_mib) & (req.disk_bytes <= self.storage)

@@ -28,6 +28,7 @@ def fleets(draw: st.DrawFn) -> list[HostSnapshot]:
             rack=draw(st.sampled_from(["k1", "k2", "k3"])),
             power_domain=draw(st.sampled_from(["p1", "p2"])),
             vrf=draw(st.sampled_from(["", "blue"])),
+            networks=draw(st.frozensets(st.sampled_from(["blue", "red"]))),
             tags=draw(st.frozensets(st.sampled_from(["ssd", "gpu"]))),
             drained=draw(st.booleans()) and draw(st.booleans()),
             reachable=not (draw(st.booleans()) and draw(st.booleans())),
@@ -49,7 +50,8 @@ def requests(draw: st.DrawFn) -> Request:
         region=draw(st.sampled_from(["", "eu"])), vrf=draw(st.sampled_from(["", "blue"])),
         tags=draw(st.frozensets(st.sampled_from(["ssd", "gpu"]), max_size=1)),
         ha_group=draw(st.sampled_from(["", "g"])),
-        spread=draw(st.sampled_from(["host", "rack", "power_domain"])))
+        spread=draw(st.sampled_from(["host", "rack", "power_domain"])),
+        nic_vrfs=draw(st.frozensets(st.sampled_from(["red"]))))
 
 
 def reason_is_true(h: HostSnapshot, rule: str, req: Request, taken: dict[str, str],
@@ -62,6 +64,8 @@ def reason_is_true(h: HostSnapshot, rule: str, req: Request, taken: dict[str, st
         return bool(req.region) and h.region != req.region
     if rule == "vrf":
         return bool(req.vrf) and h.vrf != req.vrf
+    if rule == "network":   # the host's own VRF (primary NIC) and every --nic VRF
+        return any(v not in h.networks for v in [h.vrf, *req.nic_vrfs] if v)
     if rule == "tags":
         return not req.tags <= h.tags
     if rule == "resources":
