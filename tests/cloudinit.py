@@ -191,3 +191,32 @@ def cloudinit_user_data_parts(user_data: str, tmp: Path) -> list[tuple[str, str]
     if done.returncode != 0:
         raise AssertionError(f"cloud-init's user-data processor failed: {done.stderr.strip()}")
     return [(kind, payload) for kind, payload in json.loads(done.stdout)]
+
+
+_MERGE = """
+import json, os, sys, tempfile
+from cloudinit import helpers, util
+from cloudinit.handlers.cloud_config import CloudConfigPartHandler
+parts = json.load(sys.stdin)
+tmp = tempfile.mkdtemp()
+handler = CloudConfigPartHandler(helpers.Paths({"cloud_dir": tmp}))
+handler.cloud_fn = os.path.join(tmp, "cloud-config.txt")
+handler.handle_part(None, "__begin__", None, None, None, None)
+for i, (ctype, payload) in enumerate(parts):
+    handler.handle_part(None, ctype, f"part-{i}", payload, "once-per-instance",
+                        {"Content-Type": ctype})
+handler.handle_part(None, "__end__", None, None, None, None)
+print(json.dumps(util.load_yaml(open(handler.cloud_fn).read())))
+"""
+
+
+def merged_cloud_config(user_data: str, tmp: Path) -> dict[str, object]:
+    """The cloud-config the guest ends up with: cloud-init 22.4's own part handler merges
+    the cloud-config parts of ``user_data`` in order, each by its ``merge_how``."""
+    parts = [p for p in cloudinit_user_data_parts(user_data, tmp)
+             if p[0] == "text/cloud-config"]
+    done = subprocess.run([SYSTEM_PYTHON, "-c", _MERGE], input=json.dumps(parts),
+                          capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"cloud-init's merge failed: {done.stderr.strip()[-2000:]}")
+    return dict(json.loads(done.stdout))
