@@ -124,10 +124,11 @@ class Fleet:
 Fresh = Literal["stored", "fresh", "refresh"]
 
 
-def fleet_from_store(ctx: Context, hosts: list[Host], snaps: Fresh) -> Fleet:
+def fleet_from_store(ctx: Context, hosts: list[Host], snaps: Fresh,
+                     free_ips: dict[str, int] | Literal["count"] | None = "count") -> Fleet:
     """The fleet from the store: its snapshots as stored (``place``), the fresh ones kept
     and the rest asked anew (``vm create``: see snapshots.current), or every host asked
-    (``place --refresh``)."""
+    (``place --refresh``). ``free_ips``: the caller's count, when it made one already."""
     if snaps == "refresh":
         data = snapshots.refresh(ctx, hosts)
     elif snaps == "fresh":
@@ -137,7 +138,7 @@ def fleet_from_store(ctx: Context, hosts: list[Host], snaps: Fresh) -> Fleet:
     found = [snapshots.to_placement(h, data.get(h.name)) for h in hosts]
     groups = dict(ctx.store.ha_groups())
     return Fleet(found, {g: ctx.store.ha_members(g) for g in groups}, groups,
-                 ipdb.free_by_vrf(ctx.store))
+                 ipdb.free_by_vrf(ctx.store) if free_ips == "count" else free_ips)
 
 
 def fleet_from_file(path: Path) -> tuple[Fleet, list[Host]]:

@@ -300,9 +300,9 @@ def free_by_vrf(store: Store) -> dict[str, int] | None:
     all_pools = pools(store)
     if not all_pools:
         return None
-    used: dict[str, int] = {}
-    for a in addresses(store):
-        used[a["vrf"]] = used.get(a["vrf"], 0) + 1
+    # Counted by the database: every create asks, and a VRF may hold many addresses.
+    used = {str(v): int(n) for v, n in store.db.execute(
+        "SELECT vrf, count(*) FROM ip_addresses GROUP BY vrf").fetchall()}
     free: dict[str, int] = {}
     for p in all_pools:
         free[p.vrf] = free.get(p.vrf, 0) + p.usable()

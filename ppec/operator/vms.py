@@ -59,7 +59,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     candidates = _candidates(ctx, inventory, host)
     if ask.ha_group and not dry_run:
         ctx.store.ha_group(ask.ha_group, ask.spread)
-    fleet = scheduler.fleet_from_store(ctx, candidates, "fresh")
+    fleet = scheduler.fleet_from_store(ctx, candidates, "fresh", free_ips)
     decision = scheduler.decide(ctx, fleet, ask, scores=False)
     if dry_run:
         if not decision.ranked:
