@@ -333,5 +333,11 @@ def wait_until(check: Any, timeout: float = 60, what: str = "condition") -> None
         time.sleep(0.1)
 
 
+def vm_files(*names: str) -> set[str]:
+    """The files a VM named so keeps in its host's storage dir: its root disk and the
+    cloud-init seed every VM gets."""
+    return {f for n in names for f in (f"{n}.qcow2", f"{n}-seed.iso")}
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts import PPEC, Agent, Cli, Console, unique, virsh, wait_until
+from tests.realparts import PPEC, Agent, Cli, Console, unique, virsh, vm_files, wait_until
 
 NO_OS = ("--cpus", "1", "--memory", "64M", "--disk", "16M")   # an empty disk: SeaBIOS spins
 
@@ -211,7 +211,7 @@ def test_ten_concurrent_attaches_get_ten_targets_and_volumes(gcli: Cli, guest_ag
     assert {t: p for t, p in live.items() if t != "vda"} == {d["target"]: d["path"]
                                                             for d in docs}
     assert live == saved
-    assert guest_agent.volumes() == {f"{vm}.qcow2"} | {Path(p).name for p in paths}
+    assert guest_agent.volumes() == vm_files(vm) | {Path(p).name for p in paths}
     assert {t for (_, t) in guest_agent.disk_rows()} == set(targets)
     seen = console.wait(lambda d: len(d) == 11)
     assert sorted(s for _, s in seen.values() if s) == sorted(f"ppec-{t}" for t in targets)
@@ -373,7 +373,7 @@ def test_agent_killed_between_config_removal_and_volume_deletion(
     assert guest_agent.disk_rows() == {}
     assert not path.exists()
     assert "vdb" not in blk(vm) and "vdb" not in blk(vm, inactive=True)
-    assert guest_agent.volumes() == {f"{vm}.qcow2"}
+    assert guest_agent.volumes() == vm_files(vm)
     gcli.ok("vm", "delete", vm)
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ppec.agent.domxml import NS
-from tests.realparts import Agent, Cli, domain_state, qemu_pid, unique, virsh
+from tests.realparts import Agent, Cli, domain_state, qemu_pid, unique, virsh, vm_files
 
 TINY = ("--cpus", "1", "--memory", "64M", "--disk", "16M")
 
@@ -132,7 +132,7 @@ def test_twenty_concurrent_creates_share_no_disk_or_name(qcli: Cli, qemu_agent: 
     # The ledger (read with sqlite3) matches libvirt (read with virsh).
     ledger = qemu_agent.ledger_rows()
     assert ledger == {n: ("present", disks[n][0]) for n in names}
-    assert qemu_agent.volumes() == {f"{n}.qcow2" for n in names}
+    assert qemu_agent.volumes() == vm_files(*names)
     for n in names:
         qcli.ok("vm", "delete", n)
     assert qemu_agent.ledger_rows() == {} and qemu_agent.volumes() == set()

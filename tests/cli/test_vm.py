@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.realparts import Agent, Cli, next_second
+from tests.realparts import Agent, Cli, next_second, vm_files
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def fleet(cli: Cli, test_agent: Agent) -> Cli:
 def _nothing_left(cli: Cli, agent: Agent, before: set[str]) -> None:
     assert cli.store_vms() == sorted(before)
     assert {n for n in agent.ledger_rows()} == before
-    assert agent.volumes() == {f"{n}.qcow2" for n in before}
+    assert agent.volumes() == vm_files(*before)
 
 
 def test_create_list_show_stop_start_delete(fleet: Cli, test_agent: Agent) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ppec.wire import protocol
-from tests.realparts import Agent, Cli
+from tests.realparts import Agent, Cli, vm_files
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_racing_creates_of_the_same_names(fleet: Cli, test_agent: Agent) -> None
     rows = test_agent.ledger_rows()
     assert sorted(rows) == winners
     assert len({path for _, path in rows.values()}) == 10
-    assert test_agent.volumes() == {f"{n}.qcow2" for n in winners}
+    assert test_agent.volumes() == vm_files(*winners)
     assert fleet.store_vms() == winners
 
 
