@@ -141,7 +141,8 @@ def test_block_writes_grow_after_the_guest_writes_to_a_hot_plugged_disk(
     boot(gcli, guest, vm, "quiet ppec.write=vdb")
     booted(guest_agent, vm, "PPEC-GUEST-UP")
     before = stats(gcli, vm, "--interval", "1")[vm]
-    assert [d["name"] for d in before["block"]] == ["vda"]
+    # The root disk and the seed CD-ROM every VM gets.
+    assert [d["name"] for d in before["block"]] == ["vda", "hdc"]
     assert before["block_write_bps"] == 0
     gcli.ok("disk", "attach", vm, "--size", "16M")
     booted(guest_agent, vm, "PPEC-WRITING vdb")
