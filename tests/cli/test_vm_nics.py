@@ -232,3 +232,29 @@ def test_bad_guest_input_is_exit_2_and_nothing_is_made(
     assert fleet.store_vms() == [] and net_agent.ledger_rows() == {}
     assert _store(fleet, "SELECT * FROM vm_nics") == []
     assert _store(fleet, "SELECT * FROM ip_addresses") == []
+
+
+def test_config_keys_and_mac_prefix(fleet: Cli, net_agent: Agent, tmp_path: Path) -> None:
+    """[guest] ssh_keys join --ssh-key's (once each); [network] mac_prefix is every MAC's
+    start; a bad value in either is exit 2 before anything is made."""
+    pub = make_key(tmp_path / "k")
+    fleet.configure(f'[network]\nmac_prefix = "0A:BC"\n[guest]\nssh_keys = ["{KEY}"]\n')
+    vm = json.loads(fleet.ok("vm", "create", "k1", "--flavor", "tiny", "--ssh-key",
+                             str(tmp_path / "k.pub"), "-o", "json").stdout)
+    assert vm["nics"][0]["mac"].startswith("0a:bc:")
+    doc = json.loads(_store(fleet, "SELECT spec FROM vms WHERE name='k1'")[0][0])  # type: ignore[arg-type]
+    from ppec.wire.guest import fingerprint
+    assert doc["ssh_keys"] == [fingerprint(KEY), fingerprint(pub)]
+    for bad, line in [
+            ('[network]\nmac_prefix = "01:00"\n',
+             f"ppec: error: config {fleet.env['XDG_CONFIG_HOME']}/ppec/config.toml: "
+             f"[network] mac_prefix '01:00': the first octet must be unicast and locally "
+             f"administered (x2, x6, xa or xe), so no vendor's MAC is taken"),
+            ('[guest]\nssh_keys = ["ssh-ed25519 nope"]\n',
+             f"ppec: error: config {fleet.env['XDG_CONFIG_HOME']}/ppec/config.toml: "
+             f"[guest] ssh_keys[0]: SSH public key (ssh-ed25519): its key data is not "
+             f"a ssh-ed25519 key")]:
+        fleet.configure(bad)
+        done = fleet.run("vm", "create", "k2", "--flavor", "tiny")
+        assert (done.returncode, done.stderr.strip()) == (2, line)
+    assert fleet.store_vms() == ["k1"]
