@@ -1,0 +1,197 @@
+"""The image catalogue: base images (and kernels, initrds) by name and SHA-256 (issue 25).
+
+A name points to its newest digest; adding another file under a name makes a new version,
+and the older ones stay while any VM uses them. Hosts hold images at one path by digest
+(``image_dir/by-digest/SHA256``, read-only), pushed over the agent's own channel
+(``ppec.operator.imagepush``); the catalogue records which hosts received which digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ppec.core.clock import utc_now
+from ppec.core.errors import AlreadyExists, BadInput, Conflict, NotFound, StorageError
+from ppec.core.units import check_label
+from ppec.operator.store import Store
+
+KINDS = ("disk", "kernel", "initrd")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_COLS = ("name, digest, kind, format, virtual_bytes, file_bytes, source, os_user, "
+         "description, added_at")
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    digest: str
+    kind: str
+    format: str            # qcow2 | raw (kernels and initrds: raw)
+    virtual_bytes: int
+    file_bytes: int
+    source: str            # the file on this machine it was read from (pushes read it)
+    os_user: str = ""
+    description: str = ""
+    added_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.fullmatch(digest):
+        raise BadInput(f"invalid image digest {digest!r}: 64 lower-case hex digits (SHA-256)")
+    return digest
+
+
+def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inspect(path: Path, kind: str) -> tuple[str, int]:
+    """(format, virtual size) of a disk image by ``qemu-img info``; a kernel or initrd is
+    raw bytes. A disk with a backing file or an external data file is refused: on a host
+    it would read files the catalogue does not hold."""
+    if kind != "disk":
+        return "raw", path.stat().st_size
+    try:
+        done = subprocess.run(["qemu-img", "info", "--output=json", str(path)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise StorageError("qemu-img is not installed on this machine") from None
+    if done.returncode != 0:
+        raise BadInput(f"{path} is not a disk image qemu-img can read: "
+                       f"{done.stderr.strip()}")
+    info = json.loads(done.stdout)
+    fmt = str(info.get("format", ""))
+    if fmt not in ("qcow2", "raw"):
+        raise BadInput(f"{path} is a {fmt} image; ppec takes qcow2 or raw")
+    if info.get("backing-filename") or info.get("full-backing-filename"):
+        raise BadInput(f"{path} has a backing file ({info.get('backing-filename')}); "
+                       f"give a standalone image (qemu-img convert -O qcow2 …)")
+    if (info.get("format-specific", {}).get("data", {}) or {}).get("data-file"):
+        raise BadInput(f"{path} keeps its data in an external file; give a standalone image")
+    return fmt, int(info["virtual-size"])
+
+
+def add(store: Store, name: str, path: Path, *, kind: str = "disk", os_user: str = "",
+        description: str = "") -> Image:
+    """Register ``path`` under ``name`` (a new version when the name exists)."""
+    check_label(name, "image name")
+    if kind not in KINDS:
+        raise BadInput(f"--kind must be one of {', '.join(KINDS)}")
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise BadInput(f"{path}: no such file")
+    fmt, virtual = inspect(path, kind)
+    image = Image(name, sha256_file(path), kind, fmt, virtual, path.stat().st_size,
+                  str(path), os_user, description, utc_now())
+    with store.transaction() as db:
+        try:
+            db.execute(f"INSERT INTO images ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (image.name, image.digest, image.kind, image.format,
+                        image.virtual_bytes, image.file_bytes, image.source, image.os_user,
+                        image.description, image.added_at))
+        except store.db.IntegrityError:
+            raise AlreadyExists(f"image {name} already has version {image.digest[:12]} "
+                                f"(the same file)") from None
+    return image
+
+
+def versions(store: Store, name: str | None = None) -> list[Image]:
+    """Every version, newest first within a name."""
+    sql, args = f"SELECT {_COLS} FROM images", ()  # type: tuple[str, tuple[str, ...]]
+    if name is not None:
+        sql, args = sql + " WHERE name=?", (name,)
+    rows = store.db.execute(sql + " ORDER BY name, added_at DESC, digest", args).fetchall()
+    return [Image(*r) for r in rows]
+
+
+def resolve(store: Store, ref: str, kind: str = "disk") -> Image:
+    """``NAME`` (its newest version) or ``NAME@DIGEST`` (a prefix of 8 or more digits)."""
+    name, _, want = ref.partition("@")
+    found = versions(store, name)
+    if not found:
+        raise NotFound(f"unknown image {name!r} (see `ppec image list`)")
+    if want:
+        found = [i for i in found if i.digest.startswith(want.lower())]
+        if len(want) < 8 or len(found) != 1:
+            raise BadInput(f"image {ref}: give 8 or more digits of exactly one version of "
+                           f"{name}", code="NOT_FOUND")
+    image = found[0]
+    if image.kind != kind:
+        raise BadInput(f"image {name} is a {image.kind}, not a {kind}")
+    return image
+
+
+def record_host(store: Store, digest: str, host: str) -> None:
+    with store.transaction() as db:
+        db.execute("INSERT INTO image_hosts (digest, host, at) VALUES (?, ?, ?) "
+                   "ON CONFLICT(digest, host) DO UPDATE SET at=excluded.at",
+                   (digest, host, utc_now()))
+
+
+def forget_host(store: Store, digest: str, host: str) -> None:
+    with store.transaction() as db:
+        db.execute("DELETE FROM image_hosts WHERE digest=? AND host=?", (digest, host))
+
+
+def hosts_of(store: Store, digest: str) -> list[str]:
+    rows = store.db.execute("SELECT host FROM image_hosts WHERE digest=? ORDER BY host",
+                            (digest,)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def ref(digest: str) -> str:
+    """How a VM's document names a catalogue image: the host finds it by this."""
+    return f"sha256:{digest}"
+
+
+def users(store: Store, digest: str) -> list[str]:
+    """VMs in the store whose document names this image (disk, kernel or initrd)."""
+    want = ref(digest)
+    rows = store.db.execute("SELECT name, spec FROM vms WHERE spec IS NOT NULL").fetchall()
+    out = []
+    for name, spec in rows:
+        doc = json.loads(spec)
+        boot = doc.get("boot") or {}
+        if want in (doc.get("image"), boot.get("kernel"), boot.get("initrd")):
+            out.append(str(name))
+    return sorted(out)
+
+
+def view(store: Store, image: Image) -> dict[str, Any]:
+    return {**image.as_dict(), "hosts": hosts_of(store, image.digest),
+            "vms": users(store, image.digest)}
+
+
+def remove(store: Store, name: str, digest: str = "") -> list[str]:
+    """Drop a name's versions (or one) from the catalogue; refused while a VM uses one."""
+    found = versions(store, name)
+    if not found:
+        raise NotFound(f"unknown image {name!r} (see `ppec image list`)")
+    if digest:
+        found = [i for i in found if i.digest.startswith(digest)]
+        if len(found) != 1:
+            raise BadInput(f"--version {digest}: not exactly one version of {name}",
+                           code="NOT_FOUND")
+    for image in found:
+        used = users(store, image.digest)
+        if used:
+            raise Conflict(f"image {name} ({image.digest[:12]}) is used by "
+                           f"{', '.join(used)}; delete or rebuild them first",
+                           code="IMAGE_IN_USE", details={"vms": used})
+    with store.transaction() as db:
+        for image in found:
+            db.execute("DELETE FROM images WHERE name=? AND digest=?", (name, image.digest))
+    return [i.digest for i in found]
