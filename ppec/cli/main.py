@@ -34,6 +34,8 @@ NOUNS: dict[str, tuple[str, str, bool, str]] = {
     "agent": ("agent_cmd", "app", True,
               "Host agents: status, sync (keep their files at this version), rollback."),
     "ip": ("ip", "app", True, "IP pools per VRF: add pools, allocate, release, list."),
+    "image": ("image", "app", True,
+              "Base images by SHA-256: add, list, show, remove, push to hosts."),
     "request": ("request", "app", True,
                 "Maker-checker requests: list, show, approve, reject, cancel."),
     "audit": ("request", "audit_app", True, "The hash-chained audit log: list, verify."),

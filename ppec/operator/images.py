@@ -24,7 +24,7 @@ from ppec.operator.store import Store
 KINDS = ("disk", "kernel", "initrd")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _COLS = ("name, digest, kind, format, virtual_bytes, file_bytes, source, os_user, "
-         "description, added_at")
+         "description, added_at, version")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Image:
     os_user: str = ""
     description: str = ""
     added_at: str = ""
+    version: int = 1       # 1, 2, … per name: the highest is what NAME means
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,14 +95,16 @@ def add(store: Store, name: str, path: Path, *, kind: str = "disk", os_user: str
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     fmt, virtual = inspect(path, kind)
-    image = Image(name, sha256_file(path), kind, fmt, virtual, path.stat().st_size,
-                  str(path), os_user, description, utc_now())
+    digest = sha256_file(path)
     with store.transaction() as db:
+        last = db.execute("SELECT max(version) FROM images WHERE name=?", (name,)).fetchone()
+        image = Image(name, digest, kind, fmt, virtual, path.stat().st_size, str(path),
+                      os_user, description, utc_now(), int(last[0] or 0) + 1)
         try:
-            db.execute(f"INSERT INTO images ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            db.execute(f"INSERT INTO images ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (image.name, image.digest, image.kind, image.format,
                         image.virtual_bytes, image.file_bytes, image.source, image.os_user,
-                        image.description, image.added_at))
+                        image.description, image.added_at, image.version))
         except store.db.IntegrityError:
             raise AlreadyExists(f"image {name} already has version {image.digest[:12]} "
                                 f"(the same file)") from None
@@ -109,16 +112,17 @@ def add(store: Store, name: str, path: Path, *, kind: str = "disk", os_user: str
 
 
 def versions(store: Store, name: str | None = None) -> list[Image]:
-    """Every version, newest first within a name."""
+    """Every version, newest (highest version) first within a name."""
     sql, args = f"SELECT {_COLS} FROM images", ()  # type: tuple[str, tuple[str, ...]]
     if name is not None:
         sql, args = sql + " WHERE name=?", (name,)
-    rows = store.db.execute(sql + " ORDER BY name, added_at DESC, digest", args).fetchall()
+    rows = store.db.execute(sql + " ORDER BY name, version DESC", args).fetchall()
     return [Image(*r) for r in rows]
 
 
-def resolve(store: Store, ref: str, kind: str = "disk") -> Image:
-    """``NAME`` (its newest version) or ``NAME@DIGEST`` (a prefix of 8 or more digits)."""
+def resolve(store: Store, ref: str, kind: str | None = "disk") -> Image:
+    """``NAME`` (its newest version) or ``NAME@DIGEST`` (a prefix of 8 or more digits), of
+    ``kind`` (None: any)."""
     name, _, want = ref.partition("@")
     found = versions(store, name)
     if not found:
@@ -129,7 +133,7 @@ def resolve(store: Store, ref: str, kind: str = "disk") -> Image:
             raise BadInput(f"image {ref}: give 8 or more digits of exactly one version of "
                            f"{name}", code="NOT_FOUND")
     image = found[0]
-    if image.kind != kind:
+    if kind is not None and image.kind != kind:
         raise BadInput(f"image {name} is a {image.kind}, not a {kind}")
     return image
 

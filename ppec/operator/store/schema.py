@@ -184,7 +184,9 @@ CREATE TABLE job_runs (
         os_user        TEXT NOT NULL DEFAULT '',
         description    TEXT NOT NULL DEFAULT '',
         added_at       TEXT NOT NULL,
-        PRIMARY KEY (name, digest)
+        version        INTEGER NOT NULL,
+        PRIMARY KEY (name, digest),
+        UNIQUE (name, version)
     );
     CREATE TABLE image_hosts (
         digest  TEXT NOT NULL,
