@@ -8,17 +8,19 @@ import subprocess
 from pathlib import Path
 
 from tests.e2e.fleet import make_fleet
+from tests.netparts import Lan
 from tests.policy import install_policy, make_people
 from tests.realparts import QEMU_URI, Cli, domain_state, make_key, unique, virsh
 
 
 def test_maker_creates_checker_approves_agent_deletes(cli: Cli, qemu_dir: Path,
-                                                      sshd_ready: None) -> None:
+                                                      sshd_ready: None, blue_lan: Lan) -> None:
     people = make_people(qemu_dir)
     transport = qemu_dir / "transport_ed25519"
     approvers = install_policy(cli, qemu_dir, people)
     (host,) = make_fleet(qemu_dir / "fleet", 1, QEMU_URI, make_key(transport),
-                         extra={"approvers_file": str(approvers)})
+                         extra={"approvers_file": str(approvers),
+                                "networks": {"blue": {"bridge": blue_lan.bridge}}})
     try:
         cli.ok(*host.add_args(transport), "--accept-new-host-key", "--vrf", "blue")
         cli.ok("ip", "pool", "add", "blue-1", "--vrf", "blue", "--cidr", "10.20.0.0/24",
@@ -31,13 +33,13 @@ def test_maker_creates_checker_approves_agent_deletes(cli: Cli, qemu_dir: Path,
         assert len(iso) == 1
         network = json.loads(subprocess.run(
             ["isoinfo", "-R", "-i", iso[0], "-x", "/network-config"],
-            capture_output=True, text=True, check=True).stdout)["ethernets"]["eth0"]
+            capture_output=True, text=True, check=True).stdout)["ethernets"]["nic0"]
         assert network["addresses"] == ["10.20.0.2/24"]
-        assert network["routes"] == [{"to": "default", "via": "10.20.0.1"}]
+        assert network["routes"] == [{"to": "0.0.0.0/0", "via": "10.20.0.1"}]
         assert network["nameservers"] == {"addresses": ["10.20.0.53"]}
         meta = subprocess.run(["isoinfo", "-R", "-i", iso[0], "-x", "/meta-data"],
                               capture_output=True, text=True, check=True).stdout
-        assert f"local-hostname: {name}" in meta
+        assert f'local-hostname: "{name}"' in meta
         owned = json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"]
         assert [(a["address"], a["owner"]) for a in owned] == [("10.20.0.2", name)]
         made = cli.run("--identity", str(people["alice"]), "vm", "delete", name, "-o", "json")
