@@ -37,13 +37,15 @@ def notice(text: str) -> bytes:
 class Streaming(dict[str, Any]):
     """A handler's answer that switches its connection to a byte stream: the dict is the
     reply's ``result``; once it has been sent the server calls ``relay(sock)``, or
-    ``cancel()`` when the reply could not be sent."""
+    ``cancel()`` when the reply could not be sent. ``request_id`` (set by the server) is
+    for a stream that ends with a reply line of its own (``image.upload``)."""
 
     def __init__(self, result: dict[str, Any], relay: Callable[[socket.socket], None],
                  cancel: Callable[[], None]) -> None:
         super().__init__(result)
         self.relay = relay
         self.cancel = cancel
+        self.request_id: Any = None
 
 
 class Session:

@@ -258,8 +258,10 @@ class AgentServer:
                 # Approval without the lock for a method that does not take it (a console).
                 self._check_approval(method, clean, msg.get("approval"))
                 result = handler(**clean)
-            return protocol.reply_ok(msg_id, result), \
-                result if isinstance(result, Streaming) else None
+            if isinstance(result, Streaming):
+                result.request_id = msg_id
+                return protocol.reply_ok(msg_id, result), result
+            return protocol.reply_ok(msg_id, result), None
         except PpecError as e:
             # "kind" names the error's class, so the client keeps its exit code even for
             # codes it has never heard of.

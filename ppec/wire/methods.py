@@ -91,6 +91,19 @@ def _guest(check: str) -> Callable[[Any], Any]:
     return run
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
+def _digest(value: Any) -> Any:
+    if len(value) != 64 or not set(value) <= _HEX:
+        raise BadInput(f"digest {value[:80]!r}: an image is named by its SHA-256, 64 "
+                       f"lower-case hex digits", code="BAD_PARAMS")
+    return value
+
+
+_DIGEST = Param(str, check=_digest)
+
+
 def _names(value: Any) -> Any:
     if len(value) > 10_000 or not all(isinstance(n, str) for n in value):
         raise BadInput("names must be a list of at most 10000 VM names", code="BAD_PARAMS")
@@ -154,6 +167,21 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot
         "boot": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),
+    # Base images by SHA-256 under image_dir/by-digest (issue 25). Only remove takes the
+    # host lock: a push of GiBs must not hold up creates.
+    Method("image.status", "images.status", {"digest": _DIGEST}),
+    Method("image.list", "images.list_all", tier="normal"),
+    # Answers {"have": true, ...} (nothing to send) or {"stream": "image", ...}: then the
+    # connection carries size - offset raw bytes from the client and ends with one reply
+    # line of the agent's, the image's path or BAD_IMAGE (ppec/agent/images.py).
+    Method("image.upload", "images.upload", {
+        "digest": _DIGEST,
+        "size": Param(int, minimum=1, maximum=limits.MAX_DISK_BYTES),
+        "offset": Param(int, required=False, default=0, minimum=0,
+                        maximum=limits.MAX_DISK_BYTES),
+    }, tier="slow"),
+    Method("image.remove", "images.remove", {"digest": _DIGEST}, tier="slow",
+           mutating=True),
     # The VM's serial console log: the last ``lines`` lines (0: from the start), or with a
     # cursor (opaque, from the previous answer) what came after it (`vm logs --follow`).
     Method("vm.logs", "console.logs", {

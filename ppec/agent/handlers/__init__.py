@@ -18,6 +18,7 @@ from ppec.agent.handlers.console import ConsoleHandlers
 from ppec.agent.handlers.disks import DiskHandlers
 from ppec.agent.handlers.drift import DriftHandlers
 from ppec.agent.handlers.host import HostHandlers
+from ppec.agent.handlers.images import ImageHandlers
 from ppec.agent.handlers.stats import StatsHandlers
 from ppec.agent.handlers.update import UpdateHandlers
 from ppec.agent.handlers.vms import VmHandlers
@@ -42,6 +43,7 @@ class Handlers:
             "audit": AuditHandlers(ctx),
             "console": ConsoleHandlers(ctx),
             "stats": StatsHandlers(ctx, vms),
+            "images": ImageHandlers(ctx),
         }
 
     def resolve(self, ref: str) -> Handler:

@@ -15,6 +15,7 @@ from ppec.agent.config import parse_cpu_list
 from ppec.agent.context import AgentContext
 from ppec.agent.handlers.stats import UseMeter
 from ppec.agent.handlers.vms import VmHandlers
+from ppec.agent.images import ImageStore
 from ppec.core.errors import PpecError
 from ppec.numa.topology import format_cpulist
 
@@ -65,6 +66,9 @@ class HostHandlers:
             "cpu_model": ctx.host_model,     # host-model resolved here (KVM only)
             "vhost_net": networks.vhost_available(),
             "networks": networks.states(config),
+            # Base images held here (a directory listing: no hashing).
+            "images": [{"digest": d, "size": size}
+                       for d, size in ImageStore.of(config).images()],
         }
 
     def numa(self) -> dict[str, Any]:
