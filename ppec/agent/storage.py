@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from ppec.agent import qcow2
-from ppec.core.errors import BadInput, StorageError
+from ppec.core.errors import BadInput, NotFound, StorageError
 from ppec.core.units import format_size
 
 
@@ -30,15 +30,32 @@ def qemu_img(*args: str) -> str:
 
 def check_image_path(path: str, image_dir: Path, what: str = "image") -> None:
     """Base images, kernels and initrds come only from the image dir: a VM given any other
-    host file would let its guest read that file."""
+    host file would let its guest read that file, and never a transfer in progress."""
     p = Path(path)
     if not p.is_absolute():
         raise BadInput(f"{what} path {path!r} must be absolute (a path on the host)")
     if not p.resolve().is_relative_to(image_dir.resolve()):
         raise BadInput(f"{what} {path} is not under the image dir {image_dir}",
                        code="IMAGE_OUTSIDE")
+    if p.resolve().is_relative_to((image_dir / "by-digest" / ".partial").resolve()):
+        raise BadInput(f"{what} {path} is an image still being pushed", code="IMAGE_PARTIAL")
     if not p.is_file():
         raise BadInput(f"{what} {path} does not exist on this host", code="NOT_FOUND")
+
+
+def image_path(ref: str, image_dir: Path, what: str = "image") -> str:
+    """A catalogue reference (``sha256:DIGEST``, what `vm create --image NAME` sends) as the
+    path this host keeps it at; a path stays as it is (checked by check_image_path)."""
+    if not ref.startswith("sha256:"):
+        return ref
+    digest = ref.removeprefix("sha256:")
+    if len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+        raise BadInput(f"{what} {ref!r} is not sha256: and 64 hex digits", code="BAD_PARAMS")
+    path = image_dir / "by-digest" / digest
+    if not path.is_file():
+        raise NotFound(f"{what} {digest[:12]} is not on this host (`ppec image push`)",
+                       code="IMAGE_MISSING")
+    return str(path)
 
 
 def image_info(path: str, image_dir: Path) -> tuple[str, int]:

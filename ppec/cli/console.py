@@ -4,7 +4,6 @@ restored); the work is ``ppec.operator.console``. Imported only by those two com
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -56,8 +55,7 @@ def logs(run: Run, name: str, *, lines: int, follow: bool, host: str | None,
 def _follow(run: Run, name: str, lines: int, host: str | None, fmt: Fmt) -> None:
     def emit(doc: dict[str, Any]) -> None:
         if fmt is Fmt.json:   # one JSON document per piece (JSON lines)
-            sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
-            sys.stdout.flush()
+            output.emit_json_line(doc)
             return
         _notes(doc, name, fmt)
         _write(doc["text"])

@@ -105,7 +105,7 @@ def push(run: Run, ref: Annotated[str, typer.Argument(metavar="NAME[@DIGEST]")],
     meter = _Meter(fmt is Fmt.table and sys.stderr.isatty())
     results = fan_out(targets, lambda h: imagepush.push(ctx, h, image, meter.update),
                       max_workers=max_parallel,
-                      on_result=lambda r: _line(fmt, r, meter))
+                      on_result=lambda r: _line(run, fmt, r, meter))
     meter.done()
     failed = [r for r in results if not r.ok]
     if fmt is not Fmt.json:
@@ -126,13 +126,17 @@ def _rate(v: dict[str, Any]) -> str:
     return f"{format_size(v['sent'])} in {v['seconds']:.1f} s, {mib_s:.0f} MiB/s"
 
 
-def _line(fmt: Fmt, r: Any, meter: _Meter) -> None:
-    """With -o json: one JSON line per host as it finishes."""
+def _line(run: Run, fmt: Fmt, r: Any, meter: _Meter) -> None:
+    """Each host as it finishes (in this thread: the store's): recorded in the catalogue,
+    and with -o json one JSON line."""
+    if r.ok:
+        from ppec.operator import images
+        images.record_host(run.ctx.store, r.value["digest"], r.value["host"])
     if fmt is Fmt.json:
         meter.clear()
         doc = r.value if r.ok else {"host": r.host, "state": "failed",
                                     "error": {"code": r.error.code, "message": str(r.error)}}
-        output.emit_json(doc)
+        output.emit_json_line(doc)
 
 
 class _Meter:

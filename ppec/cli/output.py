@@ -36,6 +36,12 @@ def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def emit_json_line(doc: Any) -> None:
+    """One document of a stream (JSON lines: `--follow`, `--watch`, a push per host)."""
+    sys.stdout.write(json.dumps(doc, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
 # rich takes these as "this is a terminal": colour and bold headers even in a pipe.
 _FORCED_TERMINAL = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 

@@ -35,12 +35,16 @@ def create(
     disk: opt.Disk = None,
     flavor: opt.Flavor = None,
     image: Annotated[str, typer.Option(
-        help="Base image path on the host; the root disk is a copy-on-write overlay.")] = "",
+        metavar="NAME[@DIGEST]|PATH",
+        help="A catalogue image (`ppec image list`; pushed first to a host that lacks it, "
+             "unless [images] push_on_create = false), or a path in the host's image dir; "
+             "the root disk is a copy-on-write overlay of it.")] = "",
     host: Annotated[str | None, typer.Option(help="Build on this host.")] = None,
     kernel: Annotated[str, typer.Option(
-        help="Boot this kernel directly (a path in the host's image dir) instead of the "
-             "disk's boot loader.")] = "",
-    initrd: Annotated[str, typer.Option(help="Initrd for --kernel (image dir).")] = "",
+        help="Boot this kernel directly (a catalogue kernel NAME, or a path in the host's "
+             "image dir) instead of the disk's boot loader.")] = "",
+    initrd: Annotated[str, typer.Option(help="Initrd for --kernel (a catalogue initrd NAME, "
+                                             "or a path in the image dir).")] = "",
     cmdline: Annotated[str, typer.Option(help="Kernel command line for --kernel.")] = "",
     region: opt.Region = "",
     vrf: opt.Vrf = "",

@@ -10,7 +10,6 @@ place on a terminal (rich Live), a table per sample when stdout is not a termina
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from itertools import islice
@@ -96,8 +95,7 @@ def show(run: Run, targets: vmstats.Targets, interval: float, count: int | None,
 def _emit_one(fmt: Fmt, doc: dict[str, Any], title: str, json_line: bool) -> None:
     if fmt is Fmt.json:
         if json_line:
-            sys.stdout.write(json.dumps(doc, sort_keys=True) + "\n")
-            sys.stdout.flush()
+            output.emit_json_line(doc)
         else:
             output.emit_json(doc)
         return

@@ -54,6 +54,8 @@ class Ask:
     ha_group: str = ""
     spread: Spread = "host"
     nic_vrfs: tuple[str, ...] = ()      # VRFs of NICs besides the primary (--nic)
+    images: tuple[str, ...] = ()        # digests of the catalogue images it is built from
+    push_images: bool = True            # [images] push_on_create
 
     def check(self, hosts: list[Host], pools_by_vrf: dict[str, int] | None = None) -> None:
         """Refuse what no fleet could satisfy, before asking any host (exit 2)."""
@@ -85,7 +87,8 @@ class Ask:
         return Request(vcpus=s.vcpus, memory_mib=s.memory_mib, disk_bytes=s.disk_bytes,
                        numa=numa, region=self.region, vrf=self.vrf, tags=frozenset(self.tags),
                        ha_group=self.ha_group, spread=self.spread,
-                       nic_vrfs=frozenset(self.nic_vrfs))
+                       nic_vrfs=frozenset(self.nic_vrfs), images=frozenset(self.images),
+                       push_images=self.push_images)
 
 
 @dataclass

@@ -33,7 +33,9 @@ Progress = Callable[[str, int, int], None]    # host, bytes on the host so far, 
 def push(ctx: Context, host: Host, image: images.Image,
          progress: Progress | None = None) -> dict[str, Any]:
     """``image`` onto ``host``: a no-op when it is there, else the rest of it from the
-    host's offset. Returns {host, digest, state: present|pushed, sent, seconds, path}."""
+    host's offset. Returns {host, digest, state: present|pushed, sent, seconds, path}.
+    Touches no store (pushes run in threads; the store's connection is the caller's
+    thread's): the caller records the host with ``images.record_host``."""
     source = Path(image.source)
     if not source.is_file() or source.stat().st_size != image.file_bytes:
         raise BadInput(f"{source} (image {image.name}) is gone or changed size since "
@@ -43,12 +45,10 @@ def push(ctx: Context, host: Host, image: images.Image,
     try:
         status = client.call("image.status", digest=image.digest)
         if status.get("have"):
-            images.record_host(ctx.store, image.digest, host.name)
             return _result(host, image, "present", 0, started, str(status.get("path", "")))
         answer = client.call("image.upload", digest=image.digest, size=image.file_bytes,
                              offset=int(status.get("partial") or 0))
         if answer.get("have"):   # another push finished meanwhile
-            images.record_host(ctx.store, image.digest, host.name)
             return _result(host, image, "present", 0, started, str(answer.get("path", "")))
         if answer.get("stream") != "image":
             raise ProtocolError(f"{host.name}: the agent did not switch to an image stream")
@@ -63,7 +63,6 @@ def push(ctx: Context, host: Host, image: images.Image,
             stream.close()
     finally:
         client.close()
-    images.record_host(ctx.store, image.digest, host.name)
     return _result(host, image, "pushed", image.file_bytes - offset, started,
                    str(result.get("path", "")))
 

@@ -102,7 +102,8 @@ def to_placement(host: Host, data: dict[str, Any] | None) -> Any:
         vm_rss_mib=None if use.get("rss_mib") is None else int(use["rss_mib"]),
         taken_at=float(data["taken_at"]), overcommit=float(data.get("cpu_overcommit", 4.0)),
         storage_free_bytes=int(data.get("storage_free_bytes", 0)),
-        networks=frozenset(str(n["name"]) for n in data.get("networks", [])))
+        networks=frozenset(str(n["name"]) for n in data.get("networks", [])),
+        images=frozenset(str(i["digest"]) for i in data.get("images", [])))
     common["topology"] = topology_from_text(data["topology_text"]) \
         if "topology_text" in data else topology_from_dict(data["topology"])
     if "allocations_text" in data:   # the store's placement part (store/snaprows.py)

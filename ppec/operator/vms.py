@@ -22,6 +22,7 @@ from ppec.wire.vmspec import KernelBoot, VmSpec
 if TYPE_CHECKING:
     from ppec.operator.choose import Ask, Fleet
     from ppec.operator.claim import Claim
+    from ppec.operator.vmimages import VmImages
     from ppec.placement import Decision
 
 __all__ = ["MAX_ATTEMPTS", "GuestAsk", "create"]
@@ -50,7 +51,10 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
     guest = guest or GuestAsk()
     for vrf, address in guest.nics:
         ipdb.check_nic(ctx.store, vrf, address)
-    ask = replace(ask, nic_vrfs=tuple(vrf for vrf, _ in guest.nics))
+    from ppec.operator import vmimages
+    wanted = vmimages.resolve(ctx.store, image, boot, ask.shape.disk_bytes)
+    ask = replace(ask, nic_vrfs=tuple(vrf for vrf, _ in guest.nics),
+                  images=wanted.digests, push_images=vmimages.push_on_create(ctx))
     ssh_keys = tuple(dict.fromkeys([*ctx.config.guest_ssh_keys(), *guest.ssh_keys]))
     mac_prefix = ctx.config.mac_prefix()
     # Checked again by the store's constraint when claiming; this only fails fast.
@@ -69,9 +73,10 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
                 "rejected": [asdict(r) for r in decision.rejected]}
     claim = Claim(ctx.store, name, ask.shape, image, ask.ha_group, mac_prefix=mac_prefix,
                   extra_nics=guest.nics)
-    spec = VmSpec(name, ask.shape, image, boot, ssh_keys=ssh_keys, user_data=guest.user_data)
+    spec = VmSpec(name, ask.shape, wanted.image, wanted.boot, ssh_keys=ssh_keys,
+                  user_data=guest.user_data)
     with claim.guard():
-        return _attempts(ctx, claim, spec, ask, fleet, decision)
+        return _attempts(ctx, claim, spec, ask, fleet, decision, wanted)
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ def _candidates(ctx: Context, inventory: list[Host], host: str | None) -> list[H
 
 
 def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
-              decision: Decision) -> dict[str, Any]:
+              decision: Decision, wanted: VmImages) -> dict[str, Any]:
     """Try the ranked hosts in turn, at most MAX_ATTEMPTS refusals in all; an HA conflict
     re-places with the group as it is now (new hosts only)."""
     from ppec.operator import choose as scheduler
@@ -116,6 +121,8 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
                 break
             nics = claim.allocate_nics(snap.vrf)
             try:
+                from ppec.operator.vmimages import ensure_on
+                ensure_on(ctx, host, wanted, snap.images)   # NO_SPACE: the next host
                 result = _build(ctx, claim, replace(spec, nics=nics))
             except NoCapacity as e:
                 claim.release_nics()

@@ -65,6 +65,19 @@ def _network(h: HostSnapshot, ctx: Context) -> str | None:
     return network_reason(h, ctx.request)
 
 
+def image_reason(h: HostSnapshot, req: Request) -> str | None:
+    """Without pushes on create, a host must already hold the VM's images."""
+    if req.push_images:
+        return None
+    missing = sorted(req.images - h.images)
+    return (f"lacks image {', '.join(d[:12] for d in missing)} ([images] push_on_create "
+            f"is off)") if missing else None
+
+
+def _image(h: HostSnapshot, ctx: Context) -> str | None:
+    return image_reason(h, ctx.request)
+
+
 def _tags(h: HostSnapshot, ctx: Context) -> str | None:
     missing = sorted(ctx.request.tags - h.tags)
     return f"lacks tag(s) {', '.join(missing)}" if missing else None
@@ -112,7 +125,7 @@ def _ip(h: HostSnapshot, ctx: Context) -> str | None:
 
 FILTERS: tuple[tuple[str, Callable[[HostSnapshot, Context], str | None]], ...] = (
     ("state", _state), ("region", _region), ("vrf", _vrf), ("network", _network),
-    ("tags", _tags),
+    ("image", _image), ("tags", _tags),
     ("resources", _resources), ("ha", _ha), ("ip", _ip), ("numa", _numa),
 )
 

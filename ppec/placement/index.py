@@ -21,26 +21,13 @@ import numpy.typing as npt
 
 from ppec.numa import NoFit, Plan, fit
 from ppec.numa import Request as NumaRequest
-from ppec.placement.filters import network_reason
+from ppec.placement.filters import image_reason, network_reason
 from ppec.placement.model import SPREADS, HostSnapshot, Policy, Request
-from ppec.placement.rowrule import RowRule
+from ppec.placement.rowrule import Codes, RowRule
 
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-
-
-class _Codes:
-    """Strings to small integers, so equality tests run on arrays."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-
-    def __call__(self, value: str) -> int:
-        return self.ids.setdefault(value, len(self.ids))
-
-    def get(self, value: str) -> int:
-        return self.ids.get(value, -1)
 
 
 class FleetIndex:
@@ -49,8 +36,8 @@ class FleetIndex:
         self.pos = {h.name: i for i, h in enumerate(self.hosts)}
         n = len(self.hosts)
         k = max((len(h.topology.cells) for h in self.hosts), default=1)
-        self.region, self.vrf, self.tag = _Codes(), _Codes(), _Codes()
-        self.spread = {level: _Codes() for level in SPREADS}
+        self.region, self.vrf, self.tag = Codes(), Codes(), Codes()
+        self.spread = {level: Codes() for level in SPREADS}
         self.region_code = np.zeros(n, np.int64)
         self.vrf_code = np.zeros(n, np.int64)
         self.spread_code = {level: np.zeros(n, np.int64) for level in SPREADS}
@@ -77,6 +64,8 @@ class FleetIndex:
             self._fill(i, h)
         self.network = RowRule(lambda h, r: network_reason(h, r) is None,
                                key=lambda r: r.nic_vrfs)
+        self.image = RowRule(lambda h, r: image_reason(h, r) is None,
+                             key=lambda r: (r.images, r.push_images))
         self._shapes: dict[tuple[int, int, int, bool, bool], _Shape] = {}
         # Per row: each NUMA request's exact fit, and the numa filter's reason if it fails.
         self._fits: list[dict[NumaRequest, tuple[Plan | NoFit, str | None]]] = \
@@ -116,6 +105,7 @@ class FleetIndex:
         self._fill(i, h)
         self._fits[i] = {}
         self.network.changed(i)
+        self.image.changed(i)
         for shape in self._shapes.values():
             shape.dirty.add(i)
 
@@ -163,8 +153,8 @@ class FleetIndex:
         n = len(self.hosts)
         got = self._masks(req, policy, now, ha_taken, free_ips)
         return {rule: got[rule].copy() if rule in got else np.ones(n, np.bool_)
-                for rule in ("state", "region", "vrf", "network", "tags", "resources", "ha",
-                             "ip", "numa")}
+                for rule in ("state", "region", "vrf", "network", "image", "tags",
+                             "resources", "ha", "ip", "numa")}
 
     def passing(self, req: Request, policy: Policy, now: float,
                 ha_taken: Mapping[str, str], free_ips: Mapping[str, int] | None) -> Ints:
@@ -188,6 +178,7 @@ class FleetIndex:
         if req.vrf:
             m["vrf"] = self.vrf_code == self.vrf.get(req.vrf)
         m["network"] = self.network.mask(self.hosts, req)
+        m["image"] = self.image.mask(self.hosts, req)
         if req.tags:
             m["tags"] = self._tags(req.tags)
         if req.ha_group and ha_taken:
@@ -248,6 +239,10 @@ class FleetIndex:
         scores["anti_affinity"] = 1.0 / (1.0 + counts)
         total = (w.cost * scores["cost"] + w.power * scores["power"] + w.pack * scores["pack"]
                  + w.numa * scores["numa"] + w.anti_affinity * scores["anti_affinity"])
+        if req.images:   # holding the VM's images spares a push before the build
+            scores["image"] = np.fromiter((req.images <= self.hosts[int(i)].images
+                                           for i in rows), np.float64, len(rows))
+            total = total + w.image * scores["image"]
         return total, scores
 
     def utilization(self, req: Request, rows: Ints) -> Floats:

@@ -42,6 +42,7 @@ class HostSnapshot:
     vm_cpu_used: float | None = None
     vm_rss_mib: int | None = None
     networks: frozenset[str] = frozenset()   # VRFs the agent has a network for
+    images: frozenset[str] = frozenset()     # SHA-256 digests of the images it holds
 
     def spread_key(self, level: Spread) -> str:
         return {"host": self.name, "rack": self.rack,
@@ -105,6 +106,8 @@ class Request:
     ha_group: str = ""
     spread: Spread = "host"
     nic_vrfs: frozenset[str] = frozenset()   # VRFs of NICs besides the primary
+    images: frozenset[str] = frozenset()     # catalogue images the VM is built from
+    push_images: bool = True                 # a host without them gets them pushed first
 
     @property
     def numa_request(self) -> NumaRequest:
@@ -121,6 +124,7 @@ class Weights:
     pack: float = 1.0          # fuller hosts first (strategy pack) or emptier (spread)
     numa: float = 0.5          # hosts where the VM leaves the largest NUMA holes
     anti_affinity: float = 1.0  # soft: fewer members of the VM's HA group
+    image: float = 4.0         # hosts holding the VM's images (no push before the build)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A filter the fleet index takes from the host-by-host rule itself.
+"""Per-row helpers of the fleet index: string codes, and a filter the index takes from
+the host-by-host rule itself.
 
 A rule that reads sets per host (a host's networks, later its images or hugepages) has no
 cheap vector form, and a second copy of it in numpy is a twin to keep in step by hand. The
@@ -40,3 +41,16 @@ class RowRule:
     def changed(self, row: int) -> None:
         for _, dirty in self._masks.values():
             dirty.add(row)
+
+
+class Codes:
+    """Strings to small integers, so equality tests run on arrays."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+
+    def __call__(self, value: str) -> int:
+        return self.ids.setdefault(value, len(self.ids))
+
+    def get(self, value: str) -> int:
+        return self.ids.get(value, -1)

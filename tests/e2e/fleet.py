@@ -23,13 +23,17 @@ class SimHost:
 
 def make_fleet(root: Path, count: int, uri: str, operator_pub: str,
                extra: dict[str, object] | None = None,
-               env: Callable[[str], dict[str, str]] | None = None) -> list[SimHost]:
-    """``env(name)``: extra environment for that host's agent (e.g. its own PYTHONPATH)."""
+               env: Callable[[str], dict[str, str]] | None = None,
+               own_image_dir: bool = False) -> list[SimHost]:
+    """``env(name)``: extra environment for that host's agent (e.g. its own PYTHONPATH);
+    ``own_image_dir``: each agent keeps images under its own dir (on one machine, the
+    simulated hosts' ``/var/lib/ppec/images`` would be one directory)."""
     hosts = []
     for i in range(count):
         name = f"h{i + 1}"
+        more = {"image_dir": str(root / name / "images")} if own_image_dir else {}
         agent = Agent(root / name / "agent", host=unique(name), libvirt_uri=uri,
-                      extra=dict(extra or {}), env=env(name) if env else {}).start()
+                      extra={**(extra or {}), **more}, env=env(name) if env else {}).start()
         sshd = Sshd(root / name / "sshd", address=f"127.0.0.{11 + i}",
                     agent_socket=agent.socket, operator_pubkey=operator_pub).start()
         hosts.append(SimHost(name, agent, sshd))

@@ -119,6 +119,8 @@ class FleetIndex:
         m["vrf"] = every if not req.vrf else self.vrf_code == self.vrf.get(req.vrf)
         m["network"] = np.array([all(v in h.networks for v in [h.vrf, *req.nic_vrfs] if v)
                                  for h in self.hosts], np.bool_)
+        m["image"] = np.array([req.push_images or all(d in h.images for d in req.images)
+                               for h in self.hosts], np.bool_)
         m["tags"] = self._tags(req.tags)
         shared = req.numa is None or req.numa.policy == "shared"
         res = ((req.memory_mib <= self.free_mib) & (req.disk_bytes <= self.storage)
@@ -182,6 +184,10 @@ class FleetIndex:
         scores["anti_affinity"] = 1.0 / (1.0 + counts)
         total = (w.cost * scores["cost"] + w.power * scores["power"] + w.pack * scores["pack"]
                  + w.numa * scores["numa"] + w.anti_affinity * scores["anti_affinity"])
+        if req.images:
+            scores["image"] = np.array([float(all(d in self.hosts[int(i)].images
+                                                  for d in req.images)) for i in rows])
+            total = total + w.image * scores["image"]
         return total, scores
 
     def marginal_watts(self, req: Request, rows: Ints) -> Floats:

@@ -29,6 +29,7 @@ def fleets(draw: st.DrawFn) -> list[HostSnapshot]:
             power_domain=draw(st.sampled_from(["p1", "p2"])),
             vrf=draw(st.sampled_from(["", "blue"])),
             networks=draw(st.frozensets(st.sampled_from(["blue", "red"]))),
+            images=draw(st.frozensets(st.sampled_from(["a" * 64, "b" * 64]))),
             tags=draw(st.frozensets(st.sampled_from(["ssd", "gpu"]))),
             drained=draw(st.booleans()) and draw(st.booleans()),
             reachable=not (draw(st.booleans()) and draw(st.booleans())),
@@ -51,7 +52,9 @@ def requests(draw: st.DrawFn) -> Request:
         tags=draw(st.frozensets(st.sampled_from(["ssd", "gpu"]), max_size=1)),
         ha_group=draw(st.sampled_from(["", "g"])),
         spread=draw(st.sampled_from(["host", "rack", "power_domain"])),
-        nic_vrfs=draw(st.frozensets(st.sampled_from(["red"]))))
+        nic_vrfs=draw(st.frozensets(st.sampled_from(["red"]))),
+        images=draw(st.frozensets(st.sampled_from(["a" * 64, "b" * 64]), max_size=2)),
+        push_images=draw(st.booleans()))
 
 
 def reason_is_true(h: HostSnapshot, rule: str, req: Request, taken: dict[str, str],
@@ -64,6 +67,8 @@ def reason_is_true(h: HostSnapshot, rule: str, req: Request, taken: dict[str, st
         return bool(req.region) and h.region != req.region
     if rule == "vrf":
         return bool(req.vrf) and h.vrf != req.vrf
+    if rule == "image":     # only when images are not pushed on create
+        return not req.push_images and any(d not in h.images for d in req.images)
     if rule == "network":   # the host's own VRF (primary NIC) and every --nic VRF
         return any(v not in h.networks for v in [h.vrf, *req.nic_vrfs] if v)
     if rule == "tags":

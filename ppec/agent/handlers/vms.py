@@ -8,6 +8,7 @@ between is finished or undone at start-up (``ppec.agent.recovery``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -95,14 +96,15 @@ class VmHandlers:
 
     def create(self, **params: Any) -> dict[str, Any]:
         """``params`` is the wire form of a ``VmSpec`` (checked by the method table)."""
-        spec = VmSpec.from_params(params)
+        stored = VmSpec.from_params(params)   # as the document keeps it (catalogue refs)
         ctx = self.ctx
+        spec = self._on_this_host(stored)
         self._check_new(spec)
         interfaces = networks.resolve(ctx.config, ctx.host, spec.nics, spec.shape.vcpus,
                                       ctx.domain_type)
         plan = self.ops.fit(spec.shape)
         self.ops.volumes.check_quota(spec.shape.disk_bytes)
-        rec = VmRecord.creating(spec, uuid=str(uuid.uuid4()), created_at=utc_now(),
+        rec = VmRecord.creating(stored, uuid=str(uuid.uuid4()), created_at=utc_now(),
                                 disk_path=str(ctx.storage_dir / f"{spec.name}.qcow2"))
         docs = seed.documents(spec.name, rec.uuid, [
             (nic, iface.mtu) for nic, iface in zip(spec.nics, interfaces, strict=True)],
@@ -122,6 +124,16 @@ class VmHandlers:
         if spec.shape.pinning.policy == "dedicated":
             self.ops.repin_shared()
         return {**self.get(spec.name), "spec": rec.document}
+
+    def _on_this_host(self, spec: VmSpec) -> VmSpec:
+        """Catalogue images (``sha256:…``) as the paths this host holds them at."""
+        image_dir = Path(self.ctx.config.image_dir)
+        boot = spec.boot and dataclasses.replace(
+            spec.boot, kernel=storage.image_path(spec.boot.kernel, image_dir, "kernel"),
+            initrd=storage.image_path(spec.boot.initrd, image_dir, "initrd")
+            if spec.boot.initrd else "")
+        return dataclasses.replace(spec, image=storage.image_path(spec.image, image_dir)
+                                   if spec.image else "", boot=boot)
 
     def _facts(self, name: str) -> domxml.HostFacts:
         ctx = self.ctx

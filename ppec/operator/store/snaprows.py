@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 #   A snapshot whose topology or allocations do not parse keeps them as they came.
 FIGURES = ("cpu_overcommit", "storage_free_bytes", "cpu_percent",
            "vm_count",    # vm_count: for `ppec host list`, which reads this part too
-           "networks")    # the agent's networks: placement's network filter
+           "networks",    # the agent's networks: placement's network filter
+           "images")      # the images it holds (digest, size): the image filter and weight
 USE_KEYS = ("cpu_used", "rss_mib")    # of vm_use, whose per-VM figures placement ignores
 
 _UPSERT = ("INSERT INTO snapshots (host, taken_at, data, placement) VALUES (?, ?, ?, ?) "
