@@ -14,9 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ppec.core.errors import BadInput, ProtocolError, TransportError, from_wire
+from ppec.core.errors import BadInput, PpecError, ProtocolError, TransportError, from_wire
 from ppec.operator import images
 from ppec.operator.context import Context
+from ppec.operator.fleet.client import AgentClient
 from ppec.operator.fleet.transport import Stream
 from ppec.operator.store import Host
 from ppec.wire import protocol
@@ -26,6 +27,7 @@ CHUNK = 1 << 20
 # image longer. Wait this long for that last line.
 VERIFY_TIMEOUT = 1800.0
 SEND_TIMEOUT = 120.0
+BUSY_WAIT = 30.0
 
 Progress = Callable[[str, int, int], None]    # host, bytes on the host so far, total
 
@@ -43,13 +45,10 @@ def push(ctx: Context, host: Host, image: images.Image,
     client = ctx.client(host)
     started = time.monotonic()
     try:
-        status = client.call("image.status", digest=image.digest)
-        if status.get("have"):
-            return _result(host, image, "present", 0, started, str(status.get("path", "")))
-        answer = client.call("image.upload", digest=image.digest, size=image.file_bytes,
-                             offset=int(status.get("partial") or 0))
-        if answer.get("have"):   # another push finished meanwhile
-            return _result(host, image, "present", 0, started, str(answer.get("path", "")))
+        status, answer = _begin(client, image)
+        if answer.get("have"):   # there already, or another push finished meanwhile
+            return _result(host, image, "present", 0, started,
+                           str(answer.get("path") or status.get("path", "")))
         if answer.get("stream") != "image":
             raise ProtocolError(f"{host.name}: the agent did not switch to an image stream")
         offset = int(answer["offset"])
@@ -65,6 +64,25 @@ def push(ctx: Context, host: Host, image: images.Image,
         client.close()
     return _result(host, image, "pushed", image.file_bytes - offset, started,
                    str(result.get("path", "")))
+
+
+def _begin(client: AgentClient, image: images.Image) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The host's offset, then the upload from it. A transfer that just broke off may hold
+    the host's lock for that image a moment longer (it is still writing what arrived):
+    UPLOAD_BUSY is asked again for a while, each time from the offset the host has now."""
+    deadline = time.monotonic() + BUSY_WAIT
+    while True:
+        status = dict(client.call("image.status", digest=image.digest))
+        if status.get("have"):
+            return status, status
+        try:
+            return status, dict(client.call("image.upload", digest=image.digest,
+                                            size=image.file_bytes,
+                                            offset=int(status.get("partial") or 0)))
+        except PpecError as e:
+            if e.code != "UPLOAD_BUSY" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _result(host: Host, image: images.Image, state: str, sent: int, started: float,
