@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from ppec.core.errors import BadInput, NotFound
-from ppec.service.http import facts, views
+from ppec.service.http import facts, imageview, views
 from ppec.service.http.pages import PageAsk, encode, next_cursor
 from ppec.service.http.reader import HOST_STATES
 from ppec.service.http.state import Json, State
@@ -53,7 +53,29 @@ def host_detail(st: State, name: str) -> dict[str, Any]:
     doc.update(views.host_network_doc(parsed))
     vms = vm_list(st, PageAsk(1000, None), host=name)
     doc["vms"], doc["vms_next"] = vms["vms"], vms["next_cursor"]
+    doc["images"] = imageview.on_host(st.reader.store(), name, parsed, now)
     return {"as_of": now, **doc}
+
+
+def image_rows(st: State) -> list[dict[str, Any]]:
+    """The whole catalogue with where each version is, kept while nothing changed."""
+    store = st.reader.store()
+    rows: list[dict[str, Any]] = st.memo.get(
+        "images", imageview.version(store),
+        lambda: imageview.catalogue(store, st.reader.cache))
+    return rows
+
+
+def image_list(st: State, ask: PageAsk) -> dict[str, Any]:
+    now = st.now()
+    rows, cursor = imageview.page(image_rows(st), ask, now)
+    return {"as_of": now, "limit": ask.limit, "images": rows, "next_cursor": cursor}
+
+
+def image_detail(st: State, name: str) -> dict[str, Any]:
+    now = st.now()
+    return {"as_of": now, "name": name,
+            "versions": imageview.of_name(image_rows(st), name, now)}
 
 
 def vm_list(st: State, ask: PageAsk, host: str | None = None,
@@ -102,10 +124,13 @@ def router(st: State) -> APIRouter:
         return st.shared(("hosts", limit, cursor, region, rack, state), lambda: host_list(
             st, PageAsk.of(limit, cursor), region=region, rack=rack, state=state))
 
-    @api.get("/hosts/{name}", summary="One host with its NUMA nodes, networks and VMs",
+    @api.get("/hosts/{name}", summary="One host with its NUMA nodes, networks, images and "
+                                      "VMs",
              description="A host as in /hosts, plus `numa`, `networks` (name, kind, source, "
                          "mtu, present, up, device_mtu), `cpu_mode`, `cpu_model`, "
-                         "`vhost_net` (null without a snapshot) and its `vms`.")
+                         "`vhost_net` (null without a snapshot), its `vms` and `images` "
+                         "(digest, names, size, held, recorded_at, in_snapshot, taken_at, "
+                         "age_s).")
     def host(name: str) -> Json:
         return Json(host_detail(st, name))
 
@@ -120,8 +145,29 @@ def router(st: State) -> APIRouter:
     def vm(name: str) -> Json:
         return Json(vm_detail(st, name))
 
+    _image_routes(api, st)
     _facts_routes(api, st)
     return api
+
+
+IMAGE_FIELDS = (
+    "Each version: `name, digest, version, newest, kind` (disk, kernel, initrd), `format, "
+    "virtual_bytes, file_bytes, os_user, description, added_at`; `hosts` (where it is), "
+    "`where` [{host, held, recorded_at, in_snapshot, taken_at, age_s}] (every host with a "
+    "push record or a snapshot listing it; `held` is false where the host's snapshot, newer "
+    "than the push, does not list it) and `vms` (whose documents name it).")
+
+
+def _image_routes(api: APIRouter, st: State) -> None:
+    @api.get("/images", summary="The image catalogue: every version, where it is, who uses "
+                                "it", description=IMAGE_FIELDS)
+    def image_versions(limit: int | None = Limit, cursor: str | None = Cursor) -> Json:
+        return Json(image_list(st, PageAsk.of(limit, cursor)))
+
+    @api.get("/images/{name}", summary="One image name's versions, newest first",
+             description=IMAGE_FIELDS)
+    def image(name: str) -> Json:
+        return Json(image_detail(st, name))
 
 
 def _facts_routes(api: APIRouter, st: State) -> None:

@@ -42,6 +42,7 @@ HOST_FAMILIES: tuple[tuple[str, str, str], ...] = (
     ("ppec_host_vm_cpu_used", "gauge", "Host CPUs' worth of CPU its VMs used, as the agent "
                                        "measured it before the snapshot"),
     ("ppec_host_vm_rss_bytes", "gauge", "Resident memory of the host's VMs' QEMU processes"),
+    ("ppec_host_images", "gauge", "Base images the host holds, at its snapshot"),
     ("ppec_numa_node_cpus_free", "gauge", "Usable CPUs of a NUMA node no dedicated VM holds"),
     ("ppec_numa_node_memory_free_bytes", "gauge", "Memory of a NUMA node not bound to VMs"),
 )
@@ -77,8 +78,9 @@ def host_lines(name: str, key: HostKey, parsed: Parsed | None, fresh: str) -> li
                          s.used_mib * MIB, s.free_mib * MIB,
                          max(0, parsed.storage_total - parsed.storage_free),
                          parsed.storage_free, len(parsed.vm_states),
-                         parsed.info.get("vm_cpu_used"), _bytes(parsed.info.get("vm_rss_mib"))]
-    for (family, _, _), value in zip(HOST_FAMILIES[2:13], values, strict=True):
+                         parsed.info.get("vm_cpu_used"), _bytes(parsed.info.get("vm_rss_mib")),
+                         None if parsed.images is None else len(parsed.images)]
+    for (family, _, _), value in zip(HOST_FAMILIES[2:14], values, strict=True):
         out.append("" if value is None else f"{family}{{{lb}}} {value}\n")
     out.append("".join(f'ppec_numa_node_cpus_free{{{lb},node="{n.id}"}} '
                        f"{s.node_free_cpus[i]}\n" for i, n in enumerate(parsed.nodes)))

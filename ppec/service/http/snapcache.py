@@ -3,7 +3,7 @@ many pages, scrapes and host pages read it, and a page reads only its own hosts'
 
 Parsing is the cost at fleet size (a 10,000-host round changes every row), so a parse
 keeps only what pages and /metrics read: the agent's scalar facts, each VM's state and
-the live part of its NICs, the host's networks, and a ``ppec.placement`` ``Summary``
+the live part of its NICs, the host's networks and images, and a ``ppec.placement`` ``Summary``
 counted straight from the JSON (the same rules as ``Summary.of``; tests hold them equal).
 The full NUMA ``Topology`` is built only for the host page that draws it. ``Warmer`` keeps
 the cache current from a background thread, so a scrape finds it parsed.
@@ -76,6 +76,9 @@ class Parsed:
     # VM name -> its NICs' live part; only VMs that have NICs (older agents: none)
     vm_nics: dict[str, tuple[LiveNic, ...]] = field(default_factory=dict, repr=False)
     networks: tuple[Network, ...] = ()
+    # (digest, size) of each base image the host holds; None from an agent older than
+    # the image catalogue (issue 25), whose snapshot has no list
+    images: tuple[tuple[str, int], ...] | None = None
 
     @property
     def storage_total(self) -> int:
@@ -141,6 +144,15 @@ def networks_of(data: dict[str, Any]) -> tuple[Network, ...]:
                  for n in data.get("networks") or () if isinstance(n, dict))
 
 
+def images_of(data: dict[str, Any]) -> tuple[tuple[str, int], ...] | None:
+    """The snapshot's ``images`` (absent from older agents: None)."""
+    found = data.get("images")
+    if not isinstance(found, list):
+        return None
+    return tuple((sys.intern(str(i.get("digest") or "")), int(i.get("size") or 0))
+                 for i in found if isinstance(i, dict))
+
+
 def parse(host: str, taken_at: float, text: str) -> Parsed:
     data = json.loads(text)
     topology = data.get("topology") or {"cells": []}
@@ -153,7 +165,7 @@ def parse(host: str, taken_at: float, text: str) -> Parsed:
     nics = {str(v.get("name")): found for v in views if (found := live_nics(v))}
     nodes = tuple(Node(int(c["id"]), int(c["memory_mib"])) for c in topology["cells"])
     return Parsed(host, taken_at, info, nodes, summary_of(topology, allocations), states,
-                  topology, allocations, nics, networks_of(data))
+                  topology, allocations, nics, networks_of(data), images_of(data))
 
 
 class SnapshotCache:

@@ -47,6 +47,18 @@ def percent(used: float | None, total: float | None) -> float:
     return 0.0 if not total or used is None else max(0.0, min(100.0, 100.0 * used / total))
 
 
+def size(n: float | None) -> str:
+    """Bytes for people: ``512 B``, ``2.0 MiB``, ``1.5 GiB``."""
+    if n is None:
+        return "-"
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
 def when(epoch: float | None) -> str:
     return "-" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                    time.gmtime(epoch))
@@ -63,7 +75,8 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(str(HERE.joinpath("templates"))),
                       autoescape=select_autoescape(["html"]), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters.update(colour=vm_colour, ago=ago, gib=gib, when=when, nic=nic_label)
+    env.filters.update(colour=vm_colour, ago=ago, gib=gib, when=when, nic=nic_label,
+                       size=size)
     env.globals.update(percent=percent, refresh_s=REFRESH_S)
     return env
 
@@ -118,7 +131,24 @@ def mount(app: FastAPI, st: State) -> None:
                           state=state or None)
         return pages.render(request, "vms.html", doc=doc, **pages.banner())
 
+    _image_pages(app, st, pages)
     _fact_pages(app, st, pages)
+
+
+def _image_pages(app: FastAPI, st: State, pages: Pages) -> None:
+    @app.get("/images", response_class=HTMLResponse, include_in_schema=False)
+    def images(request: Request, limit: int | None = None,
+               cursor: str | None = None) -> HTMLResponse:
+        doc = api.image_list(st, PageAsk.of(limit, cursor))
+        return pages.render(request, "images.html", doc=doc, image_name=None,
+                            **pages.banner())
+
+    @app.get("/images/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def image(request: Request, name: str) -> HTMLResponse:
+        doc = api.image_detail(st, name)
+        return pages.render(request, "images.html", doc={
+            "images": doc["versions"], "next_cursor": None}, image_name=name,
+            **pages.banner())
 
 
 def _fact_pages(app: FastAPI, st: State, pages: Pages) -> None:
