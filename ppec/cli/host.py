@@ -114,10 +114,13 @@ def show(run: Run, name: str,
     if fmt is Fmt.table and doc.get("live"):
         doc = {**doc, **{f"live.{k}": v for k, v in doc["live"].items()},
                "live.networks": "; ".join(network_text(n) for n in
-                                          doc["live"].get("networks", [])) or "-"}
+                                          doc["live"].get("networks", [])) or "-",
+               "live.images": ", ".join(f"{i['digest'][:12]} ({format_size(i['size'])})"
+                                        for i in doc["live"].get("images", [])) or "-"}
         fields += [(f"live.{k}", k) for k in ("domain_type", "cpu_mode", "cpu_model", "cpus",
                                                "memory_mib", "committed_memory_mib",
-                                               "vm_count", "networks", "libvirt_version",
+                                               "vm_count", "networks", "images",
+                                               "libvirt_version",
                                                "agent_version")]
     elif fmt is Fmt.table and doc.get("error"):
         doc = {**doc, "error": doc["error"]["message"]}

@@ -75,9 +75,18 @@ def show(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
 @command
 def remove(run: Run, name: str,
            version: Annotated[str, typer.Option(help="Only this version (8+ digits).")] = "",
+           host: Annotated[str | None, typer.Option(
+               help="Remove it from this host only (the host refuses while a VM's disk is "
+                    "backed by it); the catalogue keeps it.")] = None,
            fmt: OutputOpt = Fmt.table) -> None:
-    """Drop an image (or one version) from the catalogue; refused while a VM uses it."""
+    """Drop an image (or one version) from the catalogue, or from one host; refused while
+    a VM uses it, naming the VMs."""
     from ppec.operator import images
+    if host:
+        removed = images.remove_from_host(run.ctx, name, version, host)
+        output.emit_record(fmt, {"name": name, "host": host, "removed": removed},
+                           message=f"removed {len(removed)} version(s) of {name} from {host}")
+        return
     removed = images.remove(run.ctx.store, name, version)
     output.emit_record(fmt, {"name": name, "removed": removed},
                        message=f"removed {len(removed)} version(s) of {name}")

@@ -33,6 +33,11 @@ def place(
     numa_nodes: opt.NumaNodes = 0,
     threads: opt.ThreadsOpt = opt.Threads.prefer,
     emulator: opt.EmulatorOpt = opt.Emulator.share,
+    image: Annotated[str, typer.Option(
+        metavar="NAME[@DIGEST]", help="A catalogue image: hosts holding it weigh more "
+                                     "(weight image); without pushes on create "
+                                     "([images] push_on_create = false) only they pass.")]
+        = "",
     explain: Annotated[bool, typer.Option(
         "--explain", help="Every host: each filter's verdict and reason, each weigher's "
                           "score, the rank.")] = False,
@@ -49,6 +54,12 @@ def place(
     ask = opt.make_ask(ctx.config, flavor, cpus, memory, disk, disk_required=False,
                        numa=numa, numa_nodes=numa_nodes, threads=threads, emulator=emulator,
                        region=region, vrf=vrf, tag=tag, ha_group=ha_group, spread=spread)
+    if image:
+        from dataclasses import replace
+
+        from ppec.operator import images, vmimages
+        ask = replace(ask, images=(images.resolve(ctx.store, image).digest,),
+                      push_images=vmimages.push_on_create(ctx))
     if from_snapshot is not None:
         fleet, hosts = scheduler.fleet_from_file(from_snapshot)
     else:

@@ -8,18 +8,22 @@ and the older ones stay while any VM uses them. Hosts hold images at one path by
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, BadInput, Conflict, NotFound, StorageError
 from ppec.core.units import check_label
 from ppec.operator.store import Store
+
+if TYPE_CHECKING:
+    from ppec.operator.context import Context
 
 KINDS = ("disk", "kernel", "initrd")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -179,8 +183,7 @@ def view(store: Store, image: Image) -> dict[str, Any]:
             "vms": users(store, image.digest)}
 
 
-def remove(store: Store, name: str, digest: str = "") -> list[str]:
-    """Drop a name's versions (or one) from the catalogue; refused while a VM uses one."""
+def _chosen(store: Store, name: str, digest: str) -> list[Image]:
     found = versions(store, name)
     if not found:
         raise NotFound(f"unknown image {name!r} (see `ppec image list`)")
@@ -189,6 +192,24 @@ def remove(store: Store, name: str, digest: str = "") -> list[str]:
         if len(found) != 1:
             raise BadInput(f"--version {digest}: not exactly one version of {name}",
                            code="NOT_FOUND")
+    return found
+
+
+def remove_from_host(ctx: Context, name: str, digest: str, host: str) -> list[str]:
+    """The host deletes its copy; it refuses (IMAGE_IN_USE) while a VM of its uses it."""
+    target = ctx.store.host(host)
+    done = []
+    for image in _chosen(ctx.store, name, digest):
+        with contextlib.suppress(NotFound):   # not there: what was asked holds
+            ctx.client(target).call("image.remove", digest=image.digest)
+        forget_host(ctx.store, image.digest, host)
+        done.append(image.digest)
+    return done
+
+
+def remove(store: Store, name: str, digest: str = "") -> list[str]:
+    """Drop a name's versions (or one) from the catalogue; refused while a VM uses one."""
+    found = _chosen(store, name, digest)
     for image in found:
         used = users(store, image.digest)
         if used:

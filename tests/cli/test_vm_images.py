@@ -91,3 +91,25 @@ def test_rejected_with_the_reason_when_pushes_are_off(two: tuple[Cli, Agent, Age
                     "--image", "deb")
     assert small.returncode == 2
     assert small.stderr.strip() == "ppec: error: --disk 16M is smaller than image deb (32M)"
+
+
+def test_place_explain_shows_the_image_weight_and_remove_from_a_host(
+        two: tuple[Cli, Agent, Agent], tmp_path: Path) -> None:
+    cli, _, _ = two
+    doc = json.loads(cli.ok("place", "--cpus", "1", "--memory", "256M", "--image", "deb",
+                            "--explain", "--refresh", "-o", "json").stdout)
+    weights = {h["host"]: h["weights"].get("image") for h in doc["hosts"]}
+    assert weights == {"h1": 1.0, "h2": 0.0} and doc["host"] == "h1"
+    assert {h["host"]: h["filters"]["image"] for h in doc["hosts"]} == {"h1": None,
+                                                                       "h2": None}
+    shown = cli.ok("host", "show", "h1").stdout
+    assert _digest(cli)[:12] in shown
+    cli.ok("vm", "create", "v5", "--cpus", "1", "--memory", "256M", "--disk", "64M",
+           "--image", "deb", "--host", "h1")
+    busy = cli.run("image", "remove", "deb", "--host", "h1")
+    assert busy.returncode == 1 and "v5" in busy.stderr
+    cli.ok("vm", "delete", "v5")
+    cli.ok("image", "remove", "deb", "--host", "h1")
+    assert not (tmp_path / "img1" / "by-digest" / _digest(cli)).exists()
+    assert json.loads(cli.ok("image", "list", "-o", "json").stdout)["images"][0][
+        "hosts"] == []
