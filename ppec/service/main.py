@@ -15,9 +15,11 @@ from typing import Any
 
 from ppec.core.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL, PpecError
 from ppec.operator.store import Store
-from ppec.service.jobs import Job
+from ppec.service.jobs import Job, alerting_hosts
 from ppec.service.jobs.agentfiles import AgentFiles
 from ppec.service.jobs.drift import Drift
+from ppec.service.jobs.images import SOURCE as IMAGES_SOURCE
+from ppec.service.jobs.images import Images
 from ppec.service.jobs.snapshots import Snapshots
 from ppec.service.leader import Leader, for_store
 from ppec.service.log import Log
@@ -25,8 +27,14 @@ from ppec.service.runner import Jobs, JobThread
 from ppec.service.settings import Settings
 
 
-def default_jobs() -> list[Job]:
-    return [Snapshots(), Drift(), AgentFiles()]
+def default_jobs(settings: Settings | None = None, store: Store | None = None) -> list[Job]:
+    """The three fleet jobs, and the images job when ``[images] everywhere`` names images
+    (or, with an empty list, while alerts it opened are open: its round resolves them)."""
+    jobs: list[Job] = [Snapshots(), Drift(), AgentFiles()]
+    wanted = settings.images_everywhere if settings is not None else ()
+    if wanted or (store is not None and alerting_hosts(store, IMAGES_SOURCE)):
+        jobs.append(Images(wanted))
+    return jobs
 
 
 def run(settings: Settings, stop: threading.Event, log: Log | None = None,
@@ -34,19 +42,24 @@ def run(settings: Settings, stop: threading.Event, log: Log | None = None,
     """Run the periodic jobs (on the leader only) until ``stop`` is set; with
     ``settings.once``, one round of each, then return. Returns the exit code."""
     log = log or Log()
-    Store(settings.db).close()   # migrate now, and fail at start if the store is unusable
+    store = Store(settings.db)   # migrate now, and fail at start if the store is unusable
+    try:
+        jobs = jobs or default_jobs(settings, store)
+    finally:
+        store.close()
     leader = for_store(settings.db)
+    intervals = {"snapshots": settings.snapshot_interval, "drift": settings.drift_interval,
+                 "agent_files": settings.agent_check_interval}
+    if any(j.name == "images" for j in jobs):
+        intervals["images"] = settings.images_interval
     log.info("started", db=_redact(settings.db), listen=settings.listen,
-             once=settings.once, workers=settings.workers,
-             intervals={"snapshots": settings.snapshot_interval,
-                        "drift": settings.drift_interval,
-                        "agent_files": settings.agent_check_interval},
+             once=settings.once, workers=settings.workers, intervals=intervals,
+             images_everywhere=list(settings.images_everywhere) or None,
              notifiers=[n.name for n in settings.notifiers])
     try:
         if settings.once:
-            return _once(settings, log, leader, jobs or default_jobs())
-        _lead_or_follow(settings, log, leader, stop, jobs or default_jobs(),
-                        leading or threading.Event())
+            return _once(settings, log, leader, jobs)
+        _lead_or_follow(settings, log, leader, stop, jobs, leading or threading.Event())
         return EXIT_OK
     finally:
         leader.release()

@@ -16,6 +16,7 @@ import functools
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from ppec.core.errors import PpecError
 from ppec.operator.fleet.client import AgentClient, HostResult, Reach
+from ppec.operator.fleet.transport import Stream
 from ppec.operator.store import Host
 
 
@@ -76,6 +78,7 @@ class HostPool:
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._guard = threading.Lock()
         self._workers = Workers(workers)
+        self._loose: weakref.WeakSet[Stream] = weakref.WeakSet()   # fresh_client's streams
         self._closed = False
 
     def _slot(self, host: Host, lane: str) -> _Slot:
@@ -104,17 +107,33 @@ class HostPool:
         ``stop`` is set, hosts not yet started are dropped and calls in flight get
         ``grace`` seconds; what is still out then is abandoned (never reported as a
         failure: the host did nothing wrong)."""
+        return self.map(hosts, lambda host: self.call(host, method, lane), stop)
+
+    def map(self, hosts: Iterable[Host], fn: Callable[[Host], Any], stop: threading.Event,
+            at_once: int | None = None) -> Iterator[HostResult]:
+        """``fn(host)`` for every host on the pool's workers, results as they arrive, as
+        ``ask`` does. With ``at_once``, at most that many are handed to the workers at a
+        time, so long calls (an image push) leave the other workers to the other jobs."""
         def one(host: Host) -> HostResult | None:
             if stop.is_set():
                 return None
             try:
-                return HostResult(host.name, True, self.call(host, method, lane))
+                return HostResult(host.name, True, fn(host))
             except PpecError as e:
                 e.host = e.host or host.name
                 return HostResult(host.name, False, error=e)
 
-        pending: set[Future[HostResult | None]] = {
-            self._workers.submit(functools.partial(one, h)) for h in hosts}
+        todo = iter(hosts)
+        pending: set[Future[HostResult | None]] = set()
+
+        def feed() -> None:
+            while not stop.is_set() and (at_once is None or len(pending) < at_once):
+                host = next(todo, None)
+                if host is None:
+                    return
+                pending.add(self._workers.submit(functools.partial(one, host)))
+
+        feed()
         deadline: float | None = None
         try:
             while pending:
@@ -123,6 +142,7 @@ class HostPool:
                     if time.monotonic() >= deadline:
                         return
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                feed()
                 for f in done:
                     result = None if f.cancelled() else f.result()
                     # After stop, a failure may be our own closing of the connection.
@@ -131,6 +151,22 @@ class HostPool:
         finally:
             for f in pending:
                 f.cancel()
+
+    def fresh_client(self, host: Host) -> AgentClient:
+        """A connection of its own for one long call that takes the stream over (an image
+        push), outside the warm ones; ``close`` closes it too, if it is still open."""
+        client = AgentClient(host, self.reach)
+        opener = client.opener
+
+        def tracked() -> Stream:
+            stream = opener()
+            self._loose.add(stream)
+            if self._closed:
+                stream.close()
+            return stream
+
+        client.opener = tracked
+        return client
 
     def retain(self, names: set[str]) -> None:
         """Close connections to hosts no longer in the inventory."""
@@ -150,4 +186,7 @@ class HostPool:
         for slot in slots:
             with contextlib.suppress(Exception):
                 slot.client.close()
+        for stream in list(self._loose):
+            with contextlib.suppress(Exception):
+                stream.close()
         self._workers.shutdown()

@@ -1,4 +1,5 @@
-"""The service's settings: the operator config's ``[serve]`` table, checked at start.
+"""The service's settings: the operator config's ``[serve]`` table (and ``[images]``),
+checked at start.
 
 A bad value is one clear error (``BadInput``, exit 2) before anything runs, never a
 surprise an hour later when a job first reads it.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ppec.core.errors import BadInput
+from ppec.core.units import check_label
 from ppec.operator import config as ppec_config
 from ppec.operator.fleet.client import Reach
 
@@ -20,6 +22,7 @@ _NUMBERS: dict[str, tuple[float, float, float]] = {
     "snapshot_interval": (30.0, 0.05, 86400.0),
     "drift_interval": (60.0, 0.05, 86400.0),
     "agent_check_interval": (300.0, 0.05, 86400.0),
+    "images_interval": (300.0, 0.05, 86400.0),
     "jitter": (0.1, 0.0, 0.5),
     "backoff_base": (5.0, 0.0, 86400.0),
     "backoff_cap": (300.0, 0.0, 86400.0),
@@ -29,6 +32,7 @@ _INTEGERS: dict[str, tuple[int, int, int]] = {
     "workers": (32, 1, 1024),
     "batch": (500, 1, 100000),
     "notify_queue": (10000, 1, 1000000),
+    "image_pushes": (4, 1, 1024),
 }
 _KNOWN = {*_NUMBERS, *_INTEGERS, "notifier", "leader_retry"}
 
@@ -55,6 +59,7 @@ class Settings:
     snapshot_interval: float = 30.0
     drift_interval: float = 60.0
     agent_check_interval: float = 300.0
+    images_interval: float = 300.0   # seconds between image rounds ([images] everywhere)
     jitter: float = 0.1
     workers: int = 32
     backoff_base: float = 5.0
@@ -62,8 +67,10 @@ class Settings:
     batch: int = 500                 # snapshots per store transaction
     stop_grace: float = 5.0          # seconds a stopping round may take before abandoned
     notify_queue: int = 10000        # pending notifications before new ones are dropped
+    image_pushes: int = 4            # pushes at once, each holding one of the workers
     leader_retry: float = 0.0        # 0: the shortest job interval
     notifiers: tuple[NotifierSpec, ...] = field(default_factory=tuple)
+    images_everywhere: tuple[str, ...] = ()   # [images] everywhere: catalogue names
     known_hosts: Path = field(default_factory=ppec_config.known_hosts_path)
     connect_timeout: float = 10.0
     ssh_command: str = "ppec-agent proxy"
@@ -153,11 +160,34 @@ def from_config(raw: Mapping[str, Any], *, db: str, listen: str = "127.0.0.1:848
         if not isinstance(entries, list):
             raise BadInput("[serve] notifier must be an array of tables ([[serve.notifier]])")
         notifiers = tuple(_notifier(i, e) for i, e in enumerate(entries))
+        values["images_everywhere"] = _images(raw.get("images", {}))
     except BadInput as e:
         raise BadInput(f"config {source}: {e.message}") from None
     _check_listen(listen)
     return Settings(db=db, listen=listen, token_file=token_file, once=once,
                     notifiers=notifiers, **values)
+
+
+def _images(table: Any) -> tuple[str, ...]:
+    """``[images] everywhere``: catalogue names the images job keeps on every host. Only
+    their spelling is checked here; whether the catalogue has them is the job's question
+    each round (the catalogue changes while the service runs)."""
+    if not isinstance(table, dict):
+        raise BadInput("[images] must be a table")
+    unknown = sorted(set(table) - {"everywhere"})
+    if unknown:
+        raise BadInput(f"[images]: unknown key(s) {', '.join(unknown)}; known: everywhere")
+    names = table.get("everywhere", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadInput(f"[images] everywhere must be a list of image names, not {names!r}")
+    for name in names:
+        try:
+            check_label(name, "image name")
+        except BadInput as e:
+            raise BadInput(f"[images] everywhere: {e.message}") from None
+    if len(set(names)) != len(names):
+        raise BadInput("[images] everywhere names an image twice")
+    return tuple(names)
 
 
 def _check_listen(listen: str) -> None:
