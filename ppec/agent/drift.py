@@ -23,6 +23,9 @@ VCPUS_CHANGED = "VCPUS_CHANGED"
 NIC_ADDED = "NIC_ADDED"                # an interface ppec did not give the VM
 NIC_REMOVED = "NIC_REMOVED"            # a NIC ppec gave it is gone
 NIC_CHANGED = "NIC_CHANGED"            # a NIC of ppec's moved to another bridge or device
+# Base images under image_dir/by-digest (ppec.agent.verify.ImageWatch, issue 25):
+IMAGE_CHANGED = "IMAGE_CHANGED"        # no longer hashes to its name: every overlay on it is bad
+IMAGE_MISSING = "IMAGE_MISSING"        # a VM in the ledger uses it; by-digest lacks it
 
 
 @dataclass(frozen=True)

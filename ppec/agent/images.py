@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 
 from ppec.agent.config import AgentConfig
 from ppec.agent.console import Streaming
+from ppec.agent.ledger import VmRecord
 from ppec.core.errors import BadInput, Conflict, NoCapacity, PpecError, StorageError
 from ppec.core.units import format_size
 from ppec.wire import protocol
@@ -39,6 +40,8 @@ HEX = frozenset("0123456789abcdef")
 MARGIN = 8 << 20
 CHUNK = 4 << 20           # bytes gathered from the socket before each write
 STALL = 120.0             # a client that sends nothing for this long is taken for gone
+# What says a file was written to, renamed over or replaced: size, mtime, inode, ctime.
+Stamp = tuple[int, int, int, int]
 
 
 def is_digest(text: str) -> bool:
@@ -98,6 +101,56 @@ class ImageStore:
     def partials(self) -> list[tuple[str, int]]:
         """(digest, bytes so far) of every transfer that has not finished."""
         return self._listing(self.partial_dir)
+
+    def stamp(self, digest: str) -> Stamp | None:
+        """The finished image's stamp now; None when there is no such file."""
+        try:
+            return _stamp(os.stat(self.final(digest), follow_symlinks=False))
+        except FileNotFoundError:
+            return None
+
+    def rehash(self, digest: str) -> tuple[str, Stamp, int] | None:
+        """(SHA-256 of the finished image as it is now, its stamp from before the first
+        byte was read, its mode bits), streamed from disk; None when it is gone. GiBs take
+        seconds: callers hold no lock."""
+        try:
+            fd = os.open(self.final(digest), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            got = hashlib.file_digest(f, "sha256").hexdigest()
+        return got, _stamp(st), st.st_mode & 0o7777
+
+    def digest_of(self, ref: str) -> str | None:
+        """The image in this store a VM's image, kernel or initrd names (``sha256:D``, or
+        a path that resolves to ``by-digest/D``); None for any other file."""
+        if ref.startswith("sha256:"):
+            digest = ref.removeprefix("sha256:")
+            return digest if is_digest(digest) else None
+        if not ref:
+            return None
+        real = Path(os.path.realpath(ref))
+        return real.name if is_digest(real.name) and \
+            real.parent == Path(os.path.realpath(self.root)) else None
+
+    def users(self, records: Iterable[VmRecord]) -> dict[str, list[str]]:
+        """digest -> the VMs (sorted) whose disk is backed by it or that boot from it, by
+        the ledger: a stat or two per VM, no hashing."""
+        out: dict[str, set[str]] = {}
+        for rec in records:
+            boot = rec.document.get("boot") or {}
+            for ref in (rec.image, str(boot.get("kernel") or ""), str(boot.get("initrd") or "")):
+                if (digest := self.digest_of(ref)) is not None:
+                    out.setdefault(digest, set()).add(rec.name)
+        return {d: sorted(names) for d, names in out.items()}
+
+    def held_by(self, records: Iterable[VmRecord]) -> list[dict[str, Any]]:
+        """Every finished image with its size and the VMs on it (host.info): a listing and
+        the ledger, no hashing."""
+        users = self.users(records)
+        return [{"digest": d, "size": size, "vms": users.get(d, [])}
+                for d, size in self.images()]
 
     @contextlib.contextmanager
     def held(self, digest: str) -> Iterator[None]:
@@ -269,6 +322,10 @@ def _recv(sock: socket.socket, into: memoryview) -> int:
     except OSError as e:
         log.info("image upload: the client's connection failed: %s", e)
         return 0
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def _fsync_dir(path: Path) -> None:

@@ -56,8 +56,11 @@ class DriftHandlers:
                                             live, config)
         # The agent's own files (ppec.agent.verify): the same alert list, the same ledger.
         own = verify.check(ctx, self.releases)
+        # Its base images: the last hash of each (taken every verify_interval in a thread
+        # of its own, never here) and the ledger's VMs on them.
+        images = verify.image_watch(ctx).alerts(list(records.values()))
         alerts = ctx.ledger.record_alerts([*((a.code, a.object, a.detail) for a in found),
-                                           *own])
+                                           *own, *images])
         return {"host": ctx.host, "checked_at": utc_now(), "alerts": alerts}
 
     def _nic_sources(self, rec: VmRecord) -> dict[str, str]:
