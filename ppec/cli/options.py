@@ -15,6 +15,8 @@ from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, literal
 
 if TYPE_CHECKING:
     from ppec.operator.choose import Ask
+    from ppec.operator.context import Context
+    from ppec.operator.vms import GuestAsk
 
 
 class NumaPolicy(StrEnum):
@@ -39,6 +41,29 @@ class Spread(StrEnum):
     power_domain = "power_domain"
 
 
+Image = Annotated[str, typer.Option(
+    metavar="NAME[@DIGEST]|PATH",
+    help="A catalogue image (`ppec image list`; pushed first to a host that lacks it, "
+         "unless [images] push_on_create = false), or a path in the host's image dir; "
+         "the root disk is a copy-on-write overlay of it.")]
+Kernel = Annotated[str, typer.Option(
+    help="Boot this kernel directly (a catalogue kernel NAME, or a path in the host's "
+         "image dir) instead of the disk's boot loader.")]
+Initrd = Annotated[str, typer.Option(
+    help="Initrd for --kernel (a catalogue initrd NAME, or a path in the image dir).")]
+Nics = Annotated[list[str] | None, typer.Option(
+    "--nic", metavar="VRF[=ADDRESS]",
+    help="Another NIC, on VRF's network, with the next free address of its pool (or "
+         "ADDRESS); repeatable. The first NIC is always on the host's VRF and carries the "
+         "default route.")]
+SshKeys = Annotated[list[Path] | None, typer.Option(
+    "--ssh-key", metavar="FILE",
+    help="A public key file (e.g. ~/.ssh/id_ed25519.pub) the guest accepts; repeatable, "
+         "added to [guest] ssh_keys of the config.")]
+UserData = Annotated[Path | None, typer.Option(
+    "--user-data", metavar="FILE",
+    help="Your cloud-init user-data (#cloud-config or a #! script, UTF-8, at most 64 KiB), "
+         "merged with ppec's (hostname, keys, network) so neither is lost.")]
 Cpus = Annotated[int | None, typer.Option(help="vCPUs.", min=1, max=1024)]
 Memory = Annotated[str | None, typer.Option(help="Memory, e.g. 512M, 4G.")]
 Disk = Annotated[str | None, typer.Option(help="Root disk size, e.g. 20G.")]
@@ -124,3 +149,23 @@ def read_user_data(path: Path) -> str:
     from ppec.wire.guest import MAX_USER_DATA
     from ppec.wire.guest import read_user_data as check
     return check(_read(path, "--user-data", MAX_USER_DATA), f"--user-data {path}")
+
+
+def guest_ask(nics: list[str] | None, key_files: list[Path] | None,
+              user_data: Path | None) -> GuestAsk:
+    """``--nic``, ``--ssh-key`` and ``--user-data`` read and checked (exit 2 on bad ones)."""
+    from ppec.operator.vms import GuestAsk
+    return GuestAsk(nics=tuple(parse_nic(n) for n in nics or ()),
+                    ssh_keys=tuple(k for f in key_files or () for k in read_key_file(f)),
+                    user_data=read_user_data(user_data) if user_data else "")
+
+
+def with_image(ctx: Context, ask: Ask, image: str) -> Ask:
+    """``place --image NAME``: the image's digest in the request, with the push policy."""
+    if not image:
+        return ask
+    from dataclasses import replace
+
+    from ppec.operator import images, vmimages
+    return replace(ask, images=(images.resolve(ctx.store, image).digest,),
+                   push_images=vmimages.push_on_create(ctx))

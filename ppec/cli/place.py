@@ -54,12 +54,7 @@ def place(
     ask = opt.make_ask(ctx.config, flavor, cpus, memory, disk, disk_required=False,
                        numa=numa, numa_nodes=numa_nodes, threads=threads, emulator=emulator,
                        region=region, vrf=vrf, tag=tag, ha_group=ha_group, spread=spread)
-    if image:
-        from dataclasses import replace
-
-        from ppec.operator import images, vmimages
-        ask = replace(ask, images=(images.resolve(ctx.store, image).digest,),
-                      push_images=vmimages.push_on_create(ctx))
+    ask = opt.with_image(ctx, ask, image)
     if from_snapshot is not None:
         fleet, hosts = scheduler.fleet_from_file(from_snapshot)
     else:

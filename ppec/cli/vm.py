@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -34,34 +33,16 @@ def create(
     memory: opt.Memory = None,
     disk: opt.Disk = None,
     flavor: opt.Flavor = None,
-    image: Annotated[str, typer.Option(
-        metavar="NAME[@DIGEST]|PATH",
-        help="A catalogue image (`ppec image list`; pushed first to a host that lacks it, "
-             "unless [images] push_on_create = false), or a path in the host's image dir; "
-             "the root disk is a copy-on-write overlay of it.")] = "",
+    image: opt.Image = "",
     host: Annotated[str | None, typer.Option(help="Build on this host.")] = None,
-    kernel: Annotated[str, typer.Option(
-        help="Boot this kernel directly (a catalogue kernel NAME, or a path in the host's "
-             "image dir) instead of the disk's boot loader.")] = "",
-    initrd: Annotated[str, typer.Option(help="Initrd for --kernel (a catalogue initrd NAME, "
-                                             "or a path in the image dir).")] = "",
+    kernel: opt.Kernel = "",
+    initrd: opt.Initrd = "",
     cmdline: Annotated[str, typer.Option(help="Kernel command line for --kernel.")] = "",
     region: opt.Region = "",
     vrf: opt.Vrf = "",
-    nic: Annotated[list[str] | None, typer.Option(
-        "--nic", metavar="VRF[=ADDRESS]",
-        help="Another NIC, on VRF's network, with the next free address of its pool (or "
-             "ADDRESS); repeatable. The first NIC is always on the host's VRF and carries "
-             "the default route.")] = None,
-    ssh_key: Annotated[list[Path] | None, typer.Option(
-        "--ssh-key", metavar="FILE",
-        help="A public key file (e.g. ~/.ssh/id_ed25519.pub) the guest accepts; "
-             "repeatable, added to [guest] ssh_keys of the config.")] = None,
-    user_data: Annotated[Path | None, typer.Option(
-        "--user-data", metavar="FILE",
-        help="Your cloud-init user-data (#cloud-config or a #! script, UTF-8, at most "
-             "64 KiB), merged with ppec's (hostname, keys, network) so neither is lost.")]
-    = None,
+    nic: opt.Nics = None,
+    ssh_key: opt.SshKeys = None,
+    user_data: opt.UserData = None,
     tag: opt.Tag = None,
     ha_group: opt.HaGroup = "",
     spread: opt.SpreadOpt = opt.Spread.host,
@@ -80,11 +61,8 @@ def create(
     if (initrd or cmdline) and not kernel:
         raise BadInput("--initrd and --cmdline go with --kernel")
     boot = KernelBoot(kernel, initrd, cmdline) if kernel else None
-    guest = vms.GuestAsk(nics=tuple(opt.parse_nic(n) for n in nic or ()),
-                         ssh_keys=tuple(k for f in ssh_key or () for k in opt.read_key_file(f)),
-                         user_data=opt.read_user_data(user_data) if user_data else "")
     doc = vms.create(run.ctx, name, ask, image=image, host=host, dry_run=dry_run, boot=boot,
-                     guest=guest)
+                     guest=opt.guest_ask(nic, ssh_key, user_data))
     if dry_run:
         output.emit_record(fmt, doc, [("host", "host"), ("ranked", "candidates")],
                            message=f"{name} would be created on {doc['host']}")

@@ -66,9 +66,9 @@ class HostHandlers:
             "cpu_model": ctx.host_model,     # host-model resolved here (KVM only)
             "vhost_net": networks.vhost_available(),
             "networks": networks.states(config),
-            # Base images held here (a directory listing: no hashing).
-            "images": [{"digest": d, "size": size}
-                       for d, size in ImageStore.of(config).images()],
+            # Base images held here and the VMs on each (a listing and the ledger: no
+            # hashing).
+            "images": ImageStore.of(config).held_by(vms),
         }
 
     def numa(self) -> dict[str, Any]:

@@ -65,12 +65,7 @@ class ImageHandlers:
         users = {name for name, _ in self.ctx.hv.disk_users(real)}
         # The ledger names an image by its path or, built from the catalogue, by
         # "sha256:DIGEST" (its document's image, kernel or initrd).
-        ref = f"sha256:{final.name}"
-        for vm in self.ctx.ledger.all():
-            boot = vm.document.get("boot") or {}
-            refs = {vm.image, boot.get("kernel"), boot.get("initrd")} - {None, ""}
-            if ref in refs or any(os.path.realpath(str(r)) == real for r in refs):
-                users.add(vm.name)
+        users |= set(self.store.users(self.ctx.ledger.all()).get(final.name, []))
         return sorted(users)
 
     def remove(self, digest: str) -> dict[str, Any]:
