@@ -7,6 +7,7 @@ surprise an hour later when a job first reads it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -174,9 +175,11 @@ def _images(table: Any) -> tuple[str, ...]:
     each round (the catalogue changes while the service runs)."""
     if not isinstance(table, dict):
         raise BadInput("[images] must be a table")
-    unknown = sorted(set(table) - {"everywhere"})
-    if unknown:
-        raise BadInput(f"[images]: unknown key(s) {', '.join(unknown)}; known: everywhere")
+    # The table is shared with the CLI (push_on_create, …): only a near miss of ours is
+    # refused, so a typo does not silently mean "nothing wanted".
+    for key in sorted(table):
+        if key != "everywhere" and difflib.get_close_matches(key, ["everywhere"], 1, 0.75):
+            raise BadInput(f"[images]: unknown key {key} (everywhere?)")
     names = table.get("everywhere", [])
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadInput(f"[images] everywhere must be a list of image names, not {names!r}")

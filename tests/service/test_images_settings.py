@@ -22,7 +22,8 @@ def test_defaults_and_a_full_images_table(tmp_path: Path) -> None:
     assert (s.images_everywhere, s.images_interval, s.image_pushes) == ((), 300, 4)
     path = tmp_path / "config.toml"
     path.write_text('[serve]\nimages_interval = 60\nimage_pushes = 8\n'
-                    '[images]\neverywhere = ["debian12", "alpine-3.20", "ubuntu_24.04"]\n')
+                    '[images]\neverywhere = ["debian12", "alpine-3.20", "ubuntu_24.04"]\n'
+                    'push_on_create = false\n')   # the CLI's key in the same table
     cfg = config.load(path)
     s = from_config(cfg.raw, db="x.db", source=cfg.source)
     assert s.images_everywhere == ("debian12", "alpine-3.20", "ubuntu_24.04")
@@ -34,7 +35,8 @@ def test_defaults_and_a_full_images_table(tmp_path: Path) -> None:
     ({"images": {"everywhere": ["debian12", 3]}}, "[images] everywhere must be a list"),
     ({"images": {"everywhere": ["Debian 12"]}}, "[images] everywhere: invalid image name"),
     ({"images": {"everywhere": ["deb", "deb"]}}, "names an image twice"),
-    ({"images": {"everwhere": ["deb"]}}, "[images]: unknown key(s) everwhere"),
+    ({"images": {"everwhere": ["deb"]}}, "[images]: unknown key everwhere (everywhere?)"),
+    ({"images": {"every_where": ["deb"]}}, "[images]: unknown key every_where"),
     ({"images": ["deb"]}, "[images] must be a table"),
     ({"serve": {"images_interval": 0}}, "[serve] images_interval = 0 is out of range"),
     ({"serve": {"image_pushes": 0}}, "[serve] image_pushes must be an integer from 1"),
