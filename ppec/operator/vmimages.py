@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ppec.core.errors import BadInput
+from ppec.core.errors import BadInput, NotFound
 from ppec.core.units import format_size
 from ppec.operator import images
 from ppec.operator.context import Context
@@ -37,7 +37,11 @@ def resolve(store: Store, image: str, boot: KernelBoot | None, disk_bytes: int) 
     def one(ref: str, kind: str) -> str:
         if not _is_name(ref):
             return ref
-        found = images.resolve(store, ref, kind)
+        try:
+            found = images.resolve(store, ref, kind)
+        except NotFound:
+            raise NotFound(f"unknown image {ref!r}: not in the catalogue (`ppec image "
+                           f"list`), and a path on the host must be absolute") from None
         needed.append(found)
         return images.ref(found.digest)
 

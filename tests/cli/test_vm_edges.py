@@ -50,7 +50,8 @@ def test_image_becomes_the_backing_file(fleet: Cli, test_agent: Agent, images: P
 
 @pytest.mark.parametrize(("image", "disk", "words"), [
     ("IMAGES/nope.qcow2", "128M", "nope.qcow2 does not exist on this host"),
-    ("relative.qcow2", "128M", "must be absolute"),
+    ("relative.qcow2", "128M", "unknown image 'relative.qcow2': not in the catalogue (`ppec "
+                               "image list`), and a path on the host must be absolute"),
     ("/etc/passwd", "128M", "image /etc/passwd is not under the image dir"),
     ("IMAGES/../agent/state/ledger.db", "128M", "is not under the image dir"),
     ("BASE", "32M", "disk size 32M is smaller than image"),
