@@ -127,7 +127,8 @@ def test_twenty_concurrent_creates_share_no_disk_or_name(qcli: Cli, qemu_agent: 
         blk = virsh("domblklist", n).split()
         disks[n] = [p for p in blk if p.startswith("/")]
     all_paths = [p for paths in disks.values() for p in paths]
-    assert len(all_paths) == len(set(all_paths)) == 20
+    # A root disk and a seed ISO each, none shared.
+    assert len(all_paths) == len(set(all_paths)) == 40
     assert len({qemu_pid(n) for n in names}) == 20
     # The ledger (read with sqlite3) matches libvirt (read with virsh).
     ledger = qemu_agent.ledger_rows()
