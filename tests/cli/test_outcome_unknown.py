@@ -9,7 +9,7 @@ import threading
 from contextlib import closing
 from pathlib import Path
 
-from tests.realparts import Agent, Cli
+from tests.realparts import Agent, Cli, wait_until
 
 
 class Relay:
@@ -58,8 +58,10 @@ def test_outcome_unknown_keeps_name_address_and_mac_until_resolved(
     err = json.loads(done.stderr)["error"]
     assert err["code"] == "OUTCOME_UNKNOWN"
     assert "whether lost was created is unknown" in err["message"]
-    # The agent did build it; ppec kept its claim and its address.
-    assert "lost" in test_agent.ledger_rows()
+    # The agent did build it (it may still be at it when the CLI gives up: the request had
+    # left); ppec kept its claim and its address.
+    wait_until(lambda: test_agent.ledger_rows().get("lost", ("",))[0] == "present",
+               timeout=60, what="the agent finishing the create the CLI lost sight of")
     assert cli.store_vms() == ["lost"]
     owned = json.loads(cli.ok("ip", "list", "-o", "json").stdout)["addresses"]
     assert [(a["address"], a["owner"]) for a in owned] == [("10.0.0.1", "lost")]

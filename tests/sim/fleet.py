@@ -96,7 +96,7 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
                     "vcpus": vcpus, "memory_mib": mib, "disk_path":
                         f"/var/lib/ppec/disks/{vm}.qcow2", "disk_bytes": 10 << 30,
                     "image": "", "created_at": "2026-11-01T00:00:00Z", "ledger": "present",
-                    "address": ""})
+                    "address": "", "nics": []})
     files = {"__init__.py": hashlib.sha256(VERSION.encode()).hexdigest()}
     digest = hashlib.sha256(f"{VERSION}:{sorted(files.items())}".encode()).hexdigest()
     info = {"host": name, "agent_version": VERSION, "uptime_s": 86400.0, "kernel": "6.1.0",
@@ -109,7 +109,8 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
             "numa_nodes": len(topo["cells"]), "os_memory_available_mib": memory - used_mem,
             "cpu_percent": round(rng.uniform(5, 80), 1), "storage_dir": "/var/lib/ppec/disks",
             "storage_free_bytes": rng.randint(1, 8) << 40, "storage_total_bytes": 10 << 40,
-            "vm_count": len(vms)}
+            "vm_count": len(vms), "kvm_unusable": "", "cpu_mode": "host-model",
+            "cpu_model": "", "vhost_net": False, "networks": [], "images": []}
     drifted = rng.random() < settings.drift_rate and vms
     alerts = [{"code": "VCPUS", "object": vms[0]["name"], "detail": "libvirt has 3, ppec set 2",
                "first_seen": "2026-11-01T00:00:00Z", "last_seen": "2026-11-01T00:00:00Z"}] \
@@ -154,6 +155,7 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
                              for v in vms]},
         "drift.check": {"host": name, "checked_at": "", "alerts": alerts},
         "vm.list": {"vms": vms, "foreign": []},
+        "image.list": {"images": [], "partial": []},
         "audit.anchors": {"host": name, "anchors": [
             {"seq": 1, "hash": "0" * 64, "digest": "0" * 64, "at": ""}]},
         "agent.manifest": {"host": name, "version": VERSION, "root": "/usr/lib/ppec",
