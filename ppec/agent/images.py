@@ -29,13 +29,14 @@ from filelock import FileLock, Timeout
 
 from ppec.agent.config import AgentConfig
 from ppec.agent.console import Streaming
+from ppec.agent.files import fsync_dir
 from ppec.agent.ledger import VmRecord
 from ppec.core.errors import BadInput, Conflict, NoCapacity, PpecError, StorageError
 from ppec.core.units import format_size
 from ppec.wire import protocol
+from ppec.wire.limits import is_sha256
 
 log = logging.getLogger(__name__)
-HEX = frozenset("0123456789abcdef")
 # Free space an upload must leave in the image dir's filesystem beyond its own bytes.
 MARGIN = 8 << 20
 CHUNK = 4 << 20           # bytes gathered from the socket before each write
@@ -44,8 +45,7 @@ STALL = 120.0             # a client that sends nothing for this long is taken f
 Stamp = tuple[int, int, int, int]
 
 
-def is_digest(text: str) -> bool:
-    return len(text) == 64 and set(text) <= HEX
+is_digest = is_sha256
 
 
 class ImageStore:
@@ -216,7 +216,7 @@ class ImageStore:
             got = hashlib.file_digest(f, "sha256").hexdigest()
         if got != digest or actual != size:
             path.unlink(missing_ok=True)
-            _fsync_dir(self.partial_dir)
+            fsync_dir(self.partial_dir)
             raise StorageError(f"image {digest}: the {format_size(actual)} received hash to "
                                f"sha256 {got}, expected {digest} ({size} bytes); the "
                                f"transfer was discarded, send it again from 0",
@@ -226,8 +226,8 @@ class ImageStore:
         os.fsync(fd)
         final = self.final(digest)
         os.rename(path, final)
-        _fsync_dir(self.root)
-        _fsync_dir(self.partial_dir)
+        fsync_dir(self.root)
+        fsync_dir(self.partial_dir)
         log.info("image %s (%d bytes) in place at %s", digest, size, final)
         return {"digest": digest, "path": str(final), "size": size}
 
@@ -238,7 +238,7 @@ class ImageStore:
                              (self.partial(digest), self.partial_dir)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-                _fsync_dir(folder)
+                fsync_dir(folder)
                 gone = True
         return gone
 
@@ -328,9 +328,3 @@ def _stamp(st: os.stat_result) -> Stamp:
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

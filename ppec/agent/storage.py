@@ -12,6 +12,7 @@ from pathlib import Path
 from ppec.agent import qcow2
 from ppec.core.errors import BadInput, NotFound, StorageError
 from ppec.core.units import format_size
+from ppec.wire.limits import is_sha256
 
 
 def qemu_img(*args: str) -> str:
@@ -49,7 +50,7 @@ def image_path(ref: str, image_dir: Path, what: str = "image") -> str:
     if not ref.startswith("sha256:"):
         return ref
     digest = ref.removeprefix("sha256:")
-    if len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+    if not is_sha256(digest):
         raise BadInput(f"{what} {ref!r} is not sha256: and 64 hex digits", code="BAD_PARAMS")
     path = image_dir / "by-digest" / digest
     if not path.is_file():

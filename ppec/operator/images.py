@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ if TYPE_CHECKING:
     from ppec.operator.context import Context
 
 KINDS = ("disk", "kernel", "initrd")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _COLS = ("name, digest, kind, format, virtual_bytes, file_bytes, source, os_user, "
          "description, added_at, version")
 
@@ -49,18 +47,9 @@ class Image:
         return asdict(self)
 
 
-def check_digest(digest: str) -> str:
-    if not _DIGEST.fullmatch(digest):
-        raise BadInput(f"invalid image digest {digest!r}: 64 lower-case hex digits (SHA-256)")
-    return digest
-
-
-def sha256_file(path: Path, chunk: int = 4 << 20) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: Path) -> str:
     with path.open("rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def inspect(path: Path, kind: str) -> tuple[str, int]:

@@ -104,6 +104,7 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
     """Try the ranked hosts in turn, at most MAX_ATTEMPTS refusals in all; an HA conflict
     re-places with the group as it is now (new hosts only)."""
     from ppec.operator import choose as scheduler
+    from ppec.operator.vmimages import ensure_on
     refusals: list[str] = []
     tried: set[str] = set()
     for _ in range(MAX_ROUNDS):
@@ -121,7 +122,6 @@ def _attempts(ctx: Context, claim: Claim, spec: VmSpec, ask: Ask, fleet: Fleet,
                 break
             nics = claim.allocate_nics(snap.vrf)
             try:
-                from ppec.operator.vmimages import ensure_on
                 ensure_on(ctx, host, wanted, snap.images)   # NO_SPACE: the next host
                 result = _build(ctx, claim, replace(spec, nics=nics))
             except NoCapacity as e:

@@ -19,3 +19,10 @@ MIN_MEMORY_MIB, MAX_MEMORY_MIB = 16, 16 << 20
 MIN_DISK_BYTES, MAX_DISK_BYTES = 1 << 20, 1 << 50
 MAX_NUMA_NODES = 64
 MAX_CMDLINE = 4096
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_sha256(text: str) -> bool:
+    """An image's name on every host: its SHA-256, 64 lower-case hex digits."""
+    return len(text) == 64 and set(text) <= _HEX

@@ -91,11 +91,8 @@ def _guest(check: str) -> Callable[[Any], Any]:
     return run
 
 
-_HEX = frozenset("0123456789abcdef")
-
-
 def _digest(value: Any) -> Any:
-    if len(value) != 64 or not set(value) <= _HEX:
+    if not limits.is_sha256(value):
         raise BadInput(f"digest {value[:80]!r}: an image is named by its SHA-256, 64 "
                        f"lower-case hex digits", code="BAD_PARAMS")
     return value
