@@ -235,12 +235,6 @@ def _new_mac(db: Connection, prefix: str) -> str:
                      f"(a longer [network] mac_prefix leaves too few)", code="MAC_EXHAUSTED")
 
 
-def nics_of(store: Store, owner: str) -> list[dict[str, Any]]:
-    rows = store.db.execute("SELECT slot, vrf, mac, address FROM vm_nics WHERE vm=? "
-                            "ORDER BY slot", (owner,)).fetchall()
-    return [{"slot": s, "vrf": v, "mac": m, "address": a} for s, v, m, a in rows]
-
-
 def release(store: Store, vrf: str, address: str) -> dict[str, Any]:
     with store.transaction() as db:
         row = db.execute("SELECT owner FROM ip_addresses WHERE vrf=? AND address=?",

@@ -205,12 +205,6 @@ class Store:
             db.execute("INSERT INTO vm_departures (host, at) VALUES (?, ?) "
                        "ON CONFLICT(host) DO UPDATE SET at=excluded.at", (row[0], utc_now()))
 
-    def vm_spec(self, name: str) -> dict[str, Any] | None:
-        """The VM's stored document (VmSpec.document), or None (unknown VM, or built
-        before documents were stored)."""
-        row = self.db.execute("SELECT spec FROM vms WHERE name=?", (name,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
-
     def vm_or_none(self, name: str) -> VmRow | None:
         row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
         return VmRow(*row) if row else None
