@@ -6,7 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,28 @@ def net_agent(tmp_path: Path, blue_lan: Lan) -> Iterator[Agent]:
                   extra={"networks": {"blue": {"bridge": blue_lan.bridge}}}).start()
     yield agent
     agent.kill()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    """Where this test's agent keeps base images (the agent makes the dir)."""
+    return tmp_path / "images"
+
+
+@pytest.fixture
+def image_agent(tmp_path: Path, images: Path) -> Iterator[Callable[..., Agent]]:
+    """Starts this test's agent (libvirt's test driver, host t1) with its base images in
+    ``images`` and any more config keys; every one started is stopped at the end."""
+    started: list[Agent] = []
+
+    def start(**extra: Any) -> Agent:
+        agent = Agent(tmp_path / "agent", host="t1",
+                      extra={"image_dir": str(images), **extra}).start()
+        started.append(agent)
+        return agent
+    yield start
+    for agent in started:
+        agent.kill()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,8 @@ IMAGE_CODES = {"IMAGE_CHANGED", "IMAGE_MISSING"}
 
 
 @pytest.fixture
-def images(tmp_path: Path) -> Path:
-    return tmp_path / "images"
-
-
-@pytest.fixture
-def agent(tmp_path: Path, images: Path) -> Iterator[Agent]:
-    agent = Agent(tmp_path / "agent", host="t1", extra={
-        "image_dir": str(images), "verify_interval": 1, "drift_interval": 0}).start()
-    yield agent
-    agent.kill()
+def agent(image_agent: Callable[..., Agent]) -> Agent:
+    return image_agent(verify_interval=1, drift_interval=0)
 
 
 @pytest.fixture

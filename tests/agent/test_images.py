@@ -11,7 +11,7 @@ import os
 import socket
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +67,8 @@ def sha(data: bytes) -> str:
 
 
 @pytest.fixture
-def images(tmp_path: Path) -> Path:
-    return tmp_path / "images"
-
-
-@pytest.fixture
-def agent(tmp_path: Path, images: Path) -> Iterator[Agent]:
-    agent = Agent(tmp_path / "agent", host="t1", extra={"image_dir": str(images)}).start()
-    yield agent
-    agent.kill()
+def agent(image_agent: Callable[..., Agent]) -> Agent:
+    return image_agent()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,11 +23,9 @@ def images(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def test_agent(tmp_path: Path, images: Path) -> Iterator[Agent]:
+def test_agent(image_agent: Callable[..., Agent]) -> Agent:
     """This file's agent keeps base images in a dir of the test's own."""
-    agent = Agent(tmp_path / "agent", host="t1", extra={"image_dir": str(images)}).start()
-    yield agent
-    agent.kill()
+    return image_agent()
 
 
 @pytest.fixture

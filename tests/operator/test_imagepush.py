@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,11 +58,8 @@ class Seam:
 
 
 @pytest.fixture
-def agent(tmp_path: Path) -> Iterator[Agent]:
-    made = Agent(tmp_path / "agent", host="i1",
-                 extra={"image_dir": str(tmp_path / "images")}).start()
-    yield made
-    made.kill()
+def agent(image_agent: Callable[..., Agent]) -> Agent:
+    return image_agent()
 
 
 @pytest.fixture
