@@ -59,7 +59,7 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
     server.start_drift_checks()
     verify.start(handlers.ctx, releases, config.verify_interval, threading.Event(),
                  lambda: server.host_lock)
-    verify.start_images(handlers.ctx, config.verify_interval, threading.Event())
+    verify.start_images(handlers.drift.images, config.verify_interval, threading.Event())
     server.serve_forever()
     if server.restarting:   # not after a SIGTERM: then the next start runs the new files
         restart(server)

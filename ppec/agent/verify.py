@@ -13,7 +13,6 @@ import logging
 import os
 import stat
 import threading
-import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -151,25 +150,10 @@ class ImageWatch:
         return out
 
 
-_watches: weakref.WeakKeyDictionary[AgentContext, ImageWatch] = weakref.WeakKeyDictionary()
-_watches_lock = threading.Lock()
-
-
-def image_watch(ctx: AgentContext) -> ImageWatch:
-    """The one ImageWatch of this agent (the daemon's thread fills it, drift.check reads
-    it)."""
-    with _watches_lock:
-        watch = _watches.get(ctx)
-        if watch is None:
-            watch = _watches[ctx] = ImageWatch(ImageStore.of(ctx.config))
-        return watch
-
-
-def start_images(ctx: AgentContext, interval: float, stopping: threading.Event) -> None:
+def start_images(watch: ImageWatch, interval: float, stopping: threading.Event) -> None:
     """A pass at start, then one ``interval`` seconds after each ends (0: at start only),
     in a thread that takes no host lock: hashing GiBs takes seconds, and the agent answers
     meanwhile. An image removed or pushed mid-pass is left for the next one."""
-    watch = image_watch(ctx)
 
     def loop() -> None:
         while True:

@@ -34,11 +34,12 @@ class Handlers:
         volumes = Volumes(ctx)
         self.ops = VmOps(ctx, volumes)
         vms = VmHandlers(ctx, self.ops)
+        self.drift = DriftHandlers(ctx, volumes)
         self.objects: dict[str, object] = {
             "host": HostHandlers(ctx, vms),
             "vms": vms,
             "disks": DiskHandlers(ctx, volumes),
-            "drift": DriftHandlers(ctx, volumes),
+            "drift": self.drift,
             "update": UpdateHandlers(ctx),
             "audit": AuditHandlers(ctx),
             "console": ConsoleHandlers(ctx),

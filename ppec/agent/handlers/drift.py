@@ -7,6 +7,7 @@ from typing import Any
 
 from ppec.agent import drift, verify
 from ppec.agent.context import AgentContext
+from ppec.agent.images import ImageStore
 from ppec.agent.ledger import VmRecord
 from ppec.agent.releases import Releases
 from ppec.agent.volumes import Volumes
@@ -19,6 +20,8 @@ class DriftHandlers:
         self.ctx = ctx
         self.volumes = volumes
         self.releases = Releases(ctx.config.state_dir, pkgfiles.package_root().name)
+        # The images' last hashes: the daemon's verify thread fills it, check() reads it.
+        self.images = verify.ImageWatch(ImageStore.of(ctx.config))
 
     def check(self) -> dict[str, Any]:
         """Compare the ledger with libvirt now; record and return the open alerts."""
@@ -58,7 +61,7 @@ class DriftHandlers:
         own = verify.check(ctx, self.releases)
         # Its base images: the last hash of each (taken every verify_interval in a thread
         # of its own, never here) and the ledger's VMs on them.
-        images = verify.image_watch(ctx).alerts(list(records.values()))
+        images = self.images.alerts(list(records.values()))
         alerts = ctx.ledger.record_alerts([*((a.code, a.object, a.detail) for a in found),
                                            *own, *images])
         return {"host": ctx.host, "checked_at": utc_now(), "alerts": alerts}
