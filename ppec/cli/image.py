@@ -44,7 +44,7 @@ def add(run: Run, name: str,
     from ppec.operator import images
     image = images.add(run.ctx.store, name, file, kind=kind, os_user=os_user,
                        description=description)
-    output.emit_record(fmt, images.view(run.ctx.store, image),
+    output.emit_record(fmt, images.views(run.ctx.store, [image])[0],
                        message=f"added {name} version {image.digest[:12]} "
                                f"({image.format}, {format_size(image.virtual_bytes)})")
 
@@ -54,7 +54,7 @@ def add(run: Run, name: str,
 def list_(run: Run, fmt: OutputOpt = Fmt.table) -> None:
     """Every version of every image: digest, sizes, the hosts holding it, VMs using it."""
     from ppec.operator import images
-    rows = [images.view(run.ctx.store, i) for i in images.versions(run.ctx.store)]
+    rows = images.views(run.ctx.store, images.versions(run.ctx.store))
     output.emit_list(fmt, {"images": rows if fmt is Fmt.json else [_human(r) for r in rows]},
                      "images", COLUMNS)
 
@@ -64,7 +64,7 @@ def list_(run: Run, fmt: OutputOpt = Fmt.table) -> None:
 def show(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
     """One image's versions, newest first."""
     from ppec.operator import images
-    rows = [images.view(run.ctx.store, i) for i in images.versions(run.ctx.store, name)]
+    rows = images.views(run.ctx.store, images.versions(run.ctx.store, name))
     if not rows:
         images.resolve(run.ctx.store, name)   # the NOT_FOUND error
     output.emit_list(fmt, {"name": name, "images": rows if fmt is Fmt.json

@@ -154,22 +154,32 @@ def ref(digest: str) -> str:
     return f"sha256:{digest}"
 
 
-def users(store: Store, digest: str) -> list[str]:
-    """VMs in the store whose document names this image (disk, kernel or initrd)."""
-    want = ref(digest)
-    rows = store.db.execute("SELECT name, spec FROM vms WHERE spec IS NOT NULL").fetchall()
-    out = []
+def users_by_digest(store: Store) -> dict[str, list[str]]:
+    """digest -> the VMs whose document names it (disk image, kernel or initrd), sorted:
+    one pass over the documents that name any catalogue image."""
+    out: dict[str, list[str]] = {}
+    rows = store.db.execute("SELECT name, spec FROM vms WHERE spec LIKE ? ORDER BY name",
+                            ("%sha256:%",)).fetchall()
     for name, spec in rows:
         doc = json.loads(spec)
         boot = doc.get("boot") or {}
-        if want in (doc.get("image"), boot.get("kernel"), boot.get("initrd")):
-            out.append(str(name))
-    return sorted(out)
+        for named in {doc.get("image"), boot.get("kernel"), boot.get("initrd")}:
+            if isinstance(named, str) and named.startswith("sha256:"):
+                out.setdefault(named.removeprefix("sha256:"), []).append(str(name))
+    return out
 
 
-def view(store: Store, image: Image) -> dict[str, Any]:
-    return {**image.as_dict(), "hosts": hosts_of(store, image.digest),
-            "vms": users(store, image.digest)}
+def users(store: Store, digest: str) -> list[str]:
+    """VMs in the store whose document names this image."""
+    return users_by_digest(store).get(digest, [])
+
+
+def views(store: Store, found: list[Image]) -> list[dict[str, Any]]:
+    """Each version with the hosts holding it and the VMs using it (the documents read
+    once for all of them)."""
+    used = users_by_digest(store) if found else {}
+    return [{**i.as_dict(), "hosts": hosts_of(store, i.digest), "vms": used.get(i.digest, [])}
+            for i in found]
 
 
 def _chosen(store: Store, name: str, digest: str) -> list[Image]:

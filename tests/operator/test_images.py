@@ -74,8 +74,9 @@ def test_removal_is_refused_while_a_vm_uses_it(store: Store, tmp_path: Path) -> 
     doc = VmSpec("web-1", Shape(1, 256, 1 << 30), image=images.ref(image.digest)).document()
     store.set_vm("web-1", state="running", spec=json.dumps(doc))
     images.record_host(store, image.digest, "h1")
-    assert images.view(store, image)["vms"] == ["web-1"]
-    assert images.view(store, image)["hosts"] == ["h1"]
+    [shown] = images.views(store, [image])
+    assert shown["vms"] == ["web-1"]
+    assert shown["hosts"] == ["h1"]
     with pytest.raises(Conflict) as e:
         images.remove(store, "deb")
     assert e.value.code == "IMAGE_IN_USE" and e.value.details["vms"] == ["web-1"]

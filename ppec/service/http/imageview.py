@@ -10,7 +10,6 @@ parsed snapshots the snapshot cache already holds. Pages are cut from that list.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
@@ -33,22 +32,6 @@ def version(store: Store) -> tuple[Any, ...]:
             *db.execute("SELECT count(*), max(at) FROM image_hosts").fetchone(),
             *db.execute("SELECT count(*), max(updated_at) FROM vms").fetchone(),
             *facts.fleet_version(store))
-
-
-def vm_users(store: Store) -> dict[str, list[str]]:
-    """digest -> VMs whose document names it (disk image, kernel or initrd), as
-    ``images.users`` reads them, in one pass over the documents that name any."""
-    out: dict[str, list[str]] = defaultdict(list)
-    rows = store.db.execute("SELECT name, spec FROM vms WHERE spec LIKE ? ORDER BY name",
-                            ("%sha256:%",)).fetchall()
-    for name, spec in rows:
-        doc = json.loads(spec)
-        boot = doc.get("boot") or {}
-        refs = {doc.get("image"), boot.get("kernel"), boot.get("initrd")}
-        for ref in refs:
-            if isinstance(ref, str) and ref.startswith("sha256:"):
-                out[ref.removeprefix("sha256:")].append(str(name))
-    return out
 
 
 def snapshots(store: Store, cache: SnapshotCache) -> dict[str, Parsed]:
@@ -91,7 +74,7 @@ def catalogue(store: Store, cache: SnapshotCache) -> list[dict[str, Any]]:
         recorded[str(digest)][str(host)] = str(at)
     parsed = snapshots(store, cache)
     listed = listings(parsed)
-    users = vm_users(store)
+    users = images.users_by_digest(store)
     rows, newest = [], set()
     for image in images.versions(store):
         doc: dict[str, Any] = {k: getattr(image, k) for k in FIELDS}
