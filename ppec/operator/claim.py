@@ -18,6 +18,7 @@ from typing import Any
 
 from ppec.core.errors import PpecError
 from ppec.operator import ipdb
+from ppec.operator.config import DEFAULT_MAC_PREFIX
 from ppec.operator.store import Store
 from ppec.wire.vmspec import Nic, Shape
 
@@ -35,7 +36,7 @@ class Claim:
     shape: Shape
     image: str = ""
     ha_group: str = ""
-    mac_prefix: str = "02:70:70"
+    mac_prefix: str = DEFAULT_MAC_PREFIX
     # NICs besides the primary (which is on the host's VRF): (VRF, wanted address or "")
     extra_nics: tuple[tuple[str, str], ...] = ()
     host: str = ""                  # "" until the name is claimed

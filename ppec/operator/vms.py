@@ -71,7 +71,7 @@ def create(ctx: Context, name: str, ask: Ask, *, image: str = "", host: str | No
         return {"name": name, "dry_run": True, "host": decision.host,
                 "ranked": [c.host for c in decision.ranked],
                 "rejected": [asdict(r) for r in decision.rejected]}
-    claim = Claim(ctx.store, name, ask.shape, image, ask.ha_group, mac_prefix=mac_prefix,
+    claim = Claim(ctx.store, name, ask.shape, wanted.image, ask.ha_group, mac_prefix=mac_prefix,
                   extra_nics=guest.nics)
     spec = VmSpec(name, ask.shape, wanted.image, wanted.boot, ssh_keys=ssh_keys,
                   user_data=guest.user_data)

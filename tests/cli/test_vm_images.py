@@ -57,6 +57,9 @@ def test_placed_where_the_image_is_when_it_fits(two: tuple[Cli, Agent, Agent],
            f"them first")
     assert json.loads(cli.ok("vm", "show", "v1", "-o", "json").stdout)["image"] == \
         f"sha256:{_digest(cli)}"
+    # The store's record names it as the document does, not by the name typed.
+    listed = json.loads(cli.ok("vm", "list", "--limit", "10", "-o", "json").stdout)["vms"]
+    assert [(v["name"], v["image"]) for v in listed] == [("v1", f"sha256:{_digest(cli)}")]
     cli.ok("vm", "delete", "v1")
     cli.ok("image", "remove", "deb")
 
