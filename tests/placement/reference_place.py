@@ -20,23 +20,11 @@ from ppec.placement.model import (
     Rejection,
     Request,
 )
+from ppec.placement.rowrule import Codes
 
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
-
-
-class _Codes:
-    """Strings to small integers, so equality tests run on arrays."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-
-    def __call__(self, value: str) -> int:
-        return self.ids.setdefault(value, len(self.ids))
-
-    def get(self, value: str) -> int:
-        return self.ids.get(value, -1)
 
 
 class FleetIndex:
@@ -45,8 +33,8 @@ class FleetIndex:
         self.pos = {h.name: i for i, h in enumerate(self.hosts)}
         n = len(self.hosts)
         k = max((len(h.topology.cells) for h in self.hosts), default=1)
-        self.region, self.vrf, self.tag = _Codes(), _Codes(), _Codes()
-        self.spread = {level: _Codes() for level in SPREADS}
+        self.region, self.vrf, self.tag = Codes(), Codes(), Codes()
+        self.spread = {level: Codes() for level in SPREADS}
         self.region_code = np.zeros(n, np.int64)
         self.vrf_code = np.zeros(n, np.int64)
         self.spread_code = {level: np.zeros(n, np.int64) for level in SPREADS}
