@@ -39,7 +39,9 @@ from ppec.wire.limits import is_sha256
 log = logging.getLogger(__name__)
 # Free space an upload must leave in the image dir's filesystem beyond its own bytes.
 MARGIN = 8 << 20
-CHUNK = 4 << 20           # bytes gathered from the socket before each write
+# Bytes gathered from the socket before each write (and hash update): small enough to
+# stay in the CPU cache between recv, write and hash (4 MiB measured slower).
+CHUNK = 256 << 10
 STALL = 120.0             # a client that sends nothing for this long is taken for gone
 # What says a file was written to, renamed over or replaced: size, mtime, inode, ctime.
 Stamp = tuple[int, int, int, int]
@@ -206,14 +208,18 @@ class ImageStore:
             raise
         return fd
 
-    def finish(self, digest: str, size: int, fd: int) -> dict[str, Any]:
-        """Hash the whole partial file; the image when it is what its name says, else
-        nothing is left (``BAD_IMAGE``)."""
+    def finish(self, digest: str, size: int, fd: int,
+               hashed: hashlib._Hash | None = None) -> dict[str, Any]:
+        """The image, when the partial file hashes to its name, else nothing is left
+        (``BAD_IMAGE``). ``hashed`` is the hash of every byte written to the file, taken as
+        they were written (an upload's); without it the file is read again."""
         os.fsync(fd)
         path = self.partial(digest)
         actual = os.fstat(fd).st_size
-        with path.open("rb") as f:
-            got = hashlib.file_digest(f, "sha256").hexdigest()
+        if hashed is None:
+            with path.open("rb") as f:
+                hashed = hashlib.file_digest(f, "sha256")
+        got = hashed.hexdigest()
         if got != digest or actual != size:
             path.unlink(missing_ok=True)
             fsync_dir(self.partial_dir)
@@ -255,6 +261,10 @@ class Upload(Streaming):
         self.store, self.digest, self.size, self.offset = store, digest, size, offset
         self._fd: int | None = fd
         self._lock: FileLock | None = lock
+        # The hash of the partial file, kept up to date as bytes are written: hashing in
+        # the same pass as the write saves reading a GiB again at the end (a third of a
+        # push's time on one core). A resume hashes what the file already has first.
+        self._hash = hashlib.sha256()
 
     def _close(self) -> None:
         if self._fd is not None:
@@ -270,8 +280,8 @@ class Upload(Streaming):
             sock.settimeout(STALL)
             if self._receive(sock):
                 assert self._fd is not None
-                reply = protocol.reply_ok(self.request_id,
-                                          self.store.finish(self.digest, self.size, self._fd))
+                reply = protocol.reply_ok(self.request_id, self.store.finish(
+                    self.digest, self.size, self._fd, self._hash))
         except PpecError as e:
             reply = protocol.reply_error(self.request_id, e.code, e.message,
                                          {**e.details, "kind": type(e).code})
@@ -287,6 +297,7 @@ class Upload(Streaming):
     def _receive(self, sock: socket.socket) -> bool:
         """Every byte of the rest of the image into the partial file (True), or as many as
         came before the client went away (False)."""
+        self._hash_existing()
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         left, filled, done = self.size - self.offset, 0, self.offset
@@ -304,8 +315,22 @@ class Upload(Streaming):
                 return False
         return True
 
+    def _hash_existing(self) -> None:
+        """The first ``offset`` bytes of the partial file into the hash (a resume)."""
+        assert self._fd is not None
+        at = 0
+        while at < self.offset:
+            block = os.pread(self._fd, min(CHUNK, self.offset - at), at)
+            if not block:   # open_partial checked the size under the lock: cannot shrink
+                raise StorageError(f"image {self.digest}: the partial file ends at {at}, "
+                                   f"before the resume offset {self.offset}",
+                                   code="STORAGE")
+            self._hash.update(block)
+            at += len(block)
+
     def _write(self, data: memoryview) -> None:
         assert self._fd is not None
+        self._hash.update(data)
         try:
             while data:
                 data = data[os.write(self._fd, data):]

@@ -154,6 +154,35 @@ def test_a_broken_transfer_resumes_from_what_the_host_kept(agent: Agent, conn: C
     assert not partial.exists()
 
 
+def test_a_resume_hashes_the_bytes_the_host_kept(agent: Agent, images: Path) -> None:
+    """The agent hashes an upload as it writes; a resume must still hash the partial it
+    had, not trust it: a byte changed in it before the resume is BAD_IMAGE."""
+    data = os.urandom(3 * MiB + 9)
+    digest, sent = sha(data), MiB + 7
+    partial = images / "by-digest" / ".partial" / digest
+    c = Conn(agent.socket)
+    c.send("image.upload", digest=digest, size=len(data), offset=0)
+    assert c.line()["result"]["stream"] == "image"
+    c.sock.sendall(data[:sent])
+    c.close()
+    conn = Conn(agent.socket)
+    try:
+        wait_until(lambda: conn.ok("image.status", digest=digest)["partial"] == sent,
+                   timeout=30, what="the partial holds every byte sent")
+        wait_until(lambda: not upload_busy(conn, digest, len(data)), timeout=30,
+                   what="the broken upload let go of its lock")
+    finally:
+        conn.close()
+    kept = bytearray(partial.read_bytes())
+    kept[100] ^= 0x01
+    partial.write_bytes(bytes(kept))
+
+    _, last = push(agent, data, offset=sent)
+    assert last["ok"] is False and last["error"]["code"] == "BAD_IMAGE", last
+    assert last["error"]["details"]["got"] == sha(bytes(kept) + data[sent:])
+    assert not partial.exists() and not (images / "by-digest" / digest).exists()
+
+
 def upload_busy(conn: Conn, digest: str, size: int) -> bool:
     """Whether another upload of ``digest`` holds its lock (a harmless probe: the offset
     is past the end, refused once the lock is had)."""

@@ -46,6 +46,21 @@ class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # no stubs
         keys.save(str(self.known_hosts))
 
 
+# AES-GCM first: an AEAD cipher needs no separate HMAC pass, which is most of paramiko's
+# cost per byte on a bulk stream (an image push measured 1.9x scp with aes128-ctr +
+# hmac-sha2-256, 1.3x with this). The rest of paramiko's order stays as a fallback.
+_GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _transport(sock: object, **kwargs: object) -> paramiko.Transport:
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    ciphers = tuple(options.ciphers)
+    options.ciphers = tuple(c for c in _GCM if c in ciphers) + \
+        tuple(c for c in ciphers if c not in _GCM)
+    return transport
+
+
 class SSHStream:
     def __init__(self, *, address: str, port: int, username: str, identity: str,
                  known_hosts: Path, command: str, timeout: float,
@@ -59,7 +74,8 @@ class SSHStream:
             self.client.connect(
                 address, port=port, username=username, key_filename=identity or None,
                 allow_agent=True, look_for_keys=not identity, timeout=timeout,
-                banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout)
+                banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
+                transport_factory=_transport)
             transport = self.client.get_transport()
             assert transport is not None
             self.channel = transport.open_session(timeout=timeout)
@@ -88,7 +104,9 @@ class SSHStream:
     def send(self, data: bytes, timeout: float) -> None:
         self.channel.settimeout(timeout)
         try:
-            self.channel.sendall(data)
+            # a memoryview: paramiko slices what is left after every packet, and slicing
+            # bytes copies the rest of a 1 MiB block each 32 KiB
+            self.channel.sendall(memoryview(data))
         except (OSError, paramiko.SSHException) as e:
             raise TransportError(f"{self.where}: send failed: {e}",
                                  code="AGENT_UNREACHABLE") from None
