@@ -15,7 +15,10 @@ from ppec.numa.topology import parse_cpulist
 
 DEFAULT_PATH = Path("/etc/ppec/agent.toml")
 # The steps of an update, in order (see ppec.agent.handlers.update and daemon.restart).
-FAULT_STEPS = ("checked", "stored", "staged", "exchanged", "recorded", "restart")
+FAULT_STEPS = ("checked", "stored", "staged", "exchanged", "recorded", "restart",
+               # a migration's steps (docs/migration.md): target, source, target, source
+               "incoming-claimed", "incoming-prepared", "migrate-marked", "migrate-copied",
+               "incoming-settle", "migrate-settle")
 
 
 NETWORK_KINDS = ("bridge", "macvtap")
@@ -69,6 +72,13 @@ class AgentConfig:
     # The guest CPU on KVM: host-model, host-passthrough or a model name (TCG: maximum).
     cpu_mode: str = "host-model"
     networks: tuple[Network, ...] = ()
+    # Live migration (docs/migration.md): how the other hosts' libvirtd reach this host's
+    # (qemu+tls://HOST/system; "" refuses incoming migrations), the address QEMU's data
+    # stream comes to (tcp://ADDRESS; "": libvirt's choice, the host's name), and whether
+    # libvirt wraps that stream in TLS (its certificates must be set up).
+    migration_uri: str = ""
+    migration_address: str = ""
+    migration_tls: bool = False
 
     def network(self, vrf: str) -> Network | None:
         return next((n for n in self.networks if n.name == vrf), None)
@@ -170,9 +180,9 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
                 raise BadInput(f"{source}: {key} must be a positive number")
             values[key] = float(value)
-        elif key == "supervised":
+        elif key in ("supervised", "migration_tls"):
             if not isinstance(value, bool):
-                raise BadInput(f"{source}: supervised must be true or false")
+                raise BadInput(f"{source}: {key} must be true or false")
             values[key] = value
         elif not isinstance(value, str):
             raise BadInput(f"{source}: {key} must be a string")

@@ -18,102 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ppec.agent.ledgerschema import MIGRATIONS
 from ppec.core import sqlschema
 from ppec.core.clock import utc_now
 from ppec.core.errors import AlreadyExists, PpecError
 from ppec.numa import Allocation
 from ppec.wire.vmspec import VmSpec
 
-MIGRATIONS = [
-    """
-    CREATE TABLE IF NOT EXISTS vms (
-        name        TEXT PRIMARY KEY,
-        uuid        TEXT NOT NULL UNIQUE,
-        state       TEXT NOT NULL CHECK (state IN ('creating', 'present', 'deleting')),
-        vcpus       INTEGER NOT NULL,
-        memory_mib  INTEGER NOT NULL,
-        disk_path   TEXT NOT NULL UNIQUE,
-        disk_bytes  INTEGER NOT NULL,
-        image       TEXT NOT NULL DEFAULT '',
-        power       TEXT NOT NULL DEFAULT 'running',
-        created_at  TEXT NOT NULL,
-        updated_at  TEXT NOT NULL
-    )
-    """,
-    """
-    ALTER TABLE vms ADD COLUMN policy TEXT NOT NULL DEFAULT 'shared';
-    ALTER TABLE vms ADD COLUMN threads TEXT NOT NULL DEFAULT 'prefer';
-    ALTER TABLE vms ADD COLUMN emulator TEXT NOT NULL DEFAULT 'share';
-    ALTER TABLE vms ADD COLUMN numa_nodes INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE vm_cpus (
-        cpu  INTEGER PRIMARY KEY,
-        vm   TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE
-    );
-    CREATE TABLE vm_memory (
-        vm    TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
-        cell  INTEGER NOT NULL,
-        mib   INTEGER NOT NULL,
-        PRIMARY KEY (vm, cell)
-    )
-    """,
-    """
-    CREATE TABLE used_nonces (
-        nonce    TEXT PRIMARY KEY,
-        digest   TEXT NOT NULL,
-        used_at  TEXT NOT NULL
-    )
-    """,
-    """
-    CREATE TABLE alerts (
-        code        TEXT NOT NULL,
-        object      TEXT NOT NULL,
-        detail      TEXT NOT NULL,
-        first_seen  TEXT NOT NULL,
-        last_seen   TEXT NOT NULL,
-        PRIMARY KEY (code, object)
-    )
-    """,
-    # Data disks: written before each step of an attach or detach (handlers/disks.py).
-    """
-    CREATE TABLE disks (
-        vm          TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE,
-        target      TEXT NOT NULL,
-        path        TEXT NOT NULL UNIQUE,
-        bytes       INTEGER NOT NULL,
-        bus         TEXT NOT NULL,
-        format      TEXT NOT NULL,
-        owned       INTEGER NOT NULL,
-        keep        INTEGER NOT NULL DEFAULT 0,
-        state       TEXT NOT NULL CHECK (state IN
-                        ('attaching', 'attached', 'detaching', 'detach-pending')),
-        created_at  TEXT NOT NULL,
-        updated_at  TEXT NOT NULL,
-        PRIMARY KEY (vm, target)
-    )
-    """,
-    # The operator's audit chain head that came with an approved execution, written with
-    # its spent nonce: what ``ppec audit verify`` checks the store's chain against.
-    """
-    CREATE TABLE audit_anchors (
-        nonce   TEXT PRIMARY KEY REFERENCES used_nonces(nonce),
-        seq     INTEGER NOT NULL,
-        hash    TEXT NOT NULL,
-        digest  TEXT NOT NULL,
-        at      TEXT NOT NULL
-    )
-    """,
-    # The whole VM as one document (VmSpec.document, JSON); '' for VMs built before it.
-    # The MAC of each NIC is unique on the host, by index: two VMs never share one.
-    """
-    ALTER TABLE vms ADD COLUMN spec TEXT NOT NULL DEFAULT '';
-    CREATE TABLE vm_nics (
-        mac  TEXT PRIMARY KEY,
-        vm   TEXT NOT NULL REFERENCES vms(name) ON DELETE CASCADE
-    )
-    """,
-]
 _COLS = ("name, uuid, state, vcpus, memory_mib, disk_path, disk_bytes, image, power,"
-         " created_at, policy, threads, emulator, numa_nodes, spec")
+         " created_at, policy, threads, emulator, numa_nodes, spec, migration")
 
 
 class LedgerError(PpecError):
@@ -139,6 +52,12 @@ class VmRecord:
     emulator: str = "share"
     numa_nodes: int = 0          # 0: auto
     spec: str = ""               # VmSpec.document() as JSON; "" for VMs built before it
+    migration: str = ""          # a move under way (state migrating|incoming), as JSON
+
+    @property
+    def move(self) -> dict[str, Any]:
+        """The move under way: {peer, uri, deadline, ...} (agent/migration.py)."""
+        return dict(json.loads(self.migration)) if self.migration else {}
 
     @property
     def document(self) -> dict[str, Any]:
@@ -190,10 +109,17 @@ class Ledger:
             with self._lock:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.execute("PRAGMA foreign_keys=ON")
+            # Foreign keys off while the scripts run: a script that rebuilds a table (to
+            # change a CHECK) drops the old one, which would cascade to its children. They
+            # are checked before the commit, then enforced for good.
             with self._tx() as db:
                 sqlschema.migrate(sqlschema.Pragma(db), MIGRATIONS, what=f"ledger {path}",
                                   program="ppec-agent")
+                broken = db.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise LedgerError(f"ledger {path}: rows refer to missing VMs: {broken}")
+            with self._lock:
+                self._db.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as e:   # not a database, or a damaged one
             self._db.close()
             raise LedgerError(f"ledger {path} cannot be read: {e}") from None
@@ -217,18 +143,23 @@ class Ledger:
             self._db.close()
 
     def begin_create(self, rec: VmRecord, cpus: Iterable[int] = (),
-                     memory: Iterable[tuple[int, int]] = ()) -> None:
-        """The VM's row and everything it will hold, in one transaction."""
+                     memory: Iterable[tuple[int, int]] = (),
+                     disks: Iterable[DiskRecord] = ()) -> None:
+        """The VM's row (as ``rec.state`` says: creating, or incoming for a migration's
+        claim) and everything it will hold, data disks included, in one transaction."""
         try:
             with self._tx() as db:
                 db.execute(
-                    f"INSERT INTO vms ({_COLS}, updated_at) VALUES ({','.join('?' * 16)})",
-                    (rec.name, rec.uuid, "creating", rec.vcpus, rec.memory_mib, rec.disk_path,
+                    f"INSERT INTO vms ({_COLS}, updated_at) VALUES ({','.join('?' * 17)})",
+                    (rec.name, rec.uuid, rec.state, rec.vcpus, rec.memory_mib, rec.disk_path,
                      rec.disk_bytes, rec.image, rec.power, rec.created_at, rec.policy,
-                     rec.threads, rec.emulator, rec.numa_nodes, rec.spec, utc_now()))
+                     rec.threads, rec.emulator, rec.numa_nodes, rec.spec, rec.migration,
+                     utc_now()))
                 self._hold(db, rec.name, cpus, memory)
                 db.executemany("INSERT INTO vm_nics (mac, vm) VALUES (?, ?)",
                                [(n["mac"], rec.name) for n in rec.nics])
+                for disk in disks:
+                    self._insert_disk(db, disk)
         except sqlite3.IntegrityError as e:
             raise AlreadyExists(f"the ledger already holds a VM named {rec.name}, its disk "
                                 f"{rec.disk_path}, one of its CPUs or MACs ({e})") from None
@@ -309,14 +240,25 @@ class Ledger:
     def begin_attach(self, disk: DiskRecord) -> None:
         try:
             with self._tx() as db:
-                db.execute(f"INSERT INTO disks ({_DISK_COLS}, updated_at) "
-                           f"VALUES ({','.join('?' * 11)})",
-                           (disk.vm, disk.target, disk.path, disk.bytes, disk.bus, disk.format,
-                            int(disk.owned), int(disk.keep), disk.state, disk.created_at,
-                            utc_now()))
+                self._insert_disk(db, disk)
         except sqlite3.IntegrityError as e:
             raise AlreadyExists(f"the ledger already has disk {disk.target} of {disk.vm} or "
                                 f"volume {disk.path} ({e})") from None
+
+    @staticmethod
+    def _insert_disk(db: sqlite3.Connection, disk: DiskRecord) -> None:
+        db.execute(f"INSERT INTO disks ({_DISK_COLS}, updated_at) "
+                   f"VALUES ({','.join('?' * 11)})",
+                   (disk.vm, disk.target, disk.path, disk.bytes, disk.bus, disk.format,
+                    int(disk.owned), int(disk.keep), disk.state, disk.created_at,
+                    utc_now()))
+
+    def set_move(self, name: str, state: str, move: dict[str, Any] | None) -> None:
+        """The VM's state and the move under way (None: no move)."""
+        with self._tx() as db:
+            db.execute("UPDATE vms SET state=?, migration=?, updated_at=? WHERE name=?",
+                       (state, json.dumps(move, sort_keys=True) if move else "", utc_now(),
+                        name))
 
     def set_disk(self, vm: str, target: str, state: str, keep: bool | None = None) -> None:
         with self._tx() as db:

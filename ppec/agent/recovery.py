@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from ppec.agent import incoming, outgoing
 from ppec.agent.context import AgentContext
 from ppec.agent.vmops import VmOps
 from ppec.core.errors import AlreadyExists
@@ -30,6 +31,8 @@ def recover(ctx: AgentContext, ops: VmOps) -> list[str]:
         elif rec.state == "deleting":
             ops.finish_delete(rec, dom)
             done.append(f"{rec.name}: interrupted delete finished")
+    # Moves: each side asks libvirt (its own, and the peer's) where the guest runs.
+    done += incoming.expired(ctx, ops) + outgoing.settle_all(ctx, ops)
     return done + ops.volumes.recover() + rebuild_holdings(ctx)
 
 

@@ -15,7 +15,8 @@ from ppec.operator import lifecycle, vms
 from ppec.wire.vmspec import KernelBoot
 
 app = typer.Typer(
-    help="Virtual machines: create, list, show, start, stop, delete, stats, logs, console.",
+    help="Virtual machines: create, list, show, start, stop, delete, migrate, stats, logs, "
+         "console.",
     no_args_is_help=True)
 
 COLUMNS = [("name", "NAME"), ("host", "HOST"), ("state", "STATE"), ("vcpus", "CPUS"),
@@ -221,3 +222,8 @@ def stats(
     targets = vmstats.vm_targets(run.ctx, names, host)
     view.show(run, targets, watch or interval, count if watch else 1, live=bool(watch),
               title="ppec vm stats")
+
+
+# `vm migrate` lives in its own module (its progress meter, its maker-checker request);
+# imported here, last, so it joins this app.
+from ppec.cli import migrate as _migrate  # noqa: E402,F401

@@ -88,6 +88,20 @@ def request_vm_delete(ctx: Context, signer: Signer, name: str,
                   params={"inventory_host": inventory})
 
 
+def request_vm_migrate(ctx: Context, signer: Signer, ask: Any) -> dict[str, Any]:
+    """The approval names the VM and the host it goes to (placement chooses it now when
+    ``--to`` was not given): the agent refuses a migration elsewhere."""
+    from ppec.operator import migtarget
+    inventory, agent_name = _hosts(ctx, ask.name, None)
+    target = ask.to
+    if not target:
+        info = ctx.client(ctx.store.host(inventory)).call("vm.migrate_info", name=ask.name)
+        target = migtarget.choose_target(ctx, ctx.store.vm(ask.name), info, "").name
+    return create(ctx, signer, "migrate", "vm", ask.name, host=agent_name,
+                  params={"inventory_host": inventory, "target": target,
+                          "max_downtime_ms": ask.max_downtime_ms, "timeout": ask.timeout})
+
+
 def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
                         keep_volume: bool, timeout: int,
                         host: str | None = None) -> dict[str, Any]:
@@ -262,6 +276,12 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
         if p["operation"] == "vm.delete":
             result = lifecycle.delete(ctx, p["resource"], p["params"].get("inventory_host"),
                                 approval=envelope)
+        elif p["operation"] == "vm.migrate":
+            from ppec.operator import migrate
+            result = migrate.migrate(ctx, migrate.MoveAsk(
+                p["resource"], to=str(p["params"]["target"]),
+                max_downtime_ms=int(p["params"]["max_downtime_ms"]),
+                timeout=int(p["params"]["timeout"])), approval=envelope)
         elif p["operation"] == "disk.detach":
             vm, _, target = str(p["resource"]).partition("/")
             result = disks.detach(ctx, vm, target, timeout=int(p["params"]["timeout"]),

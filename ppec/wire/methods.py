@@ -101,6 +101,34 @@ def _digest(value: Any) -> Any:
 _DIGEST = Param(str, check=_digest)
 
 
+def _bounded(limit: int, what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if len(value) > limit or not value.isprintable():
+            raise BadInput(f"{what}: at most {limit} printable characters", code="BAD_PARAMS")
+        return value
+    return check
+
+
+_host_name = _bounded(253, "host name")
+_uri = _bounded(1000, "URI")
+_short = _bounded(100, "timestamp")
+
+
+def _xml(value: Any) -> Any:
+    if len(value) > 512 * 1024 or not value.lstrip().startswith("<domain"):
+        raise BadInput("xml: a <domain> document of at most 512 KiB", code="BAD_PARAMS")
+    return value
+
+
+def _uuid(value: Any) -> Any:
+    import uuid
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise BadInput(f"uuid {value[:40]!r} is not a UUID", code="BAD_PARAMS") from None
+    return value
+
+
 def _names(value: Any) -> Any:
     if len(value) > 10_000 or not all(isinstance(n, str) for n in value):
         raise BadInput("names must be a list of at most 10000 VM names", code="BAD_PARAMS")
@@ -164,6 +192,42 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         # {"kernel": path, "initrd": path, "cmdline": text}: direct kernel boot
         "boot": Param(dict, required=False, default=None),
     }, tier="slow", mutating=True),
+    # Live migration (docs/migration.md). Source: what the target needs, the migration
+    # (the host lock let go while libvirt copies), its progress, an abort, the settle
+    # that forgets the VM once it runs on the target. Target: the claim, and the settle
+    # that takes the VM (or gives the claim up).
+    Method("vm.migrate_info", "migrate.describe", {"name": _NAME}, tier="normal",
+           mutating=True),
+    Method("vm.migrate", "migrate.migrate", {
+        "name": _NAME,
+        "target": Param(str, check=_host_name),
+        "uri": Param(str, check=_uri),
+        "xml": Param(str, check=_xml),
+        "address": Param(str, required=False, default="", check=_uri),
+        "tls": Param(bool, required=False, default=False),
+        "max_downtime": Param(int, required=False, default=0, minimum=0, maximum=600_000),
+        "timeout": Param(int, required=False, default=600, minimum=1, maximum=86_400),
+    }, tier="slow", mutating=True, wait_param="timeout", approval_for=("vm", "migrate"),
+        approval_binds=("target",)),
+    Method("vm.migrate_job", "migrate.job", {"name": _NAME}),
+    Method("vm.migrate_abort", "migrate.abort", {"name": _NAME}),
+    Method("vm.migrate_settle", "migrate.settle_out", {"name": _NAME}, tier="normal",
+           mutating=True),
+    Method("vm.incoming", "migrate.claim", {
+        "name": _NAME,
+        "document": Param(dict),
+        "uuid": Param(str, check=_uuid),
+        "created_at": Param(str, check=_short),
+        "xml": Param(str, check=_xml),
+        "source": Param(str, check=_host_name),
+        "disks": Param(list, required=False, default=None),
+        "seed": Param(str, required=False, default=""),
+        "wait": Param(int, required=False, default=900, minimum=1, maximum=86_400),
+    }, tier="slow", mutating=True),
+    Method("vm.incoming_settle", "migrate.settle_in", {
+        "name": _NAME,
+        "abandon": Param(bool, required=False, default=False),
+    }, tier="normal", mutating=True),
     # Base images by SHA-256 under image_dir/by-digest (issue 25). Only remove takes the
     # host lock: a push of GiBs must not hold up creates.
     Method("image.status", "images.status", {"digest": _DIGEST}),

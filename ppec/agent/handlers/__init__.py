@@ -19,6 +19,7 @@ from ppec.agent.handlers.disks import DiskHandlers
 from ppec.agent.handlers.drift import DriftHandlers
 from ppec.agent.handlers.host import HostHandlers
 from ppec.agent.handlers.images import ImageHandlers
+from ppec.agent.handlers.migrate import MigrateHandlers
 from ppec.agent.handlers.stats import StatsHandlers
 from ppec.agent.handlers.update import UpdateHandlers
 from ppec.agent.handlers.vms import VmHandlers
@@ -34,7 +35,7 @@ class Handlers:
         volumes = Volumes(ctx)
         self.ops = VmOps(ctx, volumes)
         vms = VmHandlers(ctx, self.ops)
-        self.drift = DriftHandlers(ctx, volumes)
+        self.drift = DriftHandlers(ctx, self.ops)
         self.objects: dict[str, object] = {
             "host": HostHandlers(ctx, vms),
             "vms": vms,
@@ -45,6 +46,7 @@ class Handlers:
             "console": ConsoleHandlers(ctx),
             "stats": StatsHandlers(ctx, vms),
             "images": ImageHandlers(ctx),
+            "migrate": MigrateHandlers(ctx, self.ops, vms),
         }
 
     def resolve(self, ref: str) -> Handler:

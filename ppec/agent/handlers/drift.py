@@ -5,20 +5,21 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ppec.agent import drift, verify
+from ppec.agent import drift, incoming, outgoing, verify
 from ppec.agent.context import AgentContext
 from ppec.agent.images import ImageStore
 from ppec.agent.ledger import VmRecord
 from ppec.agent.releases import Releases
-from ppec.agent.volumes import Volumes
+from ppec.agent.vmops import VmOps
 from ppec.core.clock import utc_now
 from ppec.wire import bundle as pkgfiles
 
 
 class DriftHandlers:
-    def __init__(self, ctx: AgentContext, volumes: Volumes) -> None:
+    def __init__(self, ctx: AgentContext, ops: VmOps) -> None:
         self.ctx = ctx
-        self.volumes = volumes
+        self.ops = ops
+        self.volumes = ops.volumes
         self.releases = Releases(ctx.config.state_dir, pkgfiles.package_root().name)
         # The images' last hashes: the daemon's verify thread fills it, check() reads it.
         self.images = verify.ImageWatch(ImageStore.of(ctx.config))
@@ -26,6 +27,10 @@ class DriftHandlers:
     def check(self) -> dict[str, Any]:
         """Compare the ledger with libvirt now; record and return the open alerts."""
         ctx = self.ctx
+        # A migration the operator's CLI did not see to its end is settled here: a claim
+        # past its deadline given up, a VM that runs on its target forgotten.
+        incoming.expired(ctx, self.ops)
+        outgoing.settle_all(ctx, self.ops)
         found: list[drift.Alert] = []
         domains = {d.name: d for d in ctx.hv.domains()}
         records = {r.name: r for r in ctx.ledger.all()}

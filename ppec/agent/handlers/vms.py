@@ -99,7 +99,7 @@ class VmHandlers:
         stored = VmSpec.from_params(params)   # as the document keeps it (catalogue refs)
         ctx = self.ctx
         spec = self._on_this_host(stored)
-        self._check_new(spec)
+        self.check_new(spec)
         interfaces = networks.resolve(ctx.config, ctx.host, spec.nics, spec.shape.vcpus,
                                       ctx.domain_type)
         plan = self.ops.fit(spec.shape)
@@ -142,7 +142,7 @@ class VmHandlers:
             cpu_mode=ctx.cpu_mode, emulator=ctx.config.emulator,
             seed_path=str(ctx.seed_path(name)), console_log=str(ctx.console_log(name)))
 
-    def _check_new(self, spec: VmSpec) -> None:
+    def check_new(self, spec: VmSpec) -> None:
         """Refusals before anything is written."""
         name, ctx = spec.name, self.ctx
         if ctx.hv.find(name) is not None or ctx.ledger.get(name) is not None:

@@ -195,4 +195,9 @@ CREATE TABLE job_runs (
         PRIMARY KEY (digest, host)
     )
     """,
+    # 11: a VM being moved (issue 26): the host it is moving to, until the move is
+    #     settled (operator/migrate.py)
+    """
+    ALTER TABLE vms ADD COLUMN moving_to TEXT
+    """,
 ]

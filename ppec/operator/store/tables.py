@@ -188,7 +188,8 @@ class Store:
             raise HaConflict(f"the HA group already has a member on {ha_key}") from None
 
     def set_vm(self, name: str, **fields: Any) -> None:
-        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes", "ha_key", "spec"}
+        allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes", "ha_key", "spec",
+                   "moving_to"}
         if not set(fields) <= allowed:   # column names go into the SQL: never a caller's
             raise ValueError(f"set_vm: not a VM column: {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{k}=?" for k in fields)
@@ -208,6 +209,11 @@ class Store:
     def vm_or_none(self, name: str) -> VmRow | None:
         row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
         return VmRow(*row) if row else None
+
+    def vm_move(self, name: str) -> str:
+        """The host a move of ``name`` is under way to, or ""."""
+        row = self.db.execute("SELECT moving_to FROM vms WHERE name=?", (name,)).fetchone()
+        return str(row[0] or "") if row else ""
 
     def vm(self, name: str) -> VmRow:
         row = self.vm_or_none(name)
