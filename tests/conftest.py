@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.migparts import Peer, peer_reason, start_peer, stop_peer
 from tests.netparts import Lan, lan, net_reason
 from tests.realparts import QEMU_SCRATCH, Agent, Cli, qemu_reason, sshd_reason, unique
 
@@ -219,3 +220,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\nCI: {len(skipped)} test(s) skipped; set-up should have installed every "
               f"real part:\n  " + "\n  ".join(reasons))
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def libvirt_peers(qemu_ready: None) -> Iterator[list[Peer]]:
+    """Three more libvirtds on this machine (tests/libvirt-peer.sh), for migration:
+    distinct host UUIDs, as distinct hosts have. Stopped when the session ends."""
+    reason = peer_reason()
+    if reason:
+        pytest.skip(f"extra libvirtds unavailable: {reason}")
+    names = [f"ppec-mp{i}" for i in (1, 2, 3)]
+    peers = [start_peer(name, i) for i, name in enumerate(names, start=1)]
+    yield peers
+    for name in names:
+        stop_peer(name)

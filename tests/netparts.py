@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import os
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -143,6 +145,10 @@ class Lan:
                     f"{timeout:.0f} s; the namespace's neighbours: {self.arp() or 'none'}; "
                     f"ports of {self.bridge}: {bridge_ports(self.bridge) or 'none'}")
 
+    def pinger(self, address: str, interval: float = 0.1) -> Pinger:
+        """Echo requests every ``interval`` s from the namespace until stopped."""
+        return Pinger(self, self._target(address), interval)
+
     def arp(self) -> dict[str, str]:
         """The namespace's neighbour table: address -> link-layer address (resolved only)."""
         table: dict[str, str] = {}
@@ -165,6 +171,30 @@ class Lan:
             left.append(f"netns {self.netns}")
         if left:
             raise AssertionError(f"test LAN not fully removed: {', '.join(left)} remain")
+
+
+class Pinger:
+    """``ping -D`` running in a LAN's namespace: which requests were answered, when."""
+
+    def __init__(self, net: Lan, address: str, interval: float) -> None:
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", net.netns, "ping", "-D", "-n", "-i", str(interval),
+             "-W", "1", address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+
+    def stop(self) -> list[float]:
+        """Stop; the times (epoch seconds) of the answers."""
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=10)
+        return [float(line[1:line.index("]")]) for line in out.splitlines()
+                if line.startswith("[") and "bytes from" in line]
+
+    @staticmethod
+    def longest_gap(times: list[float], start: float, end: float) -> float:
+        """The longest time without an answer between ``start`` and ``end``."""
+        points = [start, *sorted(t for t in times if start <= t <= end), end]
+        return max(b - a for a, b in itertools.pairwise(points))
 
 
 def make_lan(gateway_cidr: str = "10.93.0.1/24") -> Lan:

@@ -33,6 +33,7 @@ class Request:
     xml: str                # the destination XML (live and persistent)
     tls: bool = False
     max_downtime_ms: int = 0
+    bandwidth_mib: int = 0  # MiB/s the copy may use; 0: no limit
 
 
 def migratable_xml(hv: Hypervisor, name: str) -> str:
@@ -47,6 +48,8 @@ def migrate(hv: Hypervisor, req: Request, timeout: float) -> None:
                               libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: req.xml}
     if req.address:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = req.address
+    if req.bandwidth_mib:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = req.bandwidth_mib
     flags = FLAGS | (libvirt.VIR_MIGRATE_TLS if req.tls else 0)
     expired = threading.Event()
 

@@ -27,6 +27,9 @@ def migrate(
         "--max-downtime", metavar="MS", min=0, max=600_000,
         help="Longest pause of the guest at the switch-over, in ms (0: libvirt's "
              "default, 300).")] = 0,
+    bandwidth: Annotated[int, typer.Option(
+        metavar="MIB_S", min=0, max=1 << 20,
+        help="MiB per second the copy may use (0: no limit), to spare a busy link.")] = 0,
     timeout: Annotated[int, typer.Option(
         help="Abort when the migration takes longer (seconds); the VM keeps running "
              "where it was.", min=1, max=86_400)] = 600,
@@ -42,7 +45,8 @@ def migrate(
 
     -o json: {name, from, host, cpus, source_state}."""
     from ppec.operator import migrate as mover
-    ask = mover.MoveAsk(name, to=to or "", max_downtime_ms=max_downtime, timeout=timeout)
+    ask = mover.MoveAsk(name, to=to or "", max_downtime_ms=max_downtime,
+                        bandwidth_mib=bandwidth, timeout=timeout)
     run.hold_if("vm", "migrate", lambda signer: _request(run, signer, ask))
     meter = _Meter(fmt is Fmt.table and sys.stderr.isatty())
     try:

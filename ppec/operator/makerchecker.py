@@ -99,7 +99,8 @@ def request_vm_migrate(ctx: Context, signer: Signer, ask: Any) -> dict[str, Any]
         target = migtarget.choose_target(ctx, ctx.store.vm(ask.name), info, "").name
     return create(ctx, signer, "migrate", "vm", ask.name, host=agent_name,
                   params={"inventory_host": inventory, "target": target,
-                          "max_downtime_ms": ask.max_downtime_ms, "timeout": ask.timeout})
+                          "max_downtime_ms": ask.max_downtime_ms,
+                          "bandwidth_mib": ask.bandwidth_mib, "timeout": ask.timeout})
 
 
 def request_disk_detach(ctx: Context, signer: Signer, vm: str, target: str, *,
@@ -281,6 +282,7 @@ def execute(ctx: Context, request_id: int, actor: str = "") -> dict[str, Any]:
             result = migrate.migrate(ctx, migrate.MoveAsk(
                 p["resource"], to=str(p["params"]["target"]),
                 max_downtime_ms=int(p["params"]["max_downtime_ms"]),
+                bandwidth_mib=int(p["params"].get("bandwidth_mib", 0)),
                 timeout=int(p["params"]["timeout"])), approval=envelope)
         elif p["operation"] == "disk.detach":
             vm, _, target = str(p["resource"]).partition("/")

@@ -31,6 +31,7 @@ class MoveAsk:
     name: str
     to: str = ""                 # "": placement chooses
     max_downtime_ms: int = 0     # 0: libvirt's default (300 ms)
+    bandwidth_mib: int = 0       # MiB/s the copy may use; 0: no limit
     timeout: int = 600
 
 
@@ -61,7 +62,7 @@ def migrate(ctx: Context, ask: MoveAsk, progress: Progress | None = None,
             src.call("vm.migrate", approval=approval, name=ask.name, target=target.name,
                      uri=claim["uri"], xml=claim["xml"], address=claim["address"],
                      tls=claim["tls"], max_downtime=ask.max_downtime_ms,
-                     timeout=ask.timeout)
+                     bandwidth=ask.bandwidth_mib, timeout=ask.timeout)
     except BaseException as e:
         where = _after_failure(ctx, ask.name, source, target, interrupted=not isinstance(
             e, PpecError))

@@ -206,6 +206,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         "address": Param(str, required=False, default="", check=_uri),
         "tls": Param(bool, required=False, default=False),
         "max_downtime": Param(int, required=False, default=0, minimum=0, maximum=600_000),
+        "bandwidth": Param(int, required=False, default=0, minimum=0, maximum=1 << 20),
         "timeout": Param(int, required=False, default=600, minimum=1, maximum=86_400),
     }, tier="slow", mutating=True, wait_param="timeout", approval_for=("vm", "migrate"),
         approval_binds=("target",)),

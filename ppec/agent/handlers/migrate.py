@@ -25,10 +25,10 @@ class MigrateHandlers:
         return self.outgoing.describe(name)
 
     def migrate(self, name: str, target: str, uri: str, xml: str, address: str = "",
-                tls: bool = False, max_downtime: int = 0, timeout: int = 600
-                ) -> dict[str, Any]:
+                tls: bool = False, max_downtime: int = 0, bandwidth: int = 0,
+                timeout: int = 600) -> dict[str, Any]:
         req = hvmigrate.Request(name=name, dconnuri=uri, address=address, xml=xml, tls=tls,
-                                max_downtime_ms=max_downtime)
+                                max_downtime_ms=max_downtime, bandwidth_mib=bandwidth)
         return self.outgoing.migrate(req, target, float(timeout))
 
     def job(self, name: str) -> dict[str, Any]:
