@@ -15,10 +15,12 @@ from ppec.numa.topology import parse_cpulist
 
 DEFAULT_PATH = Path("/etc/ppec/agent.toml")
 # The steps of an update, in order (see ppec.agent.handlers.update and daemon.restart).
-FAULT_STEPS = ("checked", "stored", "staged", "exchanged", "recorded", "restart",
-               # a migration's steps (docs/migration.md): target, source, target, source
-               "incoming-claimed", "incoming-prepared", "migrate-marked", "migrate-copied",
-               "incoming-settle", "migrate-settle")
+UPDATE_STEPS = ("checked", "stored", "staged", "exchanged", "recorded", "restart")
+# A migration's steps, in order (docs/migration.md): target, target, source, source,
+# target, source.
+MIGRATION_STEPS = ("incoming-claimed", "incoming-prepared", "migrate-marked",
+                   "migrate-copied", "incoming-settle", "migrate-settle")
+FAULT_STEPS = UPDATE_STEPS + MIGRATION_STEPS
 
 
 NETWORK_KINDS = ("bridge", "macvtap")

@@ -46,6 +46,9 @@ class AgentContext:
         # Detaches waiting for their guest right now (with the host lock let go); a
         # 'detaching' row not in here was left by a request that failed or a crash.
         self.in_flight: set[tuple[str, str]] = set()
+        # VMs this process is migrating away right now (agent/outgoing.py): their libvirt
+        # job may have ended a moment before the call returns.
+        self.migrating: set[str] = set()
         # Set by the server: releases the host lock for the duration (see AgentServer).
         self.unlocked: Callable[[], AbstractContextManager[Any]] = nullcontext
         # Set by agent.update once the new files are in place: the server stops after

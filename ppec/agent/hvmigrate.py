@@ -82,7 +82,12 @@ def migrate(hv: Hypervisor, req: Request, timeout: float) -> None:
 def job(hv: Hypervisor, name: str) -> dict[str, int]:
     """The migration job's counters (empty when no job runs)."""
     def get(conn: libvirt.virConnect) -> dict[str, int]:
-        stats = conn.lookupByName(name).jobStats(0)
+        try:
+            stats = conn.lookupByName(name).jobStats(0)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:   # not running
+                return {}
+            raise
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return {}
         keys = ("memory_total", "memory_remaining", "memory_processed", "disk_total",
@@ -105,8 +110,9 @@ def abort(hv: Hypervisor, name: str) -> bool:
     return hv.call(f"abort {name}'s job", stop)
 
 
-def incoming(hv: Hypervisor, name: str) -> bool:
-    """The domain here is a migration's target not yet resumed (paused for it)."""
+def paused_for_migration(hv: Hypervisor, name: str) -> bool:
+    """The domain is paused by a migration: a target not yet resumed, or a source at
+    the switch-over."""
     def get(conn: libvirt.virConnect) -> bool:
         state, reason = conn.lookupByName(name).state(0)
         return bool(state == libvirt.VIR_DOMAIN_PAUSED and reason in (

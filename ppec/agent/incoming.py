@@ -18,7 +18,6 @@ import json
 import logging
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ class Incoming:
         self.ctx = ctx
         self.ops = ops
 
-    def claim(self, c: Claim, check_new: Callable[[VmSpec], None]) -> dict[str, Any]:
+    def claim(self, c: Claim) -> dict[str, Any]:
         """Hold what the VM needs here and prepare its files; the destination XML."""
         ctx = self.ctx
         if not ctx.config.migration_uri:
@@ -80,9 +79,8 @@ class Incoming:
                            f"migration_uri", code="MIGRATION_NOT_CONFIGURED")
         self.settle(c.name, abandon=True)     # an earlier claim of the name, given up
         stored = spec_of(c.document)
-        spec = dataclasses.replace(stored, image=storage.image_path(
-            stored.image, Path(ctx.config.image_dir)) if stored.image else "")
-        check_new(spec)
+        spec = self.ops.on_this_host(stored)   # IMAGE_MISSING before anything is held
+        self.ops.check_new(spec)
         interfaces = networks.resolve(ctx.config, ctx.host, spec.nics, spec.shape.vcpus,
                                       ctx.domain_type)
         try:
@@ -182,7 +180,7 @@ class Incoming:
                     "state": rec.state if rec else "none"}
         dom = ctx.hv.find(name)
         if dom is not None and ctx.ours(dom) and dom.active:
-            if hvmigrate.incoming(ctx.hv, name):
+            if hvmigrate.paused_for_migration(ctx.hv, name):
                 return {"name": name, "host": ctx.host, "state": "moving"}
             fault.checkpoint(ctx.config, "incoming-settle")
             ctx.ledger.set_move(name, "present", None)

@@ -73,8 +73,12 @@ class Outgoing:
                                                 "started": utc_now()})
         fault.checkpoint(ctx.config, "migrate-marked")
         try:
-            with ctx.unlocked():
-                hvmigrate.migrate(ctx.hv, req, timeout)
+            ctx.migrating.add(name)
+            try:
+                with ctx.unlocked():
+                    hvmigrate.migrate(ctx.hv, req, timeout)
+            finally:
+                ctx.migrating.discard(name)
         except PpecError:
             if self.settle(name)["state"] != "target":
                 raise
@@ -91,13 +95,16 @@ class Outgoing:
         if rec is None or rec.state != "migrating":
             return {"name": name, "host": ctx.host, "state": rec.state if rec else "none"}
         dom = ctx.hv.find(name)
+        move = rec.move
         if dom is not None and dom.active:
-            if hvmigrate.job(ctx.hv, name):
+            # A migrate call of this process still running, libvirt's job, or the guest
+            # paused for the switch-over (libvirt then stops this side, or resumes it).
+            if name in ctx.migrating or hvmigrate.job(ctx.hv, name) or \
+                    hvmigrate.paused_for_migration(ctx.hv, name):
                 return {"name": name, "host": ctx.host, "state": "moving"}
             ctx.ledger.set_move(name, "present", None)
             log.info("%s: the migration ended without moving it; present here", name)
             return {"name": name, "host": ctx.host, "state": "source"}
-        move = rec.move
         there = hvmigrate.runs_at(str(move.get("uri", "")), rec.uuid)
         if there is None:
             return {"name": name, "host": ctx.host, "state": "unknown",

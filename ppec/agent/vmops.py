@@ -5,6 +5,7 @@ start-up recovery for what a crash interrupted."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -14,9 +15,9 @@ from ppec.agent.context import AgentContext
 from ppec.agent.hypervisor import Domain
 from ppec.agent.ledger import VmRecord
 from ppec.agent.volumes import Volumes
-from ppec.core.errors import NoCapacity, NotFound, PpecError
+from ppec.core.errors import AlreadyExists, NoCapacity, NotFound, PpecError
 from ppec.numa.topology import format_cpulist
-from ppec.wire.vmspec import Shape
+from ppec.wire.vmspec import Shape, VmSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,35 @@ class VmOps:
         if isinstance(plan, numa.NoFit):
             raise NoCapacity(str(plan), details={"reasons": list(plan.reasons)})
         return plan
+
+    def on_this_host(self, spec: VmSpec) -> VmSpec:
+        """Catalogue images (``sha256:…``) as the paths this host holds them at."""
+        image_dir = Path(self.ctx.config.image_dir)
+        boot = spec.boot and dataclasses.replace(
+            spec.boot, kernel=storage.image_path(spec.boot.kernel, image_dir, "kernel"),
+            initrd=storage.image_path(spec.boot.initrd, image_dir, "initrd")
+            if spec.boot.initrd else "")
+        return dataclasses.replace(spec, image=storage.image_path(spec.image, image_dir)
+                                   if spec.image else "", boot=boot)
+
+    def check_new(self, spec: VmSpec) -> None:
+        """Refusals before anything is written."""
+        name, ctx = spec.name, self.ctx
+        if ctx.hv.find(name) is not None or ctx.ledger.get(name) is not None:
+            raise AlreadyExists(f"a domain named {name} already exists on {ctx.host}")
+        if spec.boot is not None:
+            # Direct kernel boot: kernel and initrd from the image dir, like base images.
+            image_dir = Path(ctx.config.image_dir)
+            storage.check_image_path(spec.boot.kernel, image_dir, "kernel")
+            if spec.boot.initrd:
+                storage.check_image_path(spec.boot.initrd, image_dir, "initrd")
+        ctx.storage_dir.mkdir(parents=True, exist_ok=True)
+        # The VM's volumes are named after it; files by those names (a kept data volume,
+        # say) are someone else's, and undo or delete would remove them.
+        for derived in (ctx.storage_dir / f"{name}.qcow2", ctx.seed_path(name)):
+            if derived.exists() or derived.is_symlink():
+                raise AlreadyExists(f"{derived} already exists on {ctx.host}; a VM "
+                                    f"named {name} would take it over", code="VOLUME_EXISTS")
 
     def repin_shared(self) -> None:
         """Shared VMs float over the CPUs no dedicated VM holds; keep them off new pins."""

@@ -10,6 +10,7 @@ asks libvirt where the guest runs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,7 +148,8 @@ def _settled_source(ctx: Context, client: Any, name: str, progress: Progress | N
             state = "none"
         if state == "moving":
             if progress is not None:
-                progress(client.call("vm.migrate_job", name=name))
+                with contextlib.suppress(PpecError):   # it may end between the two calls
+                    progress(client.call("vm.migrate_job", name=name))
             time.sleep(POLL)
             continue
         if state == "unknown":

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import ppec
-from ppec.agent.config import FAULT_STEPS
+from ppec.agent.config import UPDATE_STEPS
 from ppec.wire import bundle as files
 from tests.agent import syncparts as sp
 from tests.agent.test_agent_sync import old_copy
@@ -223,7 +223,7 @@ def test_a_file_edited_on_the_host_is_an_alert_within_one_interval(
         sp.stop(agent)
 
 
-@pytest.mark.parametrize("step", FAULT_STEPS)
+@pytest.mark.parametrize("step", UPDATE_STEPS)
 def test_kill_9_at_each_step_leaves_one_accepted_release(
         cli: Cli, tmp_path: Path, step: str) -> None:
     site = old_copy(tmp_path)

@@ -34,7 +34,10 @@ def test_every_method_has_a_known_tier_and_mutators_are_marked() -> None:
     assert all(m.tier in TIMEOUTS for m in METHODS.values())
     assert {n for n, m in METHODS.items() if m.mutating} == {
         "vm.create", "vm.delete", "vm.start", "vm.stop", "drift.check", "disk.attach",
-        "disk.detach", "disk.list", "agent.update", "agent.rollback", "image.remove"}
+        "disk.detach", "disk.list", "agent.update", "agent.rollback", "image.remove",
+        # migration: each side's steps under its lock (the copy itself lets it go)
+        "vm.migrate", "vm.migrate_info", "vm.migrate_settle", "vm.incoming",
+        "vm.incoming_settle"}
 
 
 def test_client_timeouts_cover_the_lock_and_the_wait_asked_for() -> None:

@@ -5,8 +5,13 @@ and /proc); a pattern its disk held reads back after; nothing stays on the sourc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
+import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from ppec.agent.config import MIGRATION_STEPS
 from tests.agent.syncparts import call
 from tests.cloudinit import cloudinit_reason
 from tests.migparts import MigHost, Peer, make_hosts
 from tests.netparts import Lan, Pinger, lan, net_reason
-from tests.realparts import Cli, make_key, wait_until
+from tests.realparts import PPEC, Cli, make_key, wait_until
 
 
 @dataclass
@@ -203,3 +209,107 @@ def test_a_migration_past_its_timeout_is_aborted_and_the_vm_stays(fleet: Fleet,
     # And it still moves when asked again without the limit.
     cli.ok("vm", "migrate", "slow")
     assert fleet.where("slow") == {"h1": (None, None), "h2": ("running", "present")}
+
+
+def _stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP at its fault step)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+def _one_owner(fleet: Fleet, name: str, host: str) -> None:
+    """The VM runs on ``host`` only, owned by its ledger only, with no claim or files left
+    anywhere else; the store agrees."""
+    other = next(h.name for h in fleet.hosts if h.name != host)
+    assert fleet.where(name) == {host: ("running", "present"), other: (None, None)}
+    assert not [f for f in fleet.host(other).agent.volumes() if f.startswith(name)]
+    show = json.loads(fleet.cli.ok("vm", "show", name, "-o", "json").stdout)
+    assert (show["host"], show["state"], show["ledger"]) == (host, "running", "present")
+    for h in fleet.hosts:
+        assert "incoming" not in {s for s, _ in h.agent.ledger_rows().values()}
+        assert "migrating" not in {s for s, _ in h.agent.ledger_rows().values()}
+
+
+# Each step a fault can stop an agent at (docs/migration.md has the table): the agent
+# that stops, and where the VM is once a retry has run.
+STEPS = [("h2", "incoming-claimed"), ("h2", "incoming-prepared"), ("h1", "migrate-marked"),
+         ("h1", "migrate-copied"), ("h2", "incoming-settle"), ("h1", "migrate-settle")]
+
+
+def test_every_fault_step_of_a_migration_is_tested() -> None:
+    assert tuple(step for _, step in STEPS) == MIGRATION_STEPS
+
+
+@pytest.mark.parametrize(("who", "step"), STEPS)
+def test_an_agent_killed_at_each_step_ends_with_one_owner(fleet: Fleet, who: str,
+                                                          step: str) -> None:
+    cli = fleet.cli
+    fleet.create("cut", "h1", "--numa", "dedicated")
+    victim = fleet.host(who)
+    victim.config(fault_stop_at=step)
+    assert victim.agent.proc is not None
+    pid = victim.agent.proc.pid
+    run = subprocess.Popen([PPEC, "vm", "migrate", "cut", "--to", "h2", "-o", "json"],
+                           env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    wait_until(lambda: _stopped(pid), 120, f"{who}'s agent stopped at {step}")
+    os.kill(pid, signal.SIGKILL)
+    try:
+        run.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        run.communicate()
+    victim.agent.proc = None
+    victim.config(fault_stop_at="")
+    # A retry completes the move (or finds it complete).
+    again = cli.run("vm", "migrate", "cut", "--to", "h2", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["host"] == "h2"
+    _one_owner(fleet, "cut", "h2")
+    held = {cpu for cpu, vm in _cpus(fleet.host("h2"))}
+    assert held == {0}
+    assert _cpus(fleet.host("h1")) == []
+
+
+def _cpus(h: MigHost) -> list[tuple[int, str]]:
+    with contextlib.closing(sqlite3.connect(h.agent.ledger)) as db:
+        return [(int(c), str(v)) for c, v in db.execute("SELECT cpu, vm FROM vm_cpus")]
+
+
+def test_the_cli_killed_while_the_guest_is_copied_is_finished_by_a_retry(
+        fleet: Fleet) -> None:
+    cli, h1 = fleet.cli, fleet.host("h1")
+    fleet.create("cut", "h1")
+    run = subprocess.Popen([PPEC, "vm", "migrate", "cut", "--bandwidth", "8", "-o", "json"],
+                           env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: h1.agent.ledger_rows().get("cut", ("",))[0] == "migrating", 60,
+               "the source marked the VM migrating")
+    time.sleep(1)
+    run.kill()
+    run.communicate()
+    # The copy goes on without the CLI; the retry waits for it, then settles both sides.
+    again = cli.run("vm", "migrate", "cut", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["host"] == "h2"
+    _one_owner(fleet, "cut", "h2")
+
+
+def test_the_source_agent_killed_during_the_copy(fleet: Fleet) -> None:
+    """libvirtd drives a peer-to-peer migration: the source agent's death does not stop
+    it; the restarted agent finds the job running, and settles once it ends."""
+    cli, h1 = fleet.cli, fleet.host("h1")
+    fleet.create("cut", "h1")
+    run = subprocess.Popen([PPEC, "vm", "migrate", "cut", "--bandwidth", "8", "-o", "json"],
+                           env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: h1.agent.ledger_rows().get("cut", ("",))[0] == "migrating", 60,
+               "the source marked the VM migrating")
+    time.sleep(1)
+    h1.agent.kill()
+    run.communicate(timeout=120)
+    h1.agent.start()
+    again = cli.run("vm", "migrate", "cut", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    where = json.loads(again.stdout)["host"]
+    _one_owner(fleet, "cut", where)

@@ -46,7 +46,7 @@ class Handlers:
             "console": ConsoleHandlers(ctx),
             "stats": StatsHandlers(ctx, vms),
             "images": ImageHandlers(ctx),
-            "migrate": MigrateHandlers(ctx, self.ops, vms),
+            "migrate": MigrateHandlers(ctx, self.ops),
         }
 
     def resolve(self, ref: str) -> Handler:

@@ -8,14 +8,12 @@ from typing import Any
 
 from ppec.agent import hvmigrate, incoming, outgoing
 from ppec.agent.context import AgentContext
-from ppec.agent.handlers.vms import VmHandlers
 from ppec.agent.vmops import VmOps
 
 
 class MigrateHandlers:
-    def __init__(self, ctx: AgentContext, ops: VmOps, vms: VmHandlers) -> None:
+    def __init__(self, ctx: AgentContext, ops: VmOps) -> None:
         self.ctx = ctx
-        self.vms = vms
         self.incoming = incoming.Incoming(ctx, ops)
         self.outgoing = outgoing.Outgoing(ctx, ops)
 
@@ -55,7 +53,7 @@ class MigrateHandlers:
         return self.incoming.claim(incoming.Claim(
             name=name, document=document, uuid=uuid, created_at=created_at, xml=xml,
             disks=list(disks or []), seed=incoming.seed_bytes(seed) if seed else b"",
-            source=source, wait=float(wait)), self.vms.check_new)
+            source=source, wait=float(wait)))
 
     def settle_in(self, name: str, abandon: bool = False) -> dict[str, Any]:
         return self.incoming.settle(name, abandon)

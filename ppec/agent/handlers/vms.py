@@ -8,7 +8,6 @@ between is finished or undone at start-up (``ppec.agent.recovery``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from ppec.agent.hypervisor import Domain
 from ppec.agent.ledger import VmRecord
 from ppec.agent.vmops import VmOps
 from ppec.core.clock import utc_now
-from ppec.core.errors import AlreadyExists, Conflict, NotFound, PpecError
+from ppec.core.errors import Conflict, NotFound, PpecError
 from ppec.wire.vmspec import VmSpec
 
 log = logging.getLogger(__name__)
@@ -98,8 +97,8 @@ class VmHandlers:
         """``params`` is the wire form of a ``VmSpec`` (checked by the method table)."""
         stored = VmSpec.from_params(params)   # as the document keeps it (catalogue refs)
         ctx = self.ctx
-        spec = self._on_this_host(stored)
-        self.check_new(spec)
+        spec = self.ops.on_this_host(stored)
+        self.ops.check_new(spec)
         interfaces = networks.resolve(ctx.config, ctx.host, spec.nics, spec.shape.vcpus,
                                       ctx.domain_type)
         plan = self.ops.fit(spec.shape)
@@ -125,41 +124,12 @@ class VmHandlers:
             self.ops.repin_shared()
         return {**self.get(spec.name), "spec": rec.document}
 
-    def _on_this_host(self, spec: VmSpec) -> VmSpec:
-        """Catalogue images (``sha256:…``) as the paths this host holds them at."""
-        image_dir = Path(self.ctx.config.image_dir)
-        boot = spec.boot and dataclasses.replace(
-            spec.boot, kernel=storage.image_path(spec.boot.kernel, image_dir, "kernel"),
-            initrd=storage.image_path(spec.boot.initrd, image_dir, "initrd")
-            if spec.boot.initrd else "")
-        return dataclasses.replace(spec, image=storage.image_path(spec.image, image_dir)
-                                   if spec.image else "", boot=boot)
-
     def _facts(self, name: str) -> domxml.HostFacts:
         ctx = self.ctx
         return domxml.HostFacts(
             name=ctx.host, domain_type=ctx.domain_type, arch=ctx.hv.node().arch,
             cpu_mode=ctx.cpu_mode, emulator=ctx.config.emulator,
             seed_path=str(ctx.seed_path(name)), console_log=str(ctx.console_log(name)))
-
-    def check_new(self, spec: VmSpec) -> None:
-        """Refusals before anything is written."""
-        name, ctx = spec.name, self.ctx
-        if ctx.hv.find(name) is not None or ctx.ledger.get(name) is not None:
-            raise AlreadyExists(f"a domain named {name} already exists on {ctx.host}")
-        if spec.boot is not None:
-            # Direct kernel boot: kernel and initrd from the image dir, like base images.
-            image_dir = Path(ctx.config.image_dir)
-            storage.check_image_path(spec.boot.kernel, image_dir, "kernel")
-            if spec.boot.initrd:
-                storage.check_image_path(spec.boot.initrd, image_dir, "initrd")
-        ctx.storage_dir.mkdir(parents=True, exist_ok=True)
-        # The VM's volumes are named after it; files by those names (a kept data volume,
-        # say) are someone else's, and undo or delete would remove them.
-        for derived in (ctx.storage_dir / f"{name}.qcow2", ctx.seed_path(name)):
-            if derived.exists() or derived.is_symlink():
-                raise AlreadyExists(f"{derived} already exists on {ctx.host}; a VM "
-                                    f"named {name} would take it over", code="VOLUME_EXISTS")
 
     def _steps(self, spec: VmSpec, rec: VmRecord, docs: dict[str, str], xml: str
                ) -> list[steps.Step]:
