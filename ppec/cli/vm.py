@@ -152,6 +152,41 @@ def _request_delete(run: Run, signer: Any, name: str, host: str | None) -> dict[
     return makerchecker.request_vm_delete(run.ctx, signer, name, host)
 
 
+@app.command("migrate")
+@command
+def migrate(
+    run: Run,
+    name: str,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="The host to move to (default: placement chooses, as for a create: "
+                     "HA group, NUMA fit, the VRF's network, the image).")] = None,
+    max_downtime: Annotated[int, typer.Option(
+        "--max-downtime", metavar="MS", min=0, max=600_000,
+        help="Longest pause of the guest at the switch-over, in ms (0: libvirt's "
+             "default, 300).")] = 0,
+    bandwidth: Annotated[int, typer.Option(
+        metavar="MIB_S", min=0, max=1 << 20,
+        help="MiB per second the copy may use (0: no limit), to spare a busy link.")] = 0,
+    timeout: Annotated[int, typer.Option(
+        help="Abort when the migration takes longer (seconds); the VM keeps running "
+             "where it was.", min=1, max=86_400)] = 600,
+    fmt: OutputOpt = Fmt.table,
+) -> None:
+    """Move a running VM to another host, live: its memory and its overlay are copied
+    libvirt to libvirt (the base image is on both hosts), its CPU pins are computed anew
+    on the target, its MAC and addresses stay. Ctrl-C aborts: the VM stays where it was.
+
+    A run that was cut (CLI killed, link lost) is finished by running the command again.
+    When policy says so (`[approval.vm] operations = ["migrate"]`), this creates a
+    maker-checker request instead (exit 4).
+
+    -o json: {name, from, host, cpus, source_state}."""
+    from ppec.cli.migrate import run_migrate  # its meter and request: this command only
+    from ppec.operator.migrate import MoveAsk
+    run_migrate(run, MoveAsk(name, to=to or "", max_downtime_ms=max_downtime,
+                             bandwidth_mib=bandwidth, timeout=timeout), fmt)
+
+
 @app.command("logs")
 @command
 def logs(
@@ -222,8 +257,3 @@ def stats(
     targets = vmstats.vm_targets(run.ctx, names, host)
     view.show(run, targets, watch or interval, count if watch else 1, live=bool(watch),
               title="ppec vm stats")
-
-
-# `vm migrate` lives in its own module (its progress meter, its maker-checker request);
-# imported here, last, so it joins this app.
-from ppec.cli import migrate as _migrate  # noqa: E402,F401
