@@ -72,11 +72,12 @@ class Outgoing:
         ctx.ledger.set_move(name, "migrating", {"peer": target, "uri": req.dconnuri,
                                                 "started": utc_now()})
         fault.checkpoint(ctx.config, "migrate-marked")
+        figures: dict[str, int] = {}
         try:
             ctx.migrating.add(name)
             try:
                 with ctx.unlocked():
-                    hvmigrate.migrate(ctx.hv, req, timeout)
+                    figures = hvmigrate.migrate(ctx.hv, req, timeout)
             finally:
                 ctx.migrating.discard(name)
         except PpecError:
@@ -84,7 +85,8 @@ class Outgoing:
                 raise
         fault.checkpoint(ctx.config, "migrate-copied")
         log.info("%s: migrated to %s", name, target)
-        return {"name": name, "host": ctx.host, "target": target, "state": "copied"}
+        return {"name": name, "host": ctx.host, "target": target, "state": "copied",
+                **figures}
 
     def settle(self, name: str) -> dict[str, Any]:
         """Where the guest of a ``migrating`` row is, and the row made to agree: still

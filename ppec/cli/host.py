@@ -8,14 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from ppec.cli import output
-from ppec.cli.common import CursorOpt, LimitOpt, OutputOpt, Run, command
+from ppec.cli.common import CursorOpt, LimitOpt, OutputOpt, Run, command, partial_exit
 from ppec.cli.output import Fmt
 from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, format_size
 from ppec.operator import hosts, listing, snapshots
 from ppec.operator.store import Host
 
-app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain, top.",
+app = typer.Typer(help="Bare-metal hosts: add, list, show, remove, drain, evacuate, restore, top.",
                   no_args_is_help=True)
 
 COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("region", "REGION"), ("rack", "RACK"),
@@ -154,6 +154,69 @@ def drain(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
 def undrain(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
     """Place new VMs on a host again."""
     _drain(run, name, False, fmt)
+
+
+@app.command("evacuate")
+@command
+def evacuate(run: Run, name: str,
+             max_parallel: Annotated[int, typer.Option(
+                 min=1, max=64, help="Migrations at once.")] = 1,
+             dry_run: Annotated[bool, typer.Option(
+                 "--dry-run", help="Print the plan only (the host is not drained).")]
+             = False,
+             timeout: Annotated[int, typer.Option(
+                 min=1, max=86_400, help="Seconds each migration may take.")] = 600,
+             fmt: OutputOpt = Fmt.table) -> None:
+    """Empty a host for maintenance: drain it, plan a target for every VM (placement's
+    rules, HA groups included, holding across the whole plan), migrate them live.
+
+    One line per VM as it ends (with -o json, one JSON document at the end: {host,
+    moves, results: [{name, state: moved|failed|unplaced|planned, host, error}]}). Exit 5
+    when some VM could not be moved (named, with its reason); the others still move."""
+    from ppec.operator import evacuate as evac
+    done = evac.evacuate(run.ctx, name, max_parallel=max_parallel, dry_run=dry_run,
+                         timeout=timeout,
+                         report=None if fmt is Fmt.json else _evac_line)
+    _evac_end(done, fmt, dry_run)
+
+
+def _evac_line(result: dict[str, Any]) -> None:
+    if result["state"] == "moved":
+        output.emit_line(f"{result['name']}: moved to {result['host']}")
+    else:
+        output.emit_line(f"{result['name']}: {result['state']}: "
+                         f"{result['error']['message']}")
+
+
+def _evac_end(done: dict[str, Any], fmt: Fmt, dry_run: bool) -> None:
+    bad = [r for r in done["results"] if r["state"] in ("failed", "unplaced")]
+    if fmt is Fmt.json:
+        output.emit_json(done)
+    else:
+        for r in done["results"]:
+            if r["state"] == "unplaced":
+                output.emit_line(f"{r['name']}: fits nowhere: {r['error']['message']}")
+            elif dry_run:
+                output.emit_line(f"{r['name']}: would move to {r['host']}")
+    partial_exit(len(bad), len(done["results"]))
+
+
+@app.command("restore")
+@command
+def restore(run: Run, name: str,
+            move_back: Annotated[bool, typer.Option(
+                "--move-back", help="Move back the VMs its evacuation moved away.")]
+            = False,
+            max_parallel: Annotated[int, typer.Option(min=1, max=64)] = 1,
+            fmt: OutputOpt = Fmt.table) -> None:
+    """Undrain a host after maintenance (and, asked, move its VMs back). Exit 5 when
+    some VM could not move back."""
+    from ppec.operator import evacuate as evac
+    done = evac.restore(run.ctx, name, move_back=move_back, max_parallel=max_parallel,
+                        report=None if fmt is Fmt.json else _evac_line)
+    if fmt is not Fmt.json:
+        output.emit_line(f"host {name} undrained")
+    _evac_end(done, fmt, False)
 
 
 @app.command("export-snapshot")

@@ -18,7 +18,8 @@ def run_migrate(run: Run, ask: Any, fmt: Fmt) -> None:
     run.hold_if("vm", "migrate", lambda signer: _request(run, signer, ask))
     meter = _Meter(fmt is Fmt.table and sys.stderr.isatty())
     try:
-        doc = mover.migrate(run.ctx, ask, progress=meter.update)
+        # No meter, no second connection reading the job's progress.
+        doc = mover.migrate(run.ctx, ask, progress=meter.update if meter.live else None)
     finally:
         meter.clear()
     output.emit_record(fmt, doc, message=f"{ask.name}: moved from {doc.get('from')} to "

@@ -180,7 +180,8 @@ def migrate(
     When policy says so (`[approval.vm] operations = ["migrate"]`), this creates a
     maker-checker request instead (exit 4).
 
-    -o json: {name, from, host, cpus, source_state}."""
+    -o json: {name, from, host, cpus, source_state, and libvirt's figures: total_ms,
+    downtime_ms, bytes, memory_passes}."""
     from ppec.cli.migrate import run_migrate  # its meter and request: this command only
     from ppec.operator.migrate import MoveAsk
     run_migrate(run, MoveAsk(name, to=to or "", max_downtime_ms=max_downtime,

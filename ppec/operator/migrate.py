@@ -60,7 +60,7 @@ def migrate(ctx: Context, ask: MoveAsk, progress: Progress | None = None,
         raise
     try:
         with _watching(ctx, source, ask.name, progress):
-            src.call("vm.migrate", approval=approval, name=ask.name, target=target.name,
+            copied = src.call("vm.migrate", approval=approval, name=ask.name, target=target.name,
                      uri=claim["uri"], xml=claim["xml"], address=claim["address"],
                      tls=claim["tls"], max_downtime=ask.max_downtime_ms,
                      bandwidth=ask.bandwidth_mib, timeout=ask.timeout)
@@ -69,7 +69,10 @@ def migrate(ctx: Context, ask: MoveAsk, progress: Progress | None = None,
             e, PpecError))
         if where != "target":
             raise
-    return _commit(ctx, ask.name, source, target, claim)
+        copied = {}
+    figures = {k: copied[k] for k in ("total_ms", "downtime_ms", "bytes", "memory_passes")
+               if k in copied}
+    return {**_commit(ctx, ask.name, source, target, claim), **figures}
 
 
 def _after_failure(ctx: Context, name: str, source: Host, target: Host,

@@ -125,6 +125,7 @@ def test_a_guest_with_a_nic_pins_and_a_data_disk_moves_live(fleet: Fleet, blue: 
     assert done.returncode == 0, done.stderr
     moved = json.loads(done.stdout)
     assert (moved["from"], moved["host"], moved["cpus"]) == ("h1", "h2", [1])
+    assert moved["downtime_ms"] >= 0 and moved["total_ms"] > 0 and moved["bytes"] > 0
     gap = Pinger.longest_gap(answers, start, end + 1.5)
     print(f"migration {end - start:.1f} s; longest time without a ping answer {gap:.2f} s")
     assert any(t < start for t in answers) and any(t > end for t in answers)

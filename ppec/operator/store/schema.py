@@ -196,8 +196,10 @@ CREATE TABLE job_runs (
     )
     """,
     # 11: a VM being moved (issue 26): the host it is moving to, until the move is
-    #     settled (operator/migrate.py)
+    #     settled (operator/migrate.py), and the host an evacuation took it from (for
+    #     `host restore --move-back`)
     """
-    ALTER TABLE vms ADD COLUMN moving_to TEXT
+    ALTER TABLE vms ADD COLUMN moving_to TEXT;
+    ALTER TABLE vms ADD COLUMN evacuated_from TEXT
     """,
 ]

@@ -189,7 +189,7 @@ class Store:
 
     def set_vm(self, name: str, **fields: Any) -> None:
         allowed = {"state", "host", "vcpus", "memory_mib", "disk_bytes", "ha_key", "spec",
-                   "moving_to"}
+                   "moving_to", "evacuated_from"}
         if not set(fields) <= allowed:   # column names go into the SQL: never a caller's
             raise ValueError(f"set_vm: not a VM column: {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{k}=?" for k in fields)
@@ -214,6 +214,12 @@ class Store:
         """The host a move of ``name`` is under way to, or ""."""
         row = self.db.execute("SELECT moving_to FROM vms WHERE name=?", (name,)).fetchone()
         return str(row[0] or "") if row else ""
+
+    def evacuated_from(self, host: str) -> list[str]:
+        """The VMs an evacuation of ``host`` moved away (and not back yet)."""
+        rows = self.db.execute("SELECT name FROM vms WHERE evacuated_from=? ORDER BY name",
+                               (host,)).fetchall()
+        return [str(r[0]) for r in rows]
 
     def vm(self, name: str) -> VmRow:
         row = self.vm_or_none(name)
