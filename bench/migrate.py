@@ -100,8 +100,8 @@ def main() -> None:
         for d in dirs.values():
             d.mkdir(mode=0o711)
         h1, h2 = hosts
-        (dirs["h1"] / "twin.xml").write_text(twin_xml(h1.peer.virsh("dumpxml", "--inactive", "bench"),
-                                                      dirs["h1"]))
+        inactive = h1.peer.virsh("dumpxml", "--inactive", "bench")
+        (dirs["h1"] / "twin.xml").write_text(twin_xml(inactive, dirs["h1"]))
         sh("qemu-img", "create", "-q", "-f", "qcow2", str(dirs["h1"] / "twin.qcow2"), "64M")
         sh("cp", str(h1.agent.storage / "bench-seed.iso"), str(dirs["h1"] / "twin-seed.iso"))
         h1.peer.virsh("define", str(dirs["h1"] / "twin.xml"))

@@ -27,9 +27,11 @@ app = typer.Typer(
 # lists the nouns from this table without importing any of them; tests/cli/test_help.py
 # holds these lines equal to the modules' own help. Completion loads them all.
 NOUNS: dict[str, tuple[str, str, bool, str]] = {
-    "host": ("host", "app", True, "Bare-metal hosts: add, list, show, remove, drain, top."),
+    "host": ("host", "app", True,
+             "Bare-metal hosts: add, list, show, remove, drain, evacuate, restore, top."),
     "vm": ("vm", "app", True,
-           "Virtual machines: create, list, show, start, stop, delete, stats, logs, console."),
+           "Virtual machines: create, list, show, start, stop, delete, migrate, stats, logs, "
+           "console."),
     "disk": ("disk", "app", True, "Data disks: list, attach (new or existing volume), detach."),
     "agent": ("agent_cmd", "app", True,
               "Host agents: status, sync (keep their files at this version), rollback."),
@@ -42,6 +44,9 @@ NOUNS: dict[str, tuple[str, str, bool, str]] = {
     "config": ("config_cmd", "app", True, "Operator configuration: show the effective values."),
     "place": ("place", "place", False,
               "Show where a VM of this shape would be placed; build nothing. Exit 3 if nowhere."),
+    "rebalance": ("rebalance", "rebalance", False,
+                  "A rebalancing plan (hbal-like): moves that each keep every placement "
+                  "rule (HA"),
     "alerts": ("alerts", "alerts", False,
                "Ask every agent to compare its ledger with libvirt now, and list what differs."),
     "sync": ("sync", "sync", False,

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ppec.core.errors import PpecError
-from ppec.operator import choose, migtarget
+from ppec.operator import choose, fleetsim, migtarget
 from ppec.operator.context import Context
 from ppec.operator.store import Store
 
@@ -29,19 +29,6 @@ class Plan:
     host: str
     moves: list[tuple[str, str]]          # (VM, target)
     unplaced: list[tuple[str, str]]       # (VM, why no host can take it)
-
-
-def _allocation(snap: Any, name: str, ask: choose.Ask) -> Any:
-    """What the VM will hold on ``snap``'s host, as its agent's fit will give it."""
-    from ppec import numa
-    s, p = ask.shape, ask.shape.pinning
-    if p.policy == "shared":
-        return numa.Allocation(name, "shared", s.vcpus, frozenset(), ((-1, s.memory_mib),))
-    found = numa.fit(snap.topology, snap.allocations, numa.Request(
-        s.vcpus, s.memory_mib, policy="dedicated", numa_nodes=p.nodes or None,
-        threads=p.threads, emulator=p.emulator), overcommit=snap.overcommit)
-    assert isinstance(found, numa.Plan), found   # placement's NUMA filter passed it
-    return found.allocation(name, s.vcpus, s.memory_mib)
 
 
 def plan(ctx: Context, host: str) -> Plan:
@@ -63,33 +50,15 @@ def plan(ctx: Context, host: str) -> Plan:
             continue
         wanted = migtarget.images_of(ctx, info["document"])
         ask = migtarget.ask_of(ctx, row.name, info["document"], info["disks"], wanted)
-        if ask.ha_group:
-            fleet.members[ask.ha_group] = [m for m in fleet.members.get(ask.ha_group, [])
-                                           if m[0] != row.name]
+        fleetsim.without_member(fleet, row.name, ask.ha_group)
         decision = choose.decide(ctx, fleet, ask, scores=len(fleet.hosts) > 1)
         if not decision.ranked:
             unplaced.append((row.name, "; ".join(r.reason for r in decision.rejected)))
             continue
         target = decision.ranked[0].host
         moves.append((row.name, target))
-        fleet = _with_move(fleet, row.name, target, ask)
+        fleet = fleetsim.with_move(fleet, row.name, target, ask)
     return Plan(host, moves, unplaced)
-
-
-def _with_move(fleet: choose.Fleet, name: str, target: str, ask: choose.Ask) -> choose.Fleet:
-    snaps = []
-    for snap in fleet.hosts:
-        if snap.name == target:
-            snap = dataclasses.replace(
-                snap, allocations=(*snap.allocations, _allocation(snap, name, ask)),
-                storage_free_bytes=max(snap.storage_free_bytes - ask.shape.disk_bytes, 0))
-        snaps.append(snap)
-    members = dict(fleet.members)
-    if ask.ha_group:
-        snap = next(s for s in snaps if s.name == target)
-        members[ask.ha_group] = [*members.get(ask.ha_group, []),
-                                 (name, target, snap.spread_key(ask.spread))]
-    return choose.Fleet(snaps, members, fleet.spreads, fleet.free_ips)
 
 
 def evacuate(ctx: Context, host: str, *, max_parallel: int = 1, dry_run: bool = False,

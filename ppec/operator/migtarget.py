@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ppec.core.errors import BadInput, NoCapacity
-from ppec.operator import choose, images, vmimages
+from ppec.operator import choose, fleetsim, images, vmimages
 from ppec.operator.context import Context
 from ppec.operator.store import Host
 from ppec.operator.store.records import VmRow
@@ -66,9 +66,7 @@ def choose_target(ctx: Context, row: VmRow, info: dict[str, Any], to: str) -> Ho
     wanted = images_of(ctx, info["document"])
     ask = ask_of(ctx, row.name, info["document"], info["disks"], wanted)
     fleet = choose.fleet_from_store(ctx, hosts, "fresh", free_ips=None)
-    if ask.ha_group:   # the VM's own place in its group is given up by the move
-        fleet.members[ask.ha_group] = [m for m in fleet.members.get(ask.ha_group, [])
-                                       if m[0] != row.name]
+    fleetsim.without_member(fleet, row.name, ask.ha_group)
     decision = choose.decide(ctx, fleet, ask, scores=len(hosts) > 1)
     if not decision.ranked:
         raise choose.no_capacity(row.name, decision, [])

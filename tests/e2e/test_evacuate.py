@@ -109,3 +109,26 @@ def test_a_vm_that_fits_nowhere_is_named_and_the_others_still_move(
     again = cli.run("host", "evacuate", "h1")
     assert again.returncode == 1, again.stderr   # the only VM left fits nowhere
     assert "big: fits nowhere:" in again.stdout
+
+
+def test_rebalance_apply_does_exactly_the_plan(cli: Cli, guest: Path,
+                                               three: list[MigHost]) -> None:
+    for name, host in (("r1", "h1"), ("r2", "h1"), ("r3", "h2"), ("r4", "h3")):
+        _create(cli, guest, name, host)
+    plan = json.loads(cli.ok("rebalance", "--goal", "pack", "-o", "json").stdout)
+    assert plan["moves"] and plan["hosts_freed"], plan
+    assert plan["score_after"] < plan["score_before"]
+    assert _hosts_of(cli) == {"r1": "h1", "r2": "h1", "r3": "h2", "r4": "h3"}  # only a plan
+    done = cli.run("rebalance", "--goal", "pack", "--apply", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    applied = json.loads(done.stdout)
+    assert applied["moves"] == plan["moves"]
+    assert [(m["vm"], m["from"], m["to"], m["state"]) for m in applied["applied"]] == [
+        (m["vm"], m["from"], m["to"], "moved") for m in plan["moves"]]
+    expected = {"r1": "h1", "r2": "h1", "r3": "h2", "r4": "h3"}
+    expected.update({m["vm"]: m["to"] for m in plan["moves"]})
+    assert _hosts_of(cli) == expected
+    for h in three:
+        assert _on_peer(h) == {vm for vm, host in expected.items() if host == h.name}
+    for freed in plan["hosts_freed"]:
+        assert _on_peer(next(h for h in three if h.name == freed)) == set()

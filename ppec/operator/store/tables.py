@@ -215,6 +215,11 @@ class Store:
         row = self.db.execute("SELECT moving_to FROM vms WHERE name=?", (name,)).fetchone()
         return str(row[0] or "") if row else ""
 
+    def vm_documents(self) -> dict[str, dict[str, Any]]:
+        """Every VM's stored document (VMs built before documents have none)."""
+        rows = self.db.execute("SELECT name, spec FROM vms WHERE spec IS NOT NULL").fetchall()
+        return {str(n): json.loads(s) for n, s in rows if s}
+
     def evacuated_from(self, host: str) -> list[str]:
         """The VMs an evacuation of ``host`` moved away (and not back yet)."""
         rows = self.db.execute("SELECT name FROM vms WHERE evacuated_from=? ORDER BY name",
