@@ -10,9 +10,10 @@ renamed, its own overlay and seed, defined with virsh, no ppec) moves back and f
 `qemu-img create` of its overlay on the target (ppec's claim makes the same file). Per
 round: wall time, and libvirt's own figure of the guest's downtime (the finished job's,
 `domjobinfo --completed` for virsh, the agent's answer for ppec). Prints medians and the
-ratio (target <= 1.2x). As root.
+ratio (target <= 1.2x). Then `ppec host evacuate` of 6 more guests with --max-parallel 1
+and 2. As root.
 
-    .venv/bin/python bench/migrate.py [--rounds 6]
+    .venv/bin/python bench/migrate.py [--rounds 6] [--no-evacuate]
 """
 
 from __future__ import annotations
@@ -77,9 +78,39 @@ def virsh_round(src: MigHost, dst: MigHost, dirs: dict[str, Path]) -> tuple[floa
     return end - start, end - mig, downtime
 
 
+def evacuation(cli: Cli, hosts: list[MigHost]) -> None:
+    """6 more guests (128 MiB) on one host, evacuated with --max-parallel 1, brought
+    back (`host restore --move-back`), evacuated again with --max-parallel 2."""
+    h1 = hosts[0].name
+    where = json.loads(cli.ok("vm", "list", "-o", "json").stdout)["vms"]
+    for vm in where:   # the bench guest out of the way: only the six move
+        if vm["name"] == "bench" and vm["host"] == h1:
+            cli.ok("vm", "migrate", "bench", "--to", hosts[1].name)
+    for i in range(6):
+        cli.ok("vm", "create", f"ev{i}", "--host", h1, "--cpus", "1", "--memory", "128M",
+               "--disk", "16M", "--kernel", str(GUEST / "vmlinuz"), "--initrd",
+               str(GUEST / "initrd.img"), "--cmdline", "console=ttyS0")
+    time.sleep(5)
+    took = {}
+    for parallel in (1, 2):
+        start = time.perf_counter()
+        done = cli.run("host", "evacuate", h1, "--max-parallel", str(parallel), "-o", "json")
+        took[parallel] = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"evacuate: {done.stderr.strip()}")
+        if parallel == 1:
+            cli.ok("host", "restore", h1, "--move-back", "--max-parallel", "2")
+    print("evacuating 6 VMs (128 MiB each) from one host to the other:")
+    print(f"  --max-parallel 1  {took[1]:6.2f} s")
+    print(f"  --max-parallel 2  {took[2]:6.2f} s  ({took[1] / took[2]:.2f}x faster; this "
+          f"machine has 2 CPUs for both libvirtds and every guest)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--no-evacuate", dest="evacuate", action="store_false",
+                    help="skip timing `ppec host evacuate` of 6 VMs")
     args = ap.parse_args()
     sh(str(Path(__file__).resolve().parent.parent / "tests" / "guest" / "build.sh"))
     peers = [start_peer(f"ppec-bench{i}", 10 + i) for i in (1, 2)]
@@ -136,6 +167,8 @@ def main() -> None:
               f"median {med(virsh_down)} ms  (virsh migrate alone {med(virsh_only):.2f} s)")
         print(f"  ratio ppec / virsh: {med(ppec_t) / med(virsh_t):.2f}x (target <= 1.2x); "
               f"against virsh migrate alone {med(ppec_t) / med(virsh_only):.2f}x")
+        if args.evacuate:
+            evacuation(cli, hosts)
     finally:
         for h in hosts:
             h.agent.kill()
