@@ -24,6 +24,7 @@ from tests.agent.syncparts import call
 from tests.cloudinit import cloudinit_reason
 from tests.migparts import MigHost, Peer, make_hosts
 from tests.netparts import Lan, Pinger, lan, net_reason
+from tests.policy import as_, install_policy, make_people
 from tests.realparts import PPEC, Cli, make_key, wait_until
 
 
@@ -60,7 +61,7 @@ def blue() -> Iterator[Lan]:
 
 
 def fleet_of(cli: Cli, root: Path, guest: Path, peers: list[Peer], blue: Lan,
-             networks: dict[str, bool] | None = None) -> Fleet:
+             networks: dict[str, bool] | None = None, **more: object) -> Fleet:
     """Hosts on ``peers``; each has VRF blue's bridge unless ``networks[host]`` is False."""
     key = root / "operator_ed25519"
     pub = make_key(key)
@@ -68,7 +69,7 @@ def fleet_of(cli: Cli, root: Path, guest: Path, peers: list[Peer], blue: Lan,
     def extra(name: str) -> dict[str, object]:
         has = (networks or {}).get(name, True)
         return {"image_dir": str(guest),
-                "networks": {"blue": {"bridge": blue.bridge}} if has else {}}
+                "networks": {"blue": {"bridge": blue.bridge}} if has else {}, **more}
     hosts = make_hosts(root / "fleet", peers, pub, extra)
     for h in hosts:
         cli.ok(*h.add_args(key), "--accept-new-host-key", "--vrf", "blue")
@@ -314,3 +315,33 @@ def test_the_source_agent_killed_during_the_copy(fleet: Fleet) -> None:
     assert again.returncode == 0, again.stderr
     where = json.loads(again.stdout)["host"]
     _one_owner(fleet, "cut", where)
+
+
+def test_a_migration_under_maker_checker_waits_for_a_second_person(
+        cli: Cli, qemu_dir: Path, guest: Path, libvirt_peers: list[Peer], blue: Lan,
+        sshd_ready: None) -> None:
+    people = make_people(qemu_dir)
+    approvers = install_policy(cli, qemu_dir, people, vm_operations=("migrate",))
+    made = fleet_of(cli, qemu_dir, guest, libvirt_peers[:2], blue,
+                    approvers_file=str(approvers))
+    try:
+        made.create("mc", "h1")
+        asked = as_(cli, people["alice"], "vm", "migrate", "mc", "-o", "json")
+        assert asked.returncode == 4, asked.stderr  # type: ignore[attr-defined]
+        request = json.loads(asked.stdout)  # type: ignore[attr-defined]
+        assert request["payload"]["params"]["target"] == "h2"   # placement chose, now
+        assert made.where("mc") == {"h1": ("running", "present"), "h2": (None, None)}
+        # Its maker cannot approve it; the agent refuses a migration without approval.
+        own = as_(cli, people["alice"], "request", "approve", str(request["id"]))
+        assert own.returncode != 0 and "cannot approve" in own.stderr  # type: ignore[attr-defined]
+        bare = call(made.host("h1").agent.socket, "vm.migrate", {
+            "name": "mc", "target": "h2", "uri": "qemu:///x", "xml": "<domain/>"})
+        assert bare["error"]["code"] == "FORBIDDEN" and "approved request" in \
+            bare["error"]["message"], bare
+        done = as_(cli, people["bob"], "request", "approve", str(request["id"]))
+        assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
+        assert made.where("mc") == {"h1": (None, None), "h2": ("running", "present")}
+        assert json.loads(cli.ok("vm", "show", "mc", "-o", "json").stdout)["host"] == "h2"
+        cli.ok("audit", "verify")
+    finally:
+        stop(made, qemu_dir)
