@@ -141,13 +141,15 @@ def test_a_broken_transfer_resumes_from_what_the_host_kept(agent: Agent, conn: C
     assert conn.ok("image.list")["partial"] == [{"digest": digest, "bytes": sent}]
     assert not conn.ok("image.status", digest=digest)["have"]
 
+    # The partial is complete a moment before the broken upload lets go of its lock
+    # (it fsyncs in between): until then a new upload is UPLOAD_BUSY.
+    wait_until(lambda: not upload_busy(conn, digest, len(data)), timeout=30,
+               what="the broken upload let go of its lock")
     err = conn.error("image.upload", digest=digest, size=len(data), offset=sent - 1)
     assert err["code"] == "OFFSET_MISMATCH"
     assert err["details"] == {"partial": sent, "kind": "CONFLICT"}
     assert partial.stat().st_size == sent   # a refused upload writes nothing
 
-    wait_until(lambda: not upload_busy(conn, digest, len(data)), timeout=30,
-               what="the broken upload let go of its lock")
     _, last = push(agent, data, offset=sent)
     assert last["ok"] is True and last["result"]["size"] == len(data), last
     assert sha((images / "by-digest" / digest).read_bytes()) == digest

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.migparts import MigHost, Peer, make_hosts
 from tests.netparts import Lan, Pinger, lan, net_reason
 from tests.policy import as_, install_policy, make_people
 from tests.realparts import PPEC, Cli, make_key, wait_until
+from tests.service.serving import Service
 
 
 @dataclass
@@ -156,6 +158,18 @@ def test_a_guest_with_a_nic_pins_and_a_data_disk_moves_live(fleet: Fleet, blue: 
     assert (data["target"], data["state"], data["live"], data["persistent"]) == (
         "vdb", "attached", True, True)
     assert Path(data["path"]).parent == h2.agent.storage
+    # The API (`ppec serve`, on the same store) names the new host too.
+    service = Service(cli, h1.agent.root.parent.parent / "serve",
+                      {"snapshot_interval": 1.0, "drift_interval": 60.0,
+                       "agent_check_interval": 60.0})
+    try:
+        service.start()
+        port = service.http_port()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/vms/mover",
+                                    timeout=10) as r:
+            assert json.loads(r.read())["host"] == "h2"
+    finally:
+        service.stop()
 
     cli.ok("vm", "delete", "mover")
     assert not [f for f in h2.agent.volumes() if f.startswith("mover")]
