@@ -342,18 +342,24 @@ def ownership(root: ET.Element) -> Ownership | None:
                      created=vm.findtext(f"{{{NS}}}created", ""), numa=policy, nics=nics)
 
 
+def guest_cells(root: ET.Element) -> list[tuple[int, frozenset[int], int]]:
+    """(id, vCPUs, MiB) of each guest NUMA cell the domain has."""
+    cells = []
+    for cell in root.findall("cpu/numa/cell"):
+        mib = int(cell.get("memory", "0"))
+        if cell.get("unit", "KiB") in ("KiB", "k", "K"):
+            mib //= 1024
+        cells.append((int(cell.get("id", "0")), parse_cpulist(cell.get("cpus", "")), mib))
+    return cells
+
+
 def live_pins(root: ET.Element) -> LivePins:
     pins = sorted((int(p.get("vcpu", "0")), parse_cpulist(p.get("cpuset", "")))
                   for p in root.findall("cputune/vcpupin"))
     emu = root.find("cputune/emulatorpin")
     memnodes = {int(m.get("cellid", "0")): int(m.get("nodeset", "0"))
                 for m in root.findall("numatune/memnode")}
-    cells = []
-    for cell in root.findall("cpu/numa/cell"):
-        mib = int(cell.get("memory", "0"))
-        unit = cell.get("unit", "KiB")
-        mib = mib // 1024 if unit in ("KiB", "k", "K") else mib
-        cells.append((memnodes.get(int(cell.get("id", "0")), -1), mib))
+    cells = [(memnodes.get(cell, -1), mib) for cell, _, mib in guest_cells(root)]
     vcpu = root.find("vcpu")
     return LivePins(
         # A pin to several CPUs is not ppec's doing; keep its lowest for the record.

@@ -18,27 +18,20 @@ import json
 import logging
 import time
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ppec.agent import fault, hvmigrate, migxml, networks, steps, storage
+from ppec.agent import domxml, fault, hvmigrate, migxml, networks, steps, storage
 from ppec.agent.context import AgentContext
 from ppec.agent.ledger import DiskRecord, VmRecord
-from ppec.agent.qcow2 import create as create_qcow2
 from ppec.agent.vmops import VmOps
 from ppec.core.clock import utc_now
-from ppec.core.errors import BadInput, Conflict, NotFound
+from ppec.core.errors import BadInput, Conflict
 from ppec.wire.vmspec import VmSpec
 
 log = logging.getLogger(__name__)
 MAX_SEED = 4 << 20     # the seed ISO, decompressed
-
-
-def spec_of(document: dict[str, Any]) -> VmSpec:
-    """The VM's spec from its stored document (keys and user-data are only fingerprints
-    there: the seed ISO, sent whole, has them)."""
-    params = {k: v for k, v in document.items() if k not in ("v", "ssh_keys", "user_data")}
-    return VmSpec.from_params(params)
 
 
 def seed_bytes(text: str) -> bytes:
@@ -78,13 +71,13 @@ class Incoming:
             raise Conflict(f"{ctx.host} takes no migrations: its agent config has no "
                            f"migration_uri", code="MIGRATION_NOT_CONFIGURED")
         self.settle(c.name, abandon=True)     # an earlier claim of the name, given up
-        stored = spec_of(c.document)
+        stored = VmSpec.from_document(c.document)
         spec = self.ops.on_this_host(stored)   # IMAGE_MISSING before anything is held
         self.ops.check_new(spec)
         interfaces = networks.resolve(ctx.config, ctx.host, spec.nics, spec.shape.vcpus,
                                       ctx.domain_type)
         try:
-            cells = migxml.guest_cells(ET.fromstring(c.xml))
+            cells = domxml.guest_cells(ET.fromstring(c.xml))
         except ET.ParseError as e:
             raise BadInput(f"xml: not the source's domain XML ({e})",
                            code="BAD_PARAMS") from None
@@ -103,8 +96,8 @@ class Incoming:
             threads=shape.pinning.threads, emulator=shape.pinning.emulator,
             numa_nodes=stored.shape.pinning.nodes,
             spec=json.dumps(c.document, sort_keys=True),
-            migration=json.dumps({"peer": c.source, "deadline": time.time() + c.wait,
-                                  "started": utc_now()}, sort_keys=True))
+            migration=json.dumps({"peer": c.source, "deadline": time.time() + c.wait},
+                                 sort_keys=True))
         xml = migxml.destination(c.xml, migxml.Target(
             host=ctx.host, plan=plan,
             disks={"vda": rec.disk_path, "hdc": str(ctx.seed_path(c.name)),
@@ -162,12 +155,10 @@ class Incoming:
         if seed:
             made.append(steps.Step("write seed ISO", write_seed,
                                    lambda: storage.remove_volume(seed_iso, ctx.storage_dir)))
-        for d in disks:
-            path = Path(d.path)
-            made.append(steps.Step(
-                f"create disk {d.target}",
-                lambda p=path, n=d.bytes: _new_volume(p, n),     # type: ignore[misc]
-                lambda p=path: storage.remove_volume(p, ctx.storage_dir)))  # type: ignore[misc]
+        made += [steps.Step(f"create disk {d.target}",
+                            partial(storage.create_volume, Path(d.path), d.bytes),
+                            partial(storage.remove_volume, Path(d.path), ctx.storage_dir))
+                 for d in disks]
         return made
 
     def settle(self, name: str, abandon: bool = False) -> dict[str, Any]:
@@ -190,33 +181,6 @@ class Incoming:
             return {"name": name, "host": ctx.host, "state": "present"}
         if not abandon and time.time() < float(rec.move.get("deadline", 0)):
             return {"name": name, "host": ctx.host, "state": "waiting"}
-        self.ops.volumes.remove_vm_disks(name)
-        self.ops.undo_create(rec, defined=dom is not None and ctx.ours(dom))
+        self.ops.finish_delete(rec, dom if ctx.ours(dom) else None)
         log.info("%s: the migration's claim given up (no guest came)", name)
         return {"name": name, "host": ctx.host, "state": "gone"}
-
-
-def _new_volume(path: Path, size: int) -> None:
-    if path.exists():
-        raise Conflict(f"{path} already exists on this host", code="VOLUME_EXISTS")
-    storage.check_space(path.parent, size)
-    try:
-        create_qcow2(path, size)
-    except FileExistsError:
-        raise Conflict(f"{path} already exists on this host", code="VOLUME_EXISTS") from None
-
-
-def expired(ctx: AgentContext, ops: VmOps) -> list[str]:
-    """Settle every claim (start-up, drift check): a claim whose guest runs here becomes
-    the VM's row; one past its deadline with no guest is given up."""
-    notes = []
-    for rec in ctx.ledger.all():
-        if rec.state != "incoming":
-            continue
-        try:
-            state = Incoming(ctx, ops).settle(rec.name)["state"]
-        except NotFound:
-            continue
-        if state in ("present", "gone"):
-            notes.append(f"{rec.name}: incoming migration {state}")
-    return notes

@@ -56,7 +56,8 @@ class VmRecord:
 
     @property
     def move(self) -> dict[str, Any]:
-        """The move under way: {peer, uri, deadline, ...} (agent/migration.py)."""
+        """The move under way: {peer, uri} (agent/outgoing.py) or {peer, deadline}
+        (agent/incoming.py)."""
         return dict(json.loads(self.migration)) if self.migration else {}
 
     @property

@@ -19,7 +19,7 @@ from ppec.agent import domxml
 from ppec.agent.nicxml import Interface
 from ppec.core.errors import BadInput, NoCapacity
 from ppec.numa import Plan
-from ppec.numa.topology import format_cpulist, parse_cpulist
+from ppec.numa.topology import format_cpulist
 
 
 @dataclass(frozen=True)
@@ -34,23 +34,12 @@ class Target:
     emulator: str = ""                    # "": keep the source's
 
 
-def guest_cells(root: ET.Element) -> list[tuple[int, frozenset[int], int]]:
-    """(id, vCPUs, MiB) of each guest NUMA cell the domain has."""
-    cells = []
-    for cell in root.findall("cpu/numa/cell"):
-        mib = int(cell.get("memory", "0"))
-        if cell.get("unit", "KiB") in ("KiB", "k", "K"):
-            mib //= 1024
-        cells.append((int(cell.get("id", "0")), parse_cpulist(cell.get("cpus", "")), mib))
-    return cells
-
-
 def check_layout(root: ET.Element, plan: Plan) -> None:
     """The target's fit must give the guest the cells it runs with (a live guest cannot
     change its NUMA topology), else NO_CAPACITY saying so."""
-    have = guest_cells(root)
     if plan.policy != "dedicated":
         return
+    have = domxml.guest_cells(root)
     got = [(c.id, frozenset(c.vcpus), c.memory_mib) for c in plan.cells]
     if sorted(have) != sorted(got):
         def show(cells: list[tuple[int, frozenset[int], int]]) -> str:
@@ -150,7 +139,6 @@ def _interfaces(root: ET.Element, by_mac: Mapping[str, Interface]) -> None:
         else:
             iface.set("type", "bridge")
             source.set("bridge", nic.source)
-        for gone in ("target",):   # the tap's name is the source host's
-            el = iface.find(gone)
-            if el is not None:
-                iface.remove(el)
+        tap = iface.find("target")   # the tap's name is the source host's
+        if tap is not None:
+            iface.remove(tap)

@@ -18,8 +18,8 @@ from typing import Any
 
 from ppec.agent import fault, hvmigrate
 from ppec.agent.context import AgentContext
+from ppec.agent.ledger import VmRecord
 from ppec.agent.vmops import VmOps
-from ppec.core.clock import utc_now
 from ppec.core.errors import Conflict, PpecError
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,22 @@ class Outgoing:
         are kept nowhere else)."""
         ctx = self.ctx
         self.settle(name)
+        rec = self._movable(name)
+        disks = ctx.ledger.disks(name)
+        seed = ctx.seed_path(name)
+        return {"name": name, "host": ctx.host, "uuid": rec.uuid,
+                "created_at": rec.created_at, "document": rec.document,
+                "xml": hvmigrate.migratable_xml(ctx.hv, name),
+                "disks": [{"target": d.target, "path": d.path, "bytes": d.bytes,
+                           "bus": d.bus, "format": d.format, "owned": d.owned,
+                           "created_at": d.created_at} for d in disks],
+                "seed": base64.b64encode(gzip.compress(seed.read_bytes())).decode()
+                if seed.exists() else ""}
+
+    def _movable(self, name: str) -> VmRecord:
+        """The VM's row when it can move live now, else why not (describe and migrate
+        both ask: a migrate call may come long after the description)."""
+        ctx = self.ctx
         dom, rec = ctx.owned(name)
         if rec.state != "present":
             raise Conflict(f"VM {name} is {rec.state} on {ctx.host}; it can move when it "
@@ -47,30 +63,17 @@ class Outgoing:
         if not rec.spec:
             raise Conflict(f"VM {name} was built before ppec kept VM documents; it cannot "
                            f"be migrated", code="NO_DOCUMENT")
-        disks = ctx.ledger.disks(name)
-        busy = [d.target for d in disks if d.state != "attached"]
+        busy = [d.target for d in ctx.ledger.disks(name) if d.state != "attached"]
         if busy:
             raise Conflict(f"VM {name}: disk(s) {', '.join(busy)} are being attached or "
                            f"detached; try again when that is done", code="BUSY")
-        seed = ctx.seed_path(name)
-        return {"name": name, "host": ctx.host, "uuid": rec.uuid,
-                "created_at": rec.created_at, "document": rec.document,
-                "xml": hvmigrate.migratable_xml(ctx.hv, name),
-                "disks": [{"target": d.target, "path": d.path, "bytes": d.bytes,
-                           "bus": d.bus, "format": d.format, "owned": d.owned,
-                           "created_at": d.created_at} for d in disks],
-                "seed": base64.b64encode(gzip.compress(seed.read_bytes())).decode()
-                if seed.exists() else ""}
+        return rec
 
     def migrate(self, req: hvmigrate.Request, target: str, timeout: float
                 ) -> dict[str, Any]:
         ctx, name = self.ctx, req.name
-        dom, rec = ctx.owned(name)
-        if rec.state != "present" or dom is None or dom.state != "running":
-            raise Conflict(f"VM {name} is {rec.state}/{dom.state if dom else 'missing'} on "
-                           f"{ctx.host}; only a running, present VM migrates", code="BUSY")
-        ctx.ledger.set_move(name, "migrating", {"peer": target, "uri": req.dconnuri,
-                                                "started": utc_now()})
+        self._movable(name)
+        ctx.ledger.set_move(name, "migrating", {"peer": target, "uri": req.dconnuri})
         fault.checkpoint(ctx.config, "migrate-marked")
         figures: dict[str, int] = {}
         try:
@@ -123,14 +126,3 @@ class Outgoing:
         log.info("%s: runs on %s; forgotten here", name, move.get("peer"))
         return {"name": name, "host": ctx.host, "state": "target",
                 "target": move.get("peer", "")}
-
-
-def settle_all(ctx: AgentContext, ops: VmOps) -> list[str]:
-    """Settle every ``migrating`` row (start-up, drift check)."""
-    notes = []
-    for rec in ctx.ledger.all():
-        if rec.state == "migrating":
-            state = Outgoing(ctx, ops).settle(rec.name)["state"]
-            if state in ("source", "target"):
-                notes.append(f"{rec.name}: migration settled, the VM is on the {state}")
-    return notes

@@ -10,7 +10,7 @@ import logging
 from ppec.agent import incoming, outgoing
 from ppec.agent.context import AgentContext
 from ppec.agent.vmops import VmOps
-from ppec.core.errors import AlreadyExists
+from ppec.core.errors import AlreadyExists, NotFound
 from ppec.numa.topology import format_cpulist
 
 log = logging.getLogger(__name__)
@@ -31,9 +31,28 @@ def recover(ctx: AgentContext, ops: VmOps) -> list[str]:
         elif rec.state == "deleting":
             ops.finish_delete(rec, dom)
             done.append(f"{rec.name}: interrupted delete finished")
-    # Moves: each side asks libvirt (its own, and the peer's) where the guest runs.
-    done += incoming.expired(ctx, ops) + outgoing.settle_all(ctx, ops)
-    return done + ops.volumes.recover() + rebuild_holdings(ctx)
+    return done + settle_moves(ctx, ops) + ops.volumes.recover() + rebuild_holdings(ctx)
+
+
+def settle_moves(ctx: AgentContext, ops: VmOps) -> list[str]:
+    """Every migration the operator's CLI did not see to its end (start-up, drift
+    check): each side asks libvirt (its own, and the peer's) where the guest runs. A claim
+    whose guest runs here becomes the VM's row, one past its deadline is given up; a VM
+    that runs on its target is forgotten here, one whose move failed is present again."""
+    notes = []
+    for rec in ctx.ledger.all():
+        try:
+            if rec.state == "incoming":
+                state = incoming.Incoming(ctx, ops).settle(rec.name)["state"]
+            elif rec.state == "migrating":
+                state = outgoing.Outgoing(ctx, ops).settle(rec.name)["state"]
+            else:
+                continue
+        except NotFound:   # gone from libvirt between the two reads
+            continue
+        if state not in ("moving", "waiting", "unknown"):
+            notes.append(f"{rec.name}: {rec.state} settled: {state}")
+    return notes
 
 
 def rebuild_holdings(ctx: AgentContext) -> list[str]:

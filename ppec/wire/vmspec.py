@@ -141,6 +141,13 @@ class VmSpec:
                 **guest.document(self.nics, self.ssh_keys, self.user_data)}
 
     @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> VmSpec:
+        """A stored document read back (keys and user-data are only fingerprints there,
+        so the spec has none: the seed ISO on the host holds them)."""
+        return cls.from_params({k: v for k, v in document.items()
+                                if k not in ("v", "ssh_keys", "user_data")})
+
+    @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> VmSpec:
         """Read checked ``vm.create`` parameters back (types and bounds already hold)."""
         pinning = Pinning(policy=literal(params.get("numa", "shared"), POLICIES, "numa"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ppec.agent import drift, incoming, outgoing, verify
+from ppec.agent import drift, recovery, verify
 from ppec.agent.context import AgentContext
 from ppec.agent.images import ImageStore
 from ppec.agent.ledger import VmRecord
@@ -29,8 +29,7 @@ class DriftHandlers:
         ctx = self.ctx
         # A migration the operator's CLI did not see to its end is settled here: a claim
         # past its deadline given up, a VM that runs on its target forgotten.
-        incoming.expired(ctx, self.ops)
-        outgoing.settle_all(ctx, self.ops)
+        recovery.settle_moves(ctx, self.ops)
         found: list[drift.Alert] = []
         domains = {d.name: d for d in ctx.hv.domains()}
         records = {r.name: r for r in ctx.ledger.all()}
