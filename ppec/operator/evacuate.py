@@ -20,6 +20,7 @@ from ppec.core.errors import PpecError
 from ppec.operator import choose, fleetsim, migtarget
 from ppec.operator.context import Context
 from ppec.operator.store import Store
+from ppec.wire.vmspec import VmSpec
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -48,10 +49,10 @@ def plan(ctx: Context, host: str) -> Plan:
         if fleet is None:
             unplaced.append((row.name, "no other host in the inventory"))
             continue
-        wanted = migtarget.images_of(ctx, info["document"])
-        ask = migtarget.ask_of(ctx, row.name, info["document"], info["disks"], wanted)
-        fleetsim.without_member(fleet, row.name, ask.ha_group)
-        decision = choose.decide(ctx, fleet, ask, scores=len(fleet.hosts) > 1)
+        spec = VmSpec.from_document(info["document"])
+        ask = migtarget.ask_of(ctx, spec, info["disks"], migtarget.images_of(ctx, spec))
+        decision = choose.decide(ctx, fleetsim.without_member(fleet, row.name, ask.ha_group),
+                                 ask, scores=len(fleet.hosts) > 1)
         if not decision.ranked:
             unplaced.append((row.name, "; ".join(r.reason for r in decision.rejected)))
             continue

@@ -29,8 +29,7 @@ def with_move(fleet: choose.Fleet, name: str, target: str, ask: choose.Ask) -> c
     """``fleet`` after ``name`` moved to ``target`` (from wherever its snapshot has it)."""
     snaps = []
     for snap in fleet.hosts:
-        mine = tuple(a for a in snap.allocations if a.vm == name)
-        if mine:
+        if any(a.vm == name for a in snap.allocations):
             snap = dataclasses.replace(
                 snap, allocations=tuple(a for a in snap.allocations if a.vm != name),
                 storage_free_bytes=snap.storage_free_bytes + ask.shape.disk_bytes)
@@ -47,7 +46,11 @@ def with_move(fleet: choose.Fleet, name: str, target: str, ask: choose.Ask) -> c
     return choose.Fleet(snaps, members, fleet.spreads, fleet.free_ips)
 
 
-def without_member(fleet: choose.Fleet, name: str, group: str) -> None:
-    """The VM's own place in its HA group given up (it is the one moving)."""
-    if group:
-        fleet.members[group] = [m for m in fleet.members.get(group, []) if m[0] != name]
+def without_member(fleet: choose.Fleet, name: str, group: str) -> choose.Fleet:
+    """``fleet`` for deciding where ``name`` goes: its own place in its HA group given up
+    (it is the one moving). A copy: until the move is planned, the member still holds its
+    key (a VM an evacuation cannot place stays where it is)."""
+    if not group:
+        return fleet
+    return dataclasses.replace(fleet, members={
+        **fleet.members, group: [m for m in fleet.members.get(group, []) if m[0] != name]})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from ppec.core.errors import Conflict, PpecError
 from ppec.operator import migtarget
 from ppec.operator.context import Context, agent_client
+from ppec.operator.fleet.client import AgentClient
 from ppec.operator.store import Host
 
 Progress = Callable[[dict[str, Any]], None]
@@ -39,7 +41,6 @@ class MoveAsk:
 def migrate(ctx: Context, ask: MoveAsk, progress: Progress | None = None,
             approval: dict[str, Any] | None = None) -> dict[str, Any]:
     """Move ``ask.name``; the result names the new host. Ctrl-C aborts (the VM stays)."""
-    row = ctx.store.vm(ask.name)
     done = finish_earlier(ctx, ask.name, progress)
     if done is not None:
         return done
@@ -56,7 +57,7 @@ def migrate(ctx: Context, ask: MoveAsk, progress: Progress | None = None,
                          source=source.name, disks=info["disks"], seed=info["seed"],
                          wait=ask.timeout + WAIT_MARGIN)
     except PpecError:
-        ctx.store.set_vm(ask.name, state="running", moving_to=None)
+        _stayed(ctx, ask.name)
         raise
     try:
         with _watching(ctx, source, ask.name, progress):
@@ -86,10 +87,8 @@ def _after_failure(ctx: Context, name: str, source: Host, target: Host,
         where = _settled_source(ctx, src, name, None)
     finally:
         src.close()
-    if where == "target":
-        return where
-    ctx.client(target).call("vm.incoming_settle", name=name, abandon=True)
-    ctx.store.set_vm(name, state="running", moving_to=None)
+    if where != "target":
+        _stayed(ctx, name, target)
     return where
 
 
@@ -103,15 +102,23 @@ def _commit(ctx: Context, name: str, source: Host, target: Host,
                        f"{taken['state']}; run `ppec vm migrate {name}` again to settle it",
                        code="MIGRATE_UNSETTLED")
     gone = ctx.client(source).call("vm.migrate_settle", name=name)
-    ctx.store.move_vm(name, target.name, _ha_key(ctx, name, target))
-    ctx.store.set_vm(name, state="running", moving_to=None)
+    _moved(ctx, name, target)
     return {"name": name, "from": source.name, "host": target.name,
             "cpus": claim.get("cpus", []), "source_state": gone["state"]}
 
 
-def _ha_key(ctx: Context, name: str, target: Host) -> str:
-    group, _ = migtarget.ha_group_of(ctx, name)
-    return migtarget.spread_key(ctx, group, target) if group else ""
+def _moved(ctx: Context, name: str, target: Host) -> None:
+    """The store follows the VM to ``target`` (and its HA member to its key there)."""
+    ctx.store.move_vm(name, target.name, migtarget.spread_key(ctx, name, target))
+    ctx.store.set_vm(name, state="running", moving_to=None)
+
+
+def _stayed(ctx: Context, name: str, target: Host | None = None) -> None:
+    """The VM stays on its source: the target's claim (if one was made) is given up and
+    the store forgets the move."""
+    if target is not None:
+        ctx.client(target).call("vm.incoming_settle", name=name, abandon=True)
+    ctx.store.set_vm(name, state="running", moving_to=None)
 
 
 def finish_earlier(ctx: Context, name: str, progress: Progress | None
@@ -119,29 +126,24 @@ def finish_earlier(ctx: Context, name: str, progress: Progress | None
     """A move an earlier run left (CLI killed, link cut): settled both sides. Returns the
     result when the VM had already moved, None when it is (again) on its source."""
     row = ctx.store.vm(name)
-    moving_to = ctx.store.vm_move(name)
-    if row.state != "migrating" and not moving_to:
+    moving_to = ctx.store.vm_move(name)   # set with state migrating, cleared with it
+    if not moving_to:
         return None
-    source = ctx.store.host(row.host)
+    source, target = ctx.store.host(row.host), ctx.store.host(moving_to)
     where = _settled_source(ctx, ctx.client(source), name, progress)
-    target = ctx.store.host(moving_to) if moving_to else None
-    if where == "target" and target is not None:
-        taken = ctx.client(target).call("vm.incoming_settle", name=name)
-        if taken["state"] == "present":
-            ctx.store.move_vm(name, target.name, _ha_key(ctx, name, target))
-            ctx.store.set_vm(name, state="running", moving_to=None)
-            return {"name": name, "from": source.name, "host": target.name,
-                    "note": "an earlier run had moved it; settled"}
-    if target is not None:
-        ctx.client(target).call("vm.incoming_settle", name=name, abandon=True)
-    ctx.store.set_vm(name, state="running", moving_to=None)
+    if where == "target" and \
+            ctx.client(target).call("vm.incoming_settle", name=name)["state"] == "present":
+        _moved(ctx, name, target)
+        return {"name": name, "from": source.name, "host": target.name,
+                "note": "an earlier run had moved it; settled"}
+    _stayed(ctx, name, target)
     return None
 
 
-def _settled_source(ctx: Context, client: Any, name: str, progress: Progress | None) -> str:
+def _settled_source(ctx: Context, client: AgentClient, name: str,
+                    progress: Progress | None) -> str:
     """Where the guest is by the source's settle ("source", "target"), waiting while a
     migration still runs there."""
-    import time
     while True:
         try:
             state = client.call("vm.migrate_settle", name=name)["state"]

@@ -10,7 +10,7 @@ filters on the fleet as the moves before it leave it, and the score before and a
   use plus that of CPU use (each a fraction of the host); lower is better.
 
 The VMs are what the snapshots' allocations say (the VM's own document, where the store
-has it, adds its disk, networks, images); HA groups come with the fleet.
+has it, adds its disk and networks); HA groups come with the fleet.
 """
 
 from __future__ import annotations
@@ -53,10 +53,6 @@ def asks(fleet: choose.Fleet, docs: dict[str, dict[str, Any]]) -> dict[str, choo
     return out
 
 
-def host_of(fleet: choose.Fleet, vm: str) -> str:
-    return next(s.name for s in fleet.hosts if any(a.vm == vm for a in s.allocations))
-
-
 def score(fleet: choose.Fleet, goal: Goal) -> float:
     if goal == "pack":
         busy = [s for s in fleet.hosts if s.allocations]
@@ -70,9 +66,9 @@ def score(fleet: choose.Fleet, goal: Goal) -> float:
 def allows(ctx: Context, fleet: choose.Fleet, vm: str, target: str, ask: choose.Ask,
            now: float) -> bool:
     """Placement's filters let ``vm`` go to ``target`` on ``fleet`` as it is."""
-    trial = choose.Fleet([fleet.snapshot(target)], dict(fleet.members), fleet.spreads,
-                         fleet.free_ips)
-    fleetsim.without_member(trial, vm, ask.ha_group)
+    trial = fleetsim.without_member(choose.Fleet(
+        [fleet.snapshot(target)], fleet.members, fleet.spreads, fleet.free_ips), vm,
+        ask.ha_group)
     return bool(choose.decide(ctx, trial, ask, now=now, scores=False).ranked)
 
 

@@ -210,6 +210,12 @@ class Store:
         row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()
         return VmRow(*row) if row else None
 
+    def vm_ha_group(self, name: str) -> tuple[str, str]:
+        """(group, spread) of the VM's HA group, or ("", "host")."""
+        row = self.db.execute("SELECT g.name, g.spread FROM vms v JOIN ha_groups g ON "
+                              "g.name = v.ha_group WHERE v.name=?", (name,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else ("", "host")
+
     def vm_move(self, name: str) -> str:
         """The host a move of ``name`` is under way to, or ""."""
         row = self.db.execute("SELECT moving_to FROM vms WHERE name=?", (name,)).fetchone()
