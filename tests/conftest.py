@@ -14,7 +14,15 @@ import pytest
 
 from tests.migparts import Peer, peer_reason, start_peer, stop_peer
 from tests.netparts import Lan, lan, net_reason
-from tests.realparts import QEMU_SCRATCH, Agent, Cli, qemu_reason, sshd_reason, unique
+from tests.realparts import (
+    QEMU_SCRATCH,
+    Agent,
+    Cli,
+    clean_domains,
+    qemu_reason,
+    sshd_reason,
+    unique,
+)
 
 
 @pytest.fixture
@@ -93,17 +101,7 @@ def qemu_dir(qemu_ready: None) -> Iterator[Path]:
     root = QEMU_SCRATCH / unique("t")
     root.mkdir(mode=0o711)
     yield root
-    # Anything a failed test left in libvirt that lives in this dir goes too.
-    names = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
-                           capture_output=True, text=True, check=False).stdout.split()
-    for name in names:
-        xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", name],
-                             capture_output=True, text=True, check=False).stdout
-        if str(root) in xml:
-            subprocess.run(["virsh", "-c", "qemu:///system", "destroy", name],
-                           capture_output=True, check=False)
-            subprocess.run(["virsh", "-c", "qemu:///system", "undefine", name],
-                           capture_output=True, check=False)
+    clean_domains(root)   # anything a failed test left in libvirt that lives in this dir
     shutil.rmtree(root, ignore_errors=True)
 
 

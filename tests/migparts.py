@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.realparts import Agent, Sshd, qemu_reason
+from tests.e2e.fleet import SimHost
+from tests.realparts import Agent, Sshd, clean_domains, qemu_reason
 
 SCRIPT = Path(__file__).parent / "libvirt-peer.sh"
 
@@ -46,21 +47,13 @@ class Peer:
                                  f"{done.stderr.strip()}")
         return done.stdout
 
-    def domains(self) -> list[str]:
-        return self.virsh("list", "--all", "--name").split()
-
     def state(self, name: str) -> str | None:
         done = subprocess.run(["virsh", "-c", self.uri, "domstate", name],
                               capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else None
 
     def clean(self, under: Path) -> None:
-        """Destroy and undefine every domain whose XML names a path under ``under``."""
-        for name in self.domains():
-            xml = self.virsh("dumpxml", name, check=False)
-            if str(under) in xml:
-                self.virsh("destroy", name, check=False)
-                self.virsh("undefine", name, check=False)
+        clean_domains(under, self.uri)
 
 
 def start_peer(name: str, index: int) -> Peer:
@@ -76,15 +69,10 @@ def stop_peer(name: str) -> None:
 
 
 @dataclass
-class MigHost:
-    name: str
-    peer: Peer
-    agent: Agent
-    sshd: Sshd
+class MigHost(SimHost):
+    """A simulated host (sshd in front of an agent) on a libvirtd of its own."""
 
-    def add_args(self, key: Path) -> list[str]:
-        return ["host", "add", self.name, "--address", self.sshd.address, "--port",
-                str(self.sshd.port), "--user", "root", "--identity", str(key)]
+    peer: Peer
 
     def config(self, **more: Any) -> None:
         """Restart the agent with more config (a fault step, say)."""
@@ -105,5 +93,5 @@ def make_hosts(root: Path, peers: list[Peer], operator_pub: str,
             "migration_address": "tcp://127.0.0.1", **(extra(name) if extra else {})}).start()
         sshd = Sshd(root / name / "sshd", address=f"127.0.0.{31 + i}",
                     agent_socket=agent.socket, operator_pubkey=operator_pub).start()
-        hosts.append(MigHost(name, peer, agent, sshd))
+        hosts.append(MigHost(name, agent, sshd, peer))
     return hosts

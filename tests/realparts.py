@@ -63,6 +63,15 @@ def virsh(*args: str, uri: str = QEMU_URI, check: bool = True) -> str:
     return done.stdout
 
 
+def clean_domains(under: Path, uri: str = QEMU_URI) -> None:
+    """Destroy and undefine every domain of ``uri`` whose XML names a path under
+    ``under``: what a failed test left there."""
+    for name in virsh("list", "--all", "--name", uri=uri, check=False).split():
+        if str(under) in virsh("dumpxml", name, uri=uri, check=False):
+            virsh("destroy", name, uri=uri, check=False)
+            virsh("undefine", name, uri=uri, check=False)
+
+
 def domain_state(name: str) -> str | None:
     done = subprocess.run(["virsh", "-c", QEMU_URI, "domstate", name], capture_output=True,
                           text=True, check=False)

@@ -123,3 +123,16 @@ def test_bad_input_exits_2(cli: Cli, tmp_path: Path, args: list[str], words: str
     fleet_file(f, {"h1": [shared("a1", 1, 1)]})
     done = cli.run("rebalance", "--from-snapshot", str(f), *args)
     assert done.returncode == 2 and words in done.stderr, done.stderr
+
+
+def test_a_member_leaves_its_group_only_in_the_copy_placement_decides_on() -> None:
+    """Deciding where an HA member goes gives up its own key in a copy of the fleet: the
+    fleet itself keeps it until the move is planned (an evacuation that cannot place the
+    VM leaves it holding its key)."""
+    from ppec.operator.choose import Fleet
+    from ppec.operator.fleetsim import without_member
+    fleet = Fleet([], {"g": [("a", "h1", "h1"), ("b", "h2", "h2")]}, {"g": "host"})
+    trial = without_member(fleet, "a", "g")
+    assert trial.members["g"] == [("b", "h2", "h2")]
+    assert fleet.members["g"] == [("a", "h1", "h1"), ("b", "h2", "h2")]
+    assert without_member(fleet, "a", "") is fleet
