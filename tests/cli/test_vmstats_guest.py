@@ -91,10 +91,13 @@ def test_busy_guest_above_half_a_vcpu_idle_below_ten_percent(
     assert seen[idle]["cpu_percent"] < 10, (seen[idle], by_proc)
     # Independently, /proc's CPU time of the same QEMU processes over a window holding
     # the CLI's: the same verdict, and figures close to each other.
-    # (The windows differ by the CLI's start-up; the host's load may change within it.)
+    # (The windows differ by the CLI's start-up; the host's load may change within it: on
+    # the 2-core CI machine the busy guest had 191% over /proc's window and 156% over the
+    # CLI's 3 s, whose start-up took a core from it. So the bound is a fifth of what the
+    # guest's vCPUs can use: 40 points for 2 vCPUs, still far from the busy/idle verdict.)
     assert by_proc[idle] < 10, by_proc
     for name, vcpus in ((busy, 2), (idle, 1)):
-        assert abs(seen[name]["cpu_percent"] - by_proc[name]) < 30, (name, seen, by_proc)
+        assert abs(seen[name]["cpu_percent"] - by_proc[name]) < 20 * vcpus, (name, seen, by_proc)
         v = seen[name]
         assert (v["state"], v["vcpus"], v["interval_s"] > 2.5) == ("running", vcpus, True)
         assert abs(v["cpu_percent_of_vcpus"] - v["cpu_percent"] / vcpus) <= 0.1
