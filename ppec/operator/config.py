@@ -93,6 +93,9 @@ class Config(NamedTuple):
     # Stored snapshots younger than this are used as they are by `vm create`; older ones
     # (or a host the service marks failed) are asked for anew.
     fresh_for: float = 5.0
+    # [store] connect_timeout: how long a command waits out a full, restarting or
+    # locked store before it fails (ppec.operator.store.transient).
+    store_connect_timeout: float = 30.0
     source: str = "defaults"
     raw: Mapping[str, Any] = MappingProxyType({})   # the merged TOML, for `config show`
 
@@ -183,6 +186,8 @@ def load(path: Path | None = None) -> Config:
     ssh = data.get("ssh", {})
     fresh_for = duration(data.get("placement", {}).get("fresh_for", 5),
                          f"[placement] fresh_for in config {source}")
+    store_wait = duration(data.get("store", {}).get("connect_timeout", 30),
+                          f"[store] connect_timeout in config {source}")
     return Config(flavors=flavors, connect_timeout=float(ssh.get("connect_timeout", 10)),
                   ssh_command=str(ssh.get("command", "ppec-agent proxy")), source=source,
-                  raw=data, fresh_for=fresh_for)
+                  raw=data, fresh_for=fresh_for, store_connect_timeout=store_wait)

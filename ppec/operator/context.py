@@ -49,7 +49,8 @@ class Context:
     @classmethod
     def open(cls, db: str | None = None) -> Context:
         cfg = ppec_config.load()
-        return cls(store=Store(db or ppec_config.default_db()), config=cfg,
+        return cls(store=Store(db or ppec_config.default_db(), cfg.store_connect_timeout),
+                   config=cfg,
                    reach=Reach(known_hosts=ppec_config.known_hosts_path(),
                                connect_timeout=cfg.connect_timeout, command=cfg.ssh_command))
 

@@ -42,7 +42,7 @@ def run(settings: Settings, stop: threading.Event, log: Log | None = None,
     """Run the periodic jobs (on the leader only) until ``stop`` is set; with
     ``settings.once``, one round of each, then return. Returns the exit code."""
     log = log or Log()
-    store = Store(settings.db)   # migrate now, and fail at start if the store is unusable
+    store = settings.open_store()   # migrate now, and fail at start if the store is unusable
     try:
         jobs = jobs or default_jobs(settings, store)
     finally:
@@ -161,7 +161,7 @@ def _start_http(settings: Settings, log: Log, leading: threading.Event) -> Any:
                                        if settings.token_file else None)
     # A snapshot is fresh for the pages while it is at most two rounds old.
     app = create_app(settings.db, token=token, fresh_for=2 * settings.snapshot_interval,
-                     leader=leading.is_set)
+                     leader=leading.is_set, store_connections=settings.store_connections)
     handle = server.start(app, host, port)
     log.info("http", listen=f"{host}:{handle.port}", mode=listen.mode_line(host, handle.port,
                                                                           token))

@@ -57,7 +57,7 @@ class JobThread:
                     continue
                 self._trigger.clear()
                 try:
-                    store = store or Store(self.settings.db)
+                    store = store or self.settings.open_store()
                     self._round(Env(store, self.pool, self.settings, self.log,
                                     self.notify, self.stop))
                 except Exception as e:   # one bad round never ends the job

@@ -17,6 +17,7 @@ from ppec.core.errors import BadInput
 from ppec.core.units import check_label
 from ppec.operator import config as ppec_config
 from ppec.operator.fleet.client import Reach
+from ppec.operator.store import Store
 
 _NUMBERS: dict[str, tuple[float, float, float]] = {
     # key: (default, lowest allowed, highest allowed)
@@ -34,6 +35,7 @@ _INTEGERS: dict[str, tuple[int, int, int]] = {
     "batch": (500, 1, 100000),
     "notify_queue": (10000, 1, 1000000),
     "image_pushes": (4, 1, 1024),
+    "store_connections": (4, 1, 64),   # the HTTP requests' pool of store connections
 }
 _KNOWN = {*_NUMBERS, *_INTEGERS, "notifier", "leader_retry"}
 
@@ -75,6 +77,12 @@ class Settings:
     known_hosts: Path = field(default_factory=ppec_config.known_hosts_path)
     connect_timeout: float = 10.0
     ssh_command: str = "ppec-agent proxy"
+    store_connections: int = 4
+    store_connect_timeout: float = 30.0   # [store] connect_timeout
+
+    def open_store(self) -> Store:
+        """The store, waiting out a full or restarting server as the CLI does."""
+        return Store(self.db, self.store_connect_timeout)
 
     def reach(self) -> Reach:
         """Hosts are reached, and their keys checked, exactly as the CLI does."""
@@ -131,7 +139,8 @@ def load(*, db: str | None = None, listen: str = "127.0.0.1:8480",
     settings = from_config(cfg.raw, db=db or ppec_config.default_db(), listen=listen,
                            token_file=token_file, once=once, source=cfg.source)
     return replace(settings, connect_timeout=cfg.connect_timeout,
-                   ssh_command=cfg.ssh_command)
+                   ssh_command=cfg.ssh_command,
+                   store_connect_timeout=cfg.store_connect_timeout)
 
 
 def from_config(raw: Mapping[str, Any], *, db: str, listen: str = "127.0.0.1:8480",

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from ppec.core.errors import PpecError
+from ppec.operator.store.transient import DEFAULT_CONNECT_TIMEOUT, StoreUnavailable, with_backoff
 
 _ADVISORY_KEY = 0x70706563   # "ppec"
 
@@ -37,15 +39,21 @@ def is_postgres(url: str) -> bool:
 class Connection:
     dialect = "sqlite"
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         self.location = location
+        self.connect_timeout = connect_timeout
         path = Path(location)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # SQLite's own busy wait is the back-off here (it retries a locked database for
+        # up to busy_timeout). Not bound to the opening thread: `ppec serve` lends one
+        # connection to one request thread at a time (service/http/reader.py).
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=connect_timeout,
+                                   check_same_thread=False)
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(f"PRAGMA busy_timeout={int(connect_timeout * 1000)}")
         if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self._db.execute("PRAGMA journal_mode=WAL")
+            with self._locked("switch the store to WAL"):
+                self._db.execute("PRAGMA journal_mode=WAL")
         self.IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
@@ -58,13 +66,27 @@ class Connection:
     def transaction(self) -> Iterator[Connection]:
         # IMMEDIATE takes the write lock up front, so concurrent ppec processes queue
         # instead of failing on a lock upgrade.
-        self._db.execute("BEGIN IMMEDIATE")
+        with self._locked("write"):
+            self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def _locked(self, doing: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            raise StoreUnavailable(
+                f"the store {self.location} stayed locked by another writer: could not "
+                f"{doing} after waiting {time.monotonic() - t0:.1f} s ([store] "
+                f"connect_timeout = {self.connect_timeout:g} s)") from None
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -86,33 +108,59 @@ class Connection:
 class PostgresConnection(Connection):
     dialect = "postgresql"
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         try:
             import psycopg
         except ImportError:
             raise PpecError("PostgreSQL store needs psycopg: pip install 'psycopg[binary]'",
                             code="NO_DRIVER") from None
         self.location = location
-        try:
-            self._pg = psycopg.connect(location, autocommit=True, connect_timeout=10)
-        except psycopg.OperationalError as e:
-            raise PpecError(f"cannot connect to the store at {_redact(location)}: "
-                            f"{str(e).strip()}", code="STORE_UNAVAILABLE") from None
+        self.connect_timeout = connect_timeout
+        self._lost = psycopg.OperationalError
+        self._in_tx = False
+        # A full server, one starting up or restarting: wait our turn (transient.py).
+        self._pg = with_backoff(
+            lambda remaining: psycopg.connect(location, autocommit=True,
+                                              connect_timeout=max(1, int(min(remaining, 10)))),
+            timeout=connect_timeout, what=_redact(location))
         self.IntegrityError = (psycopg.IntegrityError,)
-        self._pg.execute("CREATE TABLE IF NOT EXISTS ppec_schema (version INTEGER NOT NULL)")
+        self.execute("CREATE TABLE IF NOT EXISTS ppec_schema (version INTEGER NOT NULL)")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self._pg.execute(sql.replace("?", "%s"), tuple(params))
+        try:
+            return self._pg.execute(sql.replace("?", "%s"), tuple(params))
+        except self._lost as e:
+            raise self._gone(e, _ROLLED_BACK if self._in_tx else "") from None
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self._pg.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
+        try:
+            with self._pg.cursor() as cur:
+                cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
+        except self._lost as e:
+            raise self._gone(e, _ROLLED_BACK if self._in_tx else "") from None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self._pg.transaction():
-            self._pg.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_KEY,))
-            yield self
+        committing = False
+        self._in_tx = True
+        try:
+            with self._pg.transaction():
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_ADVISORY_KEY,))
+                yield self
+                committing = True
+        except self._lost as e:
+            # Lost before COMMIT was sent, the server rolled the transaction back; lost
+            # during it, only the server knows (the reply is what went missing).
+            raise self._gone(e, "while committing: the change may or may not have been "
+                                "made, look before retrying" if committing else
+                             _ROLLED_BACK) from None
+        finally:
+            self._in_tx = False
+
+    def _gone(self, error: Exception, outcome: str) -> StoreUnavailable:
+        detail = " ".join(str(error).split())
+        return StoreUnavailable(f"lost the connection to the store at {_redact(self.location)}"
+                                f"{' ' + outcome if outcome else ''} ({detail})")
 
     def schema_version(self) -> int:
         row = self._pg.execute("SELECT max(version) FROM ppec_schema").fetchone()
@@ -132,9 +180,13 @@ class PostgresConnection(Connection):
         self._pg.close()
 
 
+_ROLLED_BACK = "before the change was committed: nothing was changed"
+
+
 def _redact(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
-def connect(location: str) -> Connection:
-    return PostgresConnection(location) if is_postgres(location) else Connection(location)
+def connect(location: str, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Connection:
+    kind = PostgresConnection if is_postgres(location) else Connection
+    return kind(location, connect_timeout)

@@ -20,6 +20,7 @@ from ppec.operator.store import snaprows
 from ppec.operator.store.backends import Connection, connect
 from ppec.operator.store.records import Host, VmRow
 from ppec.operator.store.schema import MIGRATIONS as MIGRATIONS
+from ppec.operator.store.transient import DEFAULT_CONNECT_TIMEOUT
 
 if TYPE_CHECKING:   # only named: the store-only commands need not load the VM spec
     from ppec.wire.vmspec import Shape
@@ -48,9 +49,10 @@ def _host(row: tuple[Any, ...]) -> Host:
 class Store:
     """The operator store at ``location``: a SQLite file path or a postgresql:// URL."""
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
         self.location = str(location)
-        self.db = connect(self.location)
+        self.db = connect(self.location, connect_timeout)
         self._migrate()
 
     def close(self) -> None:

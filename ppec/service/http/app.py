@@ -7,6 +7,7 @@ web UI (/), read-only over the operator store.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,8 +17,9 @@ from fastapi import FastAPI
 import ppec
 from ppec.operator import config as ppec_config
 from ppec.operator.config import Config
+from ppec.operator.store import Store
 from ppec.service.http import api, errors, metrics, web
-from ppec.service.http.auth import TokenGate
+from ppec.service.http.auth import ASGIApp, Receive, Scope, Send, TokenGate
 from ppec.service.http.reader import Reader
 from ppec.service.http.snapcache import Warmer
 from ppec.service.http.state import State
@@ -26,7 +28,7 @@ from ppec.service.http.state import State
 def create_app(store_location: str, *, token: str | None = None, fresh_for: float = 30.0,
                clock: Callable[[], float] = time.time, config: Config | None = None,
                leader: Callable[[], bool | None] | None = None,
-               warm_every: float | None = 1.0) -> FastAPI:
+               warm_every: float | None = 1.0, store_connections: int = 4) -> FastAPI:
     """The app over the store at ``store_location`` (SQLite path or postgresql:// URL).
 
     ``fresh_for``: a snapshot older than this many seconds shows as ``stale``.
@@ -34,8 +36,11 @@ def create_app(store_location: str, *, token: str | None = None, fresh_for: floa
     ``token``: when set, every request needs ``Authorization: Bearer <token>``.
     ``warm_every``: seconds between background parses of changed snapshots (None: parse
     on demand only), so a /metrics scrape of a large fleet finds them parsed.
+    ``store_connections``: the requests' pool of store connections ([serve]).
     """
-    st = State(reader=Reader(store_location), config=config or ppec_config.load(),
+    config = config or ppec_config.load()
+    opener = functools.partial(Store, connect_timeout=config.store_connect_timeout)
+    st = State(reader=Reader(store_location, opener, store_connections), config=config,
                fresh_for=fresh_for, clock=clock, leader=leader)
     app = FastAPI(title="ppec", version=ppec.__version__,
                   description="Read-only view of a ppec fleet: hosts, VMs, capacity, "
@@ -47,9 +52,26 @@ def create_app(store_location: str, *, token: str | None = None, fresh_for: floa
     app.include_router(api.router(st))
     app.include_router(metrics.router(st))
     web.mount(app, st)
+    # Outermost but the token gate: a refused request never takes a connection.
+    app.add_middleware(StoreLease, reader=st.reader)
     if token is not None:
         app.add_middleware(TokenGate, token=token)
     return app
+
+
+class StoreLease:
+    """Each HTTP request borrows its store connection from the reader's pool and gives
+    it back when the response is sent (plain ASGI: cheap per request)."""
+
+    def __init__(self, app: ASGIApp, reader: Reader) -> None:
+        self.app, self.reader = app, reader
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with self.reader.lease():
+            await self.app(scope, receive, send)
 
 
 def _lifespan(st: State, warm_every: float | None

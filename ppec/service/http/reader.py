@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,24 +71,71 @@ def _status(values: list[Any]) -> Status:
                   int(failures or 0), str(code or ""), str(error or ""))
 
 
-class Reader:
-    """The store at ``location``, one connection per thread, plus the snapshot cache."""
+# The stores a request has taken from the pool, returned when it ends (``Reader.lease``).
+# A ContextVar, not thread-local: the middleware runs on the event loop, the endpoint in
+# a worker thread, and anyio copies the request's context into that thread.
+_leased: ContextVar[list[Store] | None] = ContextVar("ppec_leased", default=None)
 
-    def __init__(self, location: str, opener: Callable[[str], Store] = Store) -> None:
+
+class Reader:
+    """The store at ``location``, through a small pool of connections (``size``), plus
+    the snapshot cache.
+
+    A request holds one connection from its first query to its end (``lease``), so 1,000
+    readers cost ``size`` connections to the store, not one per worker thread: the
+    team's PostgreSQL has 100 slots for every ppec process. Threads outside a request
+    (the snapshot warmer) keep one connection each."""
+
+    def __init__(self, location: str, opener: Callable[[str], Store] = Store,
+                 size: int = 4) -> None:
         self.location = location
         self.cache = SnapshotCache()
         self._opener = opener
         self._local = threading.local()
         self._opened: list[Store] = []
+        self._idle: queue.LifoQueue[Store] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
+        """The scope of one request: connections it takes go back to the pool after."""
+        held: list[Store] = []
+        token = _leased.set(held)
+        try:
+            yield
+        finally:
+            _leased.reset(token)
+            for store in held:
+                self._idle.put(store)
+                self._slots.release()
+
     def store(self) -> Store:
+        held = _leased.get()
+        if held is None:
+            return self._own()
+        if not held:
+            self._slots.acquire()   # waits while `size` requests hold one
+            try:
+                held.append(self._idle.get_nowait())
+            except queue.Empty:
+                try:
+                    held.append(self._open())
+                except BaseException:
+                    self._slots.release()
+                    raise
+        return held[0]
+
+    def _own(self) -> Store:
         store: Store | None = getattr(self._local, "store", None)
         if store is None:
-            store = self._opener(self.location)
-            self._local.store = store
-            with self._lock:
-                self._opened.append(store)
+            store = self._local.store = self._open()
+        return store
+
+    def _open(self) -> Store:
+        store = self._opener(self.location)
+        with self._lock:
+            self._opened.append(store)
         return store
 
     def close(self) -> None:
