@@ -68,7 +68,7 @@ class PrivatePg:
         import psycopg
         with psycopg.connect(self.admin, autocommit=True) as db:
             for s in statements:
-                db.execute(s)  # type: ignore[arg-type]   # the test's own fixed text
+                db.execute(s)
 
     def url(self, role: str, password: str, db: str) -> str:
         return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/{db}"
