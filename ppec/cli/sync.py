@@ -13,6 +13,7 @@ from ppec.cli.common import OutputOpt, Run, command, partial_exit
 from ppec.cli.output import Fmt
 from ppec.operator import snapshots
 from ppec.operator.fleet.client import HostResult
+from ppec.operator.store import pages
 
 COLUMNS = [("host", "HOST"), ("state", "STATE"), ("vms", "VMS"), ("cpus", "CPUS"),
            ("dedicated_cpus", "DEDICATED"), ("cpu_percent", "CPU%"),
@@ -32,6 +33,7 @@ def sync(run: Run, names: Annotated[list[str] | None, typer.Argument(help="Hosts
     data = _with_progress(fmt, len(hosts),
                           lambda tick: snapshots.refresh(ctx, hosts, on_result=tick))
     now = time.time()
+    changed = pages.vm_changes(ctx.store, [h.name for h in hosts])
     rows = []
     for h in hosts:
         d = data[h.name]
@@ -39,7 +41,8 @@ def sync(run: Run, names: Annotated[list[str] | None, typer.Argument(help="Hosts
             rows.append({"host": h.name, "state": "failed", "error": d["error"],
                          "code": d.get("code")})
         else:
-            rows.append({**snapshots.summary(h.name, d, now, stale_after), "error": ""})
+            rows.append({**snapshots.summary(h.name, d, now, stale_after,
+                                             changed.get(h.name)), "error": ""})
     output.emit_list(fmt, {"hosts": rows}, "hosts", COLUMNS)
     partial_exit(sum(1 for r in rows if r["state"] == "failed"), len(rows))
 

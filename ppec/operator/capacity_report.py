@@ -10,7 +10,7 @@ from ppec.core.errors import BadInput
 from ppec.operator import snapshots
 from ppec.operator.choose import Ask
 from ppec.operator.context import Context
-from ppec.operator.store import Host
+from ppec.operator.store import Host, pages
 from ppec.placement.model import Spread
 
 if TYPE_CHECKING:
@@ -55,11 +55,13 @@ def report(ctx: Context, *, by: str = "host", ask: Ask | None = None,
                                                   spread=spread)}
     groups: dict[str, Group] = {}
     excluded = []
+    changed = pages.vm_changes(ctx.store)
     for inv, snap in zip(hosts, snaps, strict=True):
-        state, _age = snapshots.freshness(data.get(inv.name), now, policy.stale_after)
+        state, _age = snapshots.freshness(data.get(inv.name), now, policy.stale_after,
+                                          changed.get(inv.name))
         if inv.drained or state != "fresh":
             excluded.append({"host": inv.name, "reason": "drained" if inv.drained else
-                             f"snapshot {state}" if state != "none" else "no snapshot"})
+                             _not_fresh(state, changed.get(inv.name))})
         elif by == "numa":
             _add_nodes(groups, inv, snap, caps.get(inv.name))
         else:
@@ -154,3 +156,12 @@ def _shape(ask: Ask | None, spread: Spread | None) -> dict[str, Any] | None:
     s = ask.shape
     return {"vcpus": s.vcpus, "memory_mib": s.memory_mib, "disk_bytes": s.disk_bytes,
             "numa": s.pinning.policy, "threads": s.pinning.threads, "spread": spread}
+
+
+def _not_fresh(state: str, changed_at: float | None) -> str:
+    if state == "none":
+        return "no snapshot"
+    if state == "changed" and changed_at is not None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(changed_at))
+        return f"snapshot changed (taken before a VM change at {at}; `ppec sync` it)"
+    return f"snapshot {state}"

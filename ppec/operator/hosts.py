@@ -36,7 +36,8 @@ def add(ctx: Context, host: Host, *, accept_new_host_key: bool = False,
 
 def show(ctx: Context, name: str) -> dict[str, Any]:
     host = ctx.store.host(name)
-    result: dict[str, Any] = {**host.as_dict(), "vms_in_store": len(ctx.store.vms(name))}
+    result: dict[str, Any] = {**host.as_dict(), "vms_in_store": len(ctx.store.vms(name)),
+                              "snapshot": stored_state(ctx, name)}
     try:
         result["live"] = ctx.client(host).call("host.info")
         result["reachable"] = True
@@ -45,6 +46,19 @@ def show(ctx: Context, name: str) -> dict[str, Any]:
         result["reachable"] = False
         result["error"] = {"code": e.code, "message": str(e)}
     return result
+
+
+def stored_state(ctx: Context, name: str) -> dict[str, Any]:
+    """The stored snapshot of host ``name`` as every view judges it (core/freshness.py):
+    state, when taken, its age, and ppec's last VM change there."""
+    from ppec.operator import snapshots
+    from ppec.operator.store import pages, snaprows
+    data = snaprows.placement_views(ctx.store, [name]).get(name)
+    changed = pages.vm_changes(ctx.store, [name]).get(name)
+    state, age = snapshots.freshness(data, time.time(), ctx.config.stale_after(), changed)
+    return {"state": state, "taken_at": data["taken_at"] if data else None,
+            "age_s": round(age, 1) if data else None, "changed_at": changed,
+            "vm_count": data.get("vm_count") if data else None}
 
 
 def numa(ctx: Context, name: str) -> dict[str, Any]:

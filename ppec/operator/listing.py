@@ -54,14 +54,16 @@ def hosts(ctx: Context, *, limit: int | None = None, cursor: str | None = None,
     page, last = pages.hosts_page(ctx.store, limit=limit, after=after, region=region,
                                   rack=rack)
     snaps = snaprows.placement_views(ctx.store, [h.name for h in page])   # not whole
+    changed = pages.vm_changes(ctx.store, [h.name for h in page])
     stale_after = ctx.config.stale_after()
     now = time.time()
     rows = []
     for h in page:
-        s = snapshots.summary(h.name, snaps.get(h.name, {}), now, stale_after)
+        s = snapshots.summary(h.name, snaps.get(h.name, {}), now, stale_after,
+                              changed.get(h.name))
         rows.append({**h.as_dict(), "state": s["state"], "age_s": s["age_s"]
-                     if s["state"] != "none" else None, "vms": s["vms"],
-                     "cpu_percent": s["cpu_percent"]})
+                     if s["state"] != "none" else None, "changed_at": s["changed_at"],
+                     "vms": s["vms"], "cpu_percent": s["cpu_percent"]})
     return {"hosts": rows, "next_cursor": encode_cursor("hosts", last) if last else None}
 
 

@@ -62,6 +62,7 @@ def current(ctx: Context, hosts: list[Host], fresh_for: float,
     With no service running, every stored snapshot ages past ``fresh_for`` and this asks
     every host, as a refresh does. Placement's choice is still re-checked by the chosen
     agent under its lock, so a fresh-but-wrong view costs a late refusal, not a bad VM."""
+    from ppec.core.freshness import FRESH, snapshot_state
     from ppec.operator.store import fleetstate, pages, snaprows
     now = time.time() if now is None else now
     have = snaprows.placement_views(ctx.store, [h.name for h in hosts])   # these hosts' only
@@ -72,9 +73,9 @@ def current(ctx: Context, hosts: list[Host], fresh_for: float,
     ask: list[Host] = []
     for h in hosts:
         data = have.get(h.name)
-        taken = float(data["taken_at"]) if data is not None else 0.0
-        if data is not None and h.name not in failed and now - taken < fresh_for \
-                and taken > changed.get(h.name, 0.0):
+        taken = None if data is None else float(data["taken_at"])
+        if data is not None and snapshot_state(taken, now, fresh_for, changed.get(h.name),
+                                               h.name in failed) == FRESH:
             out[h.name] = data
         else:
             ask.append(h)
@@ -150,18 +151,22 @@ def load_file(path: Path) -> tuple[list[tuple[Host, dict[str, Any] | None]],
     return hosts, dict(doc.get("ha_groups", {}))
 
 
-def freshness(data: dict[str, Any] | None, now: float, stale_after: float) -> tuple[str, float]:
-    """(state, age in seconds) of a stored snapshot: fresh, stale, or none."""
+def freshness(data: dict[str, Any] | None, now: float, stale_after: float,
+              changed_at: float | None = None) -> tuple[str, float]:
+    """(state, age in seconds) of a stored snapshot: fresh, stale, changed (taken before
+    ppec's last VM change on the host at ``changed_at``), or none (core/freshness.py)."""
+    from ppec.core.freshness import snapshot_state
     if not data or "taken_at" not in data:
         return "none", 0.0
-    age = now - float(data["taken_at"])
-    return ("stale" if age > stale_after else "fresh"), age
+    taken = float(data["taken_at"])
+    return snapshot_state(taken, now, stale_after, changed_at), now - taken
 
 
-def summary(host: str, data: dict[str, Any], now: float, stale_after: float) -> dict[str, Any]:
+def summary(host: str, data: dict[str, Any], now: float, stale_after: float,
+            changed_at: float | None = None) -> dict[str, Any]:
     """One host's line for sync and host list: state, age and what the agent reported."""
-    state, age = freshness(data, now, stale_after)
-    return {"host": host, "state": state, "age_s": round(age, 1),
+    state, age = freshness(data, now, stale_after, changed_at)
+    return {"host": host, "state": state, "age_s": round(age, 1), "changed_at": changed_at,
             "vms": data.get("vm_count"), "cpu_percent": data.get("cpu_percent"),
             "memory_free_mib": data.get("os_memory_available_mib"),
             "storage_free_gib": round(int(data.get("storage_free_bytes", 0)) / (1 << 30), 1)

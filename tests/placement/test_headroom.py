@@ -82,8 +82,13 @@ def test_capacity_cli_on_real_agents(cli: Cli, tmp_path: Path) -> None:
         cli.ok("vm", "create", "x", "--cpus", "3", "--memory", "512M", "--disk", "1G",
                "--numa", "dedicated", "--host", "a")
         # vm create snapshotted only the host it asked (a); b has never been synced.
+        # vm create snapshotted only the host it asked (a), before it built x there: that
+        # snapshot does not count x, so capacity does not count a; b was never synced.
         before = json.loads(cli.ok("capacity", "-o", "json").stdout)
-        assert before["excluded"] == [{"host": "b", "reason": "no snapshot"}]
+        assert [e["host"] for e in before["excluded"]] == ["a", "b"]
+        assert before["excluded"][0]["reason"].startswith(
+            "snapshot changed (taken before a VM change at ")
+        assert before["excluded"][1] == {"host": "b", "reason": "no snapshot"}
         cli.ok("sync")
         doc = json.loads(cli.ok("capacity", "--cpus", "2", "--memory", "256M", "--numa",
                                 "dedicated", "-o", "json").stdout)

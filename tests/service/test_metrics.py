@@ -100,7 +100,8 @@ def test_metrics_say_what_the_snapshots_hold(fleet: tuple[str, Cli]) -> None:
     # m2 failed: its (stopped) VM is unknown, never stopped
     assert m["ppec_vms"] == {'{state="running"}': 1, '{state="unknown"}': 1}
     assert m["ppec_hosts"] == {'{state="fresh"}': 1, '{state="stale"}': 0,
-                               '{state="failed"}': 1, '{state="none"}': 0}
+                               '{state="changed"}': 0, '{state="failed"}': 1,
+                               '{state="none"}': 0}
     assert m["ppec_alerts_open"] == {'{code="DOMAIN_MISSING"}': 2, '{code="FOREIGN_DOMAIN"}': 1}
     assert m["ppec_job_duration_seconds"] == {'{job="snapshots"}': 0.5}
     assert m["ppec_job_runs_total"] == {'{job="snapshots"}': 2}

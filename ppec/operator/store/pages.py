@@ -9,7 +9,6 @@ last page says so (no next key) instead of leaving an empty page to fetch.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from ppec.operator.store.records import Host, VmRow
@@ -50,12 +49,17 @@ def vms_page(store: Store, *, limit: int | None = None, after: str = "", host: s
     return [VmRow(*r) for r in rows], last
 
 
-def vm_changes(store: Store) -> dict[str, float]:
-    """host -> when the store last recorded a VM change there (a claim, a build, a start or
-    stop, a VM deleted or a claim given up), epoch seconds. The columns keep whole seconds:
-    the time returned is the end of that second, so a snapshot taken within it counts as
-    taken before the change."""
-    rows = store.db.execute(
-        "SELECT host, MAX(at) FROM (SELECT host, updated_at AS at FROM vms UNION ALL "
-        "SELECT host, at FROM vm_departures) AS changes GROUP BY host").fetchall()
-    return {str(h): datetime.fromisoformat(str(t)).timestamp() + 1.0 for h, t in rows}
+def vm_changes(store: Store, hosts: list[str] | None = None) -> dict[str, float]:
+    """host -> when ppec last changed a VM there (a claim, a build, a start or stop, a
+    move, a VM deleted or a claim given up), epoch seconds: ``hosts.vms_changed_at``,
+    written with the VM row (core/freshness.py). Only ``hosts`` when given."""
+    sql = "SELECT name, vms_changed_at FROM hosts WHERE vms_changed_at IS NOT NULL"
+    if hosts is None:
+        rows = store.db.execute(sql).fetchall()
+    else:
+        rows = []
+        for i in range(0, len(hosts), 500):
+            chunk = hosts[i:i + 500]
+            rows += store.db.execute(f"{sql} AND name IN ({','.join('?' * len(chunk))})",
+                                     chunk).fetchall()
+    return {str(h): float(t) for h, t in rows}

@@ -202,4 +202,14 @@ CREATE TABLE job_runs (
     ALTER TABLE vms ADD COLUMN moving_to TEXT;
     ALTER TABLE vms ADD COLUMN evacuated_from TEXT
     """,
+    # 12: when ppec last changed a VM on each host (epoch seconds, the operator's clock),
+    #     written with the VM row: every view's "is this snapshot still true" reads it
+    #     (core/freshness.py). Replaces vm_departures, whose whole seconds made a snapshot
+    #     taken in the same second as a change look older than it. Stores upgraded from 11
+    #     start with no change recorded: the next snapshot is believed as before.
+    """
+    ALTER TABLE hosts ADD COLUMN vms_changed_at REAL;
+    CREATE INDEX hosts_vms_changed ON hosts (vms_changed_at);
+    DROP TABLE vm_departures
+    """,
 ]

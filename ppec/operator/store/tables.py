@@ -8,6 +8,7 @@ of one name cannot both pass, because the second INSERT fails.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,13 @@ class HaConflict(PpecError):
     code = "HA_CONFLICT"
 
 
+
+
+def _changed_on(db: Connection, vm: str) -> None:
+    """Note that ppec changed a VM on its host now: a snapshot of that host taken before
+    is no longer true (core/freshness.py). In the VM row's own transaction."""
+    db.execute("UPDATE hosts SET vms_changed_at = ? WHERE name = (SELECT host FROM vms "
+               "WHERE name = ?)", (time.time(), vm))
 
 
 _HOST_COLS = ("name, address, port, username, identity, socket, region, rack, power_domain,"
@@ -135,6 +143,7 @@ class Store:
                            (name, host, "creating", shape.vcpus, shape.memory_mib,
                             shape.disk_bytes, image, now, now, ha_group or None,
                             ha_key if ha_group else None))
+                _changed_on(db, name)
         except self.db.IntegrityError as e:
             if "foreign key" in str(e).lower():
                 raise NotFound(f"unknown host {host!r}" + (f" or HA group {ha_group!r}"
@@ -184,8 +193,10 @@ class Store:
         """Point a claim at another host (and spread key) before building there."""
         try:
             with self._tx() as db:
+                _changed_on(db, name)
                 db.execute("UPDATE vms SET host=?, ha_key=CASE WHEN ha_group IS NULL THEN NULL "
                            "ELSE ? END, updated_at=? WHERE name=?", (host, ha_key, utc_now(), name))
+                _changed_on(db, name)
         except self.db.IntegrityError:
             raise HaConflict(f"the HA group already has a member on {ha_key}") from None
 
@@ -196,17 +207,17 @@ class Store:
             raise ValueError(f"set_vm: not a VM column: {sorted(set(fields) - allowed)}")
         assignments = ", ".join(f"{k}=?" for k in fields)
         with self._tx() as db:
+            _changed_on(db, name)   # the host it leaves, when "host" is among the fields
             db.execute(f"UPDATE vms SET {assignments}, updated_at=? WHERE name=?",
                        (*fields.values(), utc_now(), name))
+            if "host" in fields:
+                _changed_on(db, name)
 
     def forget_vm(self, name: str) -> None:
-        """Drop a VM's record, noting when it left its host (pages.vm_changes)."""
+        """Drop a VM's record, noting when it left its host (core/freshness.py)."""
         with self._tx() as db:
-            row = db.execute("DELETE FROM vms WHERE name=? RETURNING host", (name,)).fetchone()
-            if row is None:
-                return
-            db.execute("INSERT INTO vm_departures (host, at) VALUES (?, ?) "
-                       "ON CONFLICT(host) DO UPDATE SET at=excluded.at", (row[0], utc_now()))
+            _changed_on(db, name)
+            db.execute("DELETE FROM vms WHERE name=?", (name,))
 
     def vm_or_none(self, name: str) -> VmRow | None:
         row = self.db.execute(f"SELECT {_VM_COLS} FROM vms WHERE name=?", (name,)).fetchone()

@@ -119,7 +119,8 @@ def router(st: State) -> APIRouter:
     @api.get("/hosts", summary="Hosts, a page at a time, with freshness and resources")
     def hosts(limit: int | None = Limit, cursor: str | None = Cursor,
               region: str | None = None, rack: str | None = None,
-              state: str | None = Query(None, description="fresh, stale, failed or none"),
+              state: str | None = Query(None, description="fresh, stale, changed (taken "
+                                                           "before a VM change), failed or none"),
               ) -> Response:
         return st.shared(("hosts", limit, cursor, region, rack, state), lambda: host_list(
             st, PageAsk.of(limit, cursor), region=region, rack=rack, state=state))

@@ -77,11 +77,11 @@ class Memo:
 
 
 def fleet_version(store: Store) -> tuple[Any, ...]:
-    """Changes whenever a snapshot, a host or a drain flag does."""
+    """Changes whenever a snapshot, a host, a drain flag or a VM on a host does."""
     snaps = store.db.execute("SELECT count(*), max(taken_at), sum(taken_at) FROM snapshots"
                              ).fetchone()
-    hosts = store.db.execute("SELECT count(*), sum(drained), max(added_at) FROM hosts"
-                             ).fetchone()
+    hosts = store.db.execute("SELECT count(*), sum(drained), max(added_at), "
+                             "max(vms_changed_at) FROM hosts").fetchone()
     return (*snaps, *hosts)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from ppec.core import freshness
+from ppec.core.freshness import snapshot_state
 from ppec.operator.store import Store, fleetstate
 from ppec.operator.store.fleetstate import JobRun
 from ppec.service.http import facts
@@ -89,7 +91,8 @@ def host_lines(name: str, key: HostKey, parsed: Parsed | None, fresh: str) -> li
     return out
 
 
-Row = tuple[str, str, str, int, float | None, str | None]   # name … taken_at, status
+# name, region, rack, drained, taken_at, status, vms_changed_at
+Row = tuple[str, str, str, int, float | None, str | None, float | None]
 
 
 class Renderer:
@@ -100,7 +103,8 @@ class Renderer:
 
     def fleet(self) -> tuple[list[Row], dict[str, Parsed]]:
         rows = self.st.reader.store().db.execute(
-            "SELECT h.name, h.region, h.rack, h.drained, s.taken_at, st.state "
+            "SELECT h.name, h.region, h.rack, h.drained, s.taken_at, st.state, "
+            "h.vms_changed_at "
             "FROM hosts h LEFT JOIN snapshots s ON s.host = h.name "
             "LEFT JOIN host_status st ON st.host = h.name ORDER BY h.name").fetchall()
         parsed = self.st.reader.cache.get_all(self.st.reader.store(), {
@@ -109,7 +113,7 @@ class Renderer:
 
     def _host(self, row: Row, fresh: str, parsed: Parsed | None
               ) -> tuple[tuple[Any, ...], list[str], Counter[str]]:
-        name, region, rack, drained, taken_at, state = row
+        name, region, rack, drained, taken_at, state, _changed = row
         made = (*row[1:], fresh)
         hit = self._lines.get(name)
         if hit is not None and hit[0] == made:
@@ -132,9 +136,8 @@ class Renderer:
         vms: Counter[str] = Counter()
         states: Counter[str] = Counter()
         for row in fleet:
-            name, taken_at, state = row[0], row[4], row[5]
-            fresh = ("failed" if state == "failed" else "none" if taken_at is None
-                     else "stale" if now - taken_at > fresh_for else "fresh")
+            name, taken_at, state, changed_at = row[0], row[4], row[5], row[6]
+            fresh = snapshot_state(taken_at, now, fresh_for, changed_at, state == "failed")
             states[fresh] += 1
             kept[name] = hit = self._host(row, fresh, parsed.get(name))
             vms.update(hit[2])
@@ -158,10 +161,11 @@ class Renderer:
 
     def _fleet_families(self, states: Counter[str], vms: Counter[str]) -> str:
         store = self.st.reader.store()
-        out = ["# HELP ppec_hosts Hosts by state (fresh, stale, failed, none)\n"
+        out = ["# HELP ppec_hosts Hosts by snapshot state (fresh, stale, changed: taken "
+               "before a VM change, failed, none)\n"
                "# TYPE ppec_hosts gauge\n"]
         out += [f'ppec_hosts{{state="{s}"}} {states.get(s, 0)}\n'
-                for s in ("fresh", "stale", "failed", "none")]
+                for s in freshness.STATES]
         out.append("# HELP ppec_vms VMs by state at their host's snapshot (unknown: the "
                    "host failed)\n# TYPE ppec_vms gauge\n")
         out += [f'ppec_vms{{state="{esc(s)}"}} {n}\n' for s, n in sorted(vms.items())]

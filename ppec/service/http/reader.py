@@ -16,11 +16,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from ppec.core import freshness
 from ppec.operator.store import Host, Store
 from ppec.service.http.pages import PageAsk
 from ppec.service.http.snapcache import SnapshotCache
 
-HOST_STATES = ("fresh", "stale", "failed", "none")
+HOST_STATES = freshness.STATES
 
 _HOST_COLS = ("name", "address", "port", "username", "identity", "socket", "region", "rack",
               "power_domain", "vrf", "cost", "tags", "drained", "added_at", "power_idle_w",
@@ -47,6 +48,7 @@ class HostRow:
     host: Host
     taken_at: float | None
     status: Status
+    changed_at: float | None = None   # ppec's last VM change on the host (core/freshness)
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,18 @@ class Reader:
                     store.close()
             self._opened.clear()
 
+    def last_vm_change(self) -> float | None:
+        """When ppec last changed a VM anywhere (an index lookup: hosts_vms_changed)."""
+        row = self.store().db.execute("SELECT max(vms_changed_at) FROM hosts").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def host_page(self, ask: PageAsk, *, now: float, fresh_for: float, region: str | None = None,
                   rack: str | None = None, state: str | None = None,
                   name: str | None = None) -> tuple[list[HostRow], bool]:
         """One page of hosts by name (and whether more follow), joined with the time of
         their snapshot and their reachability."""
         cols = ", ".join([f"h.{c}" for c in _HOST_COLS] + ["s.taken_at"]
-                         + [f"st.{c}" for c in _STATUS_COLS])
+                         + [f"st.{c}" for c in _STATUS_COLS] + ["h.vms_changed_at"])
         where, args = _host_filters(ask, now, fresh_for, region, rack, state, name)
         sql = (f"SELECT {cols} FROM hosts h LEFT JOIN snapshots s ON s.host = h.name "
                f"LEFT JOIN host_status st ON st.host = h.name"
@@ -162,7 +169,8 @@ class Reader:
         rows = self.store().db.execute(sql, (*args, ask.limit + 1)).fetchall()
         n = len(_HOST_COLS)
         out = [HostRow(_host(list(r[:n])), None if r[n] is None else float(r[n]),
-                       _status(list(r[n + 1:]))) for r in rows[:ask.limit]]
+                       _status(list(r[n + 1:-1])), None if r[-1] is None else float(r[-1]))
+               for r in rows[:ask.limit]]
         return out, len(rows) > ask.limit
 
     def vm_chunk(self, after: str | None, limit: int, host: str | None,
@@ -213,15 +221,9 @@ def _host_filters(ask: PageAsk, now: float, fresh_for: float, region: str | None
     if ask.after is not None:
         where.append("h.name > ?")
         args.append(ask.after)
-    answered = "(st.state IS NULL OR st.state <> 'failed')"
-    if state == "failed":
-        where.append("st.state = 'failed'")
-    elif state == "fresh":
-        where += [answered, "s.taken_at >= ?"]
-        args.append(now - fresh_for)
-    elif state == "stale":
-        where += [answered, "s.taken_at < ?"]
-        args.append(now - fresh_for)
-    elif state == "none":
-        where += [answered, "s.taken_at IS NULL"]
+    if state is not None:   # the rule of core/freshness.py, as SQL
+        condition, takes_time = freshness.SQL[state]
+        where.append(condition)
+        if takes_time:
+            args.append(now - fresh_for)
     return where, args

@@ -30,8 +30,9 @@ class State:
         return float(self.clock())
 
     def shared(self, key: tuple[object, ...], make: Callable[[], dict[str, Any]]) -> Response:
-        """A page's JSON, built at most once a second for the same question."""
-        body = self.pages.get(key, None, lambda: Json(make()).body)
+        """A page's JSON, built at most once a second for the same question, and again
+        at once after ppec changed a VM (a snapshot kept from before is not fresh)."""
+        body = self.pages.get(key, self.reader.last_vm_change(), lambda: Json(make()).body)
         return Response(body, media_type="application/json")
 
 

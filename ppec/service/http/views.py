@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ppec.core.freshness import snapshot_state
 from ppec.service.http.reader import HostRow, Status, VmLine
 from ppec.service.http.snapcache import LiveNic, Parsed
 
 
 def host_state(row_taken_at: float | None, status: Status, now: float,
-               fresh_for: float) -> str:
-    """fresh | stale | failed | none (no snapshot yet)."""
-    if status.state == "failed":
-        return "failed"
-    if row_taken_at is None:
-        return "none"
-    return "stale" if now - row_taken_at > fresh_for else "fresh"
+               fresh_for: float, changed_at: float | None = None) -> str:
+    """fresh | stale | changed | failed | none: the rule of core/freshness.py."""
+    return snapshot_state(row_taken_at, now, fresh_for, changed_at, status.state == "failed")
 
 
 def _age(taken_at: float | None, now: float) -> float | None:
@@ -64,8 +61,9 @@ def host_doc(row: HostRow, parsed: Parsed | None, now: float,
         "name": h.name, "address": h.address, "region": h.region, "rack": h.rack,
         "power_domain": h.power_domain, "vrf": h.vrf, "tags": list(h.tags),
         "drained": h.drained,
-        "state": host_state(row.taken_at, row.status, now, fresh_for),
+        "state": host_state(row.taken_at, row.status, now, fresh_for, row.changed_at),
         "taken_at": row.taken_at, "age_s": _age(row.taken_at, now),
+        "vms_changed_at": row.changed_at,
         "status": status_doc(row.status),
         **resources(parsed),
         "agent_version": None if parsed is None else parsed.info.get("agent_version"),
