@@ -105,8 +105,7 @@ def run_sequence(index: Any, decide: Callable[..., Any], steps: int) -> tuple[fl
         if d.host is None:
             break
         h = index.hosts[index.pos[d.host]]
-        plan = index.numa_fit(h, SEQ.numa_request) if hasattr(index, "numa_fit") else \
-            fit(h.topology, h.allocations, SEQ.numa_request, overcommit=h.overcommit)
+        plan = fit(h.topology, h.allocations, SEQ.numa_request, overcommit=h.overcommit)
         assert not isinstance(plan, NoFit)
         index.update(with_allocations(h, [plan.allocation(f"seq{i}", 2, 4096)]))
         placed += 1

@@ -153,8 +153,8 @@ def placements_per_s(db: str, count: int = 1000) -> float:
 
 
 def _with(h: Any, alloc: Any) -> Any:
-    from dataclasses import replace
-    return replace(h, allocations=(*h.allocations, alloc))
+    from ppec.placement.model import with_allocation
+    return with_allocation(h, alloc)
 
 
 async def _reader(url_path: str, port: int, until: float, lat: list[float],

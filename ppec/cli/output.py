@@ -33,7 +33,11 @@ def _console() -> Any:
 
 
 def emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+    """Indented for a person at a terminal; one line for a script. Not cosmetic: with an
+    indent, json runs its pure-Python encoder, 0.8 s of `place --explain` at 10,000
+    hosts (5.7 MB), against 0.06 s for C's."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(doc, indent=indent, sort_keys=True, default=str) + "\n")
 
 
 def emit_json_line(doc: Any) -> None:

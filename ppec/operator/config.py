@@ -102,10 +102,9 @@ class Config(NamedTuple):
     def stale_after(self) -> float:
         """[placement] stale_after: how old a snapshot may be before it is stale. Its own
         reader: `host list` and `sync` need it without loading the placement library."""
-        try:
-            return float(self.raw.get("placement", {}).get("stale_after", 600))
-        except (TypeError, ValueError) as e:
-            raise BadInput(f"config {self.source}: [placement]: stale_after: {e}") from None
+        # A duration as fresh_for is ("10m", "1h" or seconds).
+        return duration(self.raw.get("placement", {}).get("stale_after", 600),
+                        f"[placement] stale_after in config {self.source}")
 
     def placement_policy(self) -> Policy:
         """``ppec.placement.Policy`` from [placement] (imported here only when needed)."""

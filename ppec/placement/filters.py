@@ -9,13 +9,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ppec.numa import NoFit, Plan, fit
+from ppec.numa import NoFit, Plan, counted, fit
 from ppec.numa import Request as NumaRequest
-from ppec.placement.model import Candidate, Decision, HostSnapshot, Policy, Rejection, Request
+from ppec.placement.model import (
+    Candidate,
+    Decision,
+    HostSnapshot,
+    Policy,
+    Rejection,
+    Request,
+    free_counts,
+)
 
 
 def fit_host(h: HostSnapshot, req: NumaRequest) -> Plan | NoFit:
     return fit(h.topology, h.allocations, req, overcommit=h.overcommit)
+
+
+def numa_verdict(h: HostSnapshot, req: NumaRequest) -> NoFit | None:
+    """Why ``req`` does not fit ``h`` (None: it fits), as ``fit`` says. From the host's
+    counts where they decide alone (ppec.numa.counted: no allocation decoded)."""
+    if counted.applies(req):
+        got = counted.verdict(free_counts(h), req, h.overcommit)
+        return got if isinstance(got, NoFit) else None
+    plan = fit_host(h, req)
+    return plan if isinstance(plan, NoFit) else None
 
 
 @dataclass(frozen=True)
@@ -25,10 +43,10 @@ class Context:
     now: float
     ha_taken: Mapping[str, str]          # spread key -> the group member already there
     free_ips: Mapping[str, int] | None   # VRF -> free addresses; None: no IP database
-    # How the numa filter runs ppec.numa.fit: a FleetIndex passes its own, which remembers
-    # each host snapshot's answers.
-    numa_fit: Callable[[HostSnapshot, NumaRequest], Plan | NoFit] = field(
-        default=fit_host, compare=False)
+    # How the numa filter gets ppec.numa.fit's verdict: a FleetIndex passes its own,
+    # which remembers each host snapshot's answers.
+    numa_fit: Callable[[HostSnapshot, NumaRequest], NoFit | None] = field(
+        default=numa_verdict, compare=False)
 
 
 def _state(h: HostSnapshot, ctx: Context) -> str | None:
@@ -100,8 +118,8 @@ def _resources(h: HostSnapshot, ctx: Context) -> str | None:
 
 
 def _numa(h: HostSnapshot, ctx: Context) -> str | None:
-    plan = ctx.numa_fit(h, ctx.request.numa_request)
-    return f"NUMA: {plan}" if isinstance(plan, NoFit) else None
+    why = ctx.numa_fit(h, ctx.request.numa_request)
+    return None if why is None else f"NUMA: {why}"
 
 
 def _ha(h: HostSnapshot, ctx: Context) -> str | None:

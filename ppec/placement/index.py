@@ -19,9 +19,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ppec.numa import NoFit, Plan, fit
+from ppec.numa import NoFit
 from ppec.numa import Request as NumaRequest
-from ppec.placement.filters import image_reason, network_reason
+from ppec.placement.filters import image_reason, network_reason, numa_verdict
 from ppec.placement.model import SPREADS, HostSnapshot, Policy, Request
 from ppec.placement.rowrule import Codes, RowRule
 
@@ -68,7 +68,7 @@ class FleetIndex:
                              key=lambda r: (r.images, r.push_images))
         self._shapes: dict[tuple[int, int, int, bool, bool], _Shape] = {}
         # Per row: each NUMA request's exact fit, and the numa filter's reason if it fails.
-        self._fits: list[dict[NumaRequest, tuple[Plan | NoFit, str | None]]] = \
+        self._fits: list[dict[NumaRequest, tuple[NoFit | None, str | None]]] = \
             [{} for _ in range(n)]
 
     def _fill(self, i: int, h: HostSnapshot) -> None:
@@ -109,25 +109,25 @@ class FleetIndex:
         for shape in self._shapes.values():
             shape.dirty.add(i)
 
-    def numa_fit(self, h: HostSnapshot, req: NumaRequest) -> Plan | NoFit:
-        """``ppec.numa.fit`` for ``h``, remembered while ``h`` is this index's snapshot."""
+    def numa_fit(self, h: HostSnapshot, req: NumaRequest) -> NoFit | None:
+        """``ppec.numa.fit``'s verdict for ``h`` (None: fits), remembered while ``h`` is
+        this index's snapshot."""
         i = self.pos.get(h.name)
         if i is None or self.hosts[i] is not h:
-            return fit(h.topology, h.allocations, req, overcommit=h.overcommit)
+            return numa_verdict(h, req)
         return self._verdict(i, req)[0]
 
     def numa_reason(self, row: int, req: NumaRequest) -> str | None:
         """The numa filter's reason for rejecting ``row`` (``filters`` words it the same)."""
         return self._verdict(row, req)[1]
 
-    def _verdict(self, i: int, req: NumaRequest) -> tuple[Plan | NoFit, str | None]:
+    def _verdict(self, i: int, req: NumaRequest) -> tuple[NoFit | None, str | None]:
         known = self._fits[i]
         got = known.get(req)
         if got is None:
             h = self.hosts[i]
-            plan = fit(h.topology, h.allocations, req, overcommit=h.overcommit)
-            why = f"{h.name}: NUMA: {plan}" if isinstance(plan, NoFit) else None
-            got = known[req] = (plan, why)
+            why = numa_verdict(h, req)
+            got = known[req] = (why, None if why is None else f"{h.name}: NUMA: {why}")
         return got
 
     def shape(self, req: Request) -> _Shape:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from ppec.numa import Allocation, Topology
     from ppec.numa import Request as NumaRequest
+    from ppec.numa.counted import Free
 
 Spread = Literal["host", "rack", "power_domain"]
 SPREADS: tuple[Spread, ...] = ("host", "rack", "power_domain")
@@ -159,3 +160,36 @@ class Decision:
     @property
     def host(self) -> str | None:
         return self.ranked[0].host if self.ranked else None
+
+
+def free_counts(h: HostSnapshot) -> Free:
+    """The host's free state as counts, from its summary (``ppec.numa.counted``): for a
+    stored host, no allocation is decoded."""
+    from ppec.numa.counted import Free
+    s = h.summary
+    return Free(tuple(c.id for c in h.topology.cells), list(s.node_free_cpus),
+                list(s.node_free_mib), s.shared_vcpus, s.memory_mib, s.used_mib)
+
+
+def with_allocation(h: HostSnapshot, a: Allocation) -> HostSnapshot:
+    """``h`` with one more VM: its summary carried forward by that VM alone, not recomputed
+    from every allocation (a placement applied before the next decision: the placements
+    bench, an evacuation plan). Equal to ``Summary.of`` of the result (a test holds it)."""
+    from dataclasses import replace
+    new = replace(h, allocations=(*h.allocations, a))
+    s, topo = h.summary, h.topology
+    mine = a.cpus - topo.reserved
+    bound = dict.fromkeys((c.id for c in topo.cells), 0)
+    for cell, mib in a.memory:
+        if cell in bound:
+            bound[cell] += mib
+    node_cpus = tuple(free - sum(1 for c in cell.cpus if c.id in mine) if mine else free
+                      for free, cell in zip(s.node_free_cpus, topo.cells, strict=True))
+    node_mib = tuple(free - bound[cell.id]
+                     for free, cell in zip(s.node_free_mib, topo.cells, strict=True))
+    new.__dict__["summary"] = Summary(
+        cpus=s.cpus, dedicated=s.dedicated + len(mine),
+        shared_vcpus=s.shared_vcpus + (a.vcpus if a.policy == "shared" else 0),
+        memory_mib=s.memory_mib, used_mib=s.used_mib + sum(m for _, m in a.memory),
+        node_free_cpus=node_cpus, node_free_mib=node_mib, vms=s.vms + 1)
+    return new
