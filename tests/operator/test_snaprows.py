@@ -149,18 +149,23 @@ def test_a_decision_reads_the_allocations_of_its_candidates_only(store_url: str,
         settings, i)["host.snapshot"])) for i in range(count)], [], now)
     ctx = Context(store=store, config=ppec_config.load(tmp_path / "none.toml"),
                   reach=Reach(known_hosts=tmp_path / "known_hosts"))
-    fleet = choose.fleet_from_store(ctx, store.hosts(), "stored")
-    assert all(isinstance(h, StoredHost) and not h.decoded for h in fleet.hosts)
-    ask = choose.Ask(choose.shape_from(ctx.config, None, 4, "8G", "10G", Pinning("dedicated")))
-    decision = choose.decide(ctx, fleet, ask, now=now)
-    assert decision.ranked
-    decoded = [h.name for h in fleet.hosts if isinstance(h, StoredHost) and h.decoded]
-    assert 0 < len(decoded) <= count // 10, len(decoded)
-    # The same decision from whole snapshots, decoded eagerly.
+    assert all(isinstance(h, StoredHost) and not h.decoded
+               for h in choose.fleet_from_store(ctx, store.hosts(), "stored").hosts)
     wholes = snapshots.stored(ctx)
-    eager = choose.Fleet([snapshots.to_placement(h, wholes.get(h.name))
-                          for h in store.hosts()], {}, {})
-    assert choose.decide(ctx, eager, ask, now=now) == decision
+    # threads prefer: the counts decide (ppec.numa.counted), no allocation is decoded;
+    # threads isolate: which threads are free matters, the candidates' are decoded.
+    for threads, most in (("prefer", 0), ("isolate", count // 10)):
+        fleet = choose.fleet_from_store(ctx, store.hosts(), "stored")
+        ask = choose.Ask(choose.shape_from(ctx.config, None, 4, "8G", "10G",
+                                           Pinning("dedicated", threads=threads)))
+        decision = choose.decide(ctx, fleet, ask, now=now)
+        assert decision.ranked
+        decoded = [h.name for h in fleet.hosts if isinstance(h, StoredHost) and h.decoded]
+        assert len(decoded) <= most and (most == 0 or decoded), (threads, len(decoded))
+        # The same decision from whole snapshots, decoded eagerly.
+        eager = choose.Fleet([snapshots.to_placement(h, wholes.get(h.name))
+                              for h in store.hosts()], {}, {})
+        assert choose.decide(ctx, eager, ask, now=now) == decision
     store.close()
 
 

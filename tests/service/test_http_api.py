@@ -298,7 +298,8 @@ def test_an_internal_error_is_500_json_without_a_traceback(fleet: Fleet,
     with sqlite3.connect(fleet.cli.db) as source, sqlite3.connect(copy) as target:
         source.backup(target)
     with sqlite3.connect(copy) as db:   # a row no agent wrote: the parse fails
-        db.execute("UPDATE snapshots SET data = '{\"topology\": 7' WHERE host = 't1'")
+        db.execute("UPDATE snapshots SET data = '{\"topology\": 7', "
+                   "placement = '{\"topology\": 7' WHERE host = 't1'")
     with serving(copy, config=ppec_config.load(fleet.config), warm_every=None) as url:
         for path in ("/api/v1/hosts", "/api/v1/hosts/t1", "/metrics", "/"):
             answer = get(url + path)

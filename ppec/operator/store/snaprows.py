@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 FIGURES = ("cpu_overcommit", "storage_free_bytes", "cpu_percent",
            "vm_count",    # vm_count: for `ppec host list`, which reads this part too
            "networks",    # the agent's networks: placement's network filter
-           "images")      # the images it holds (digest, size): the image filter and weight
+           "images",      # the images it holds (digest, size): the image filter and weight
+           # for the HTTP side's fleet-wide views (service/http/brief.py)
+           "storage_total_bytes", "agent_version")
 USE_KEYS = ("cpu_used", "rss_mib")    # of vm_use, whose per-VM figures placement ignores
 
 _UPSERT = ("INSERT INTO snapshots (host, taken_at, data, placement) VALUES (?, ?, ?, ?) "
@@ -66,6 +68,12 @@ def placement_part(data: dict[str, Any]) -> dict[str, Any]:
     part = {k: data[k] for k in FIGURES if k in data}
     if isinstance(data.get("vm_use"), dict):
         part["vm_use"] = {k: data["vm_use"].get(k) for k in USE_KEYS}
+    states: dict[str, int] = {}
+    for vm in data.get("vms") or ():
+        if isinstance(vm, dict):
+            state = str(vm.get("state", ""))
+            states[state] = states.get(state, 0) + 1
+    part["vm_states"] = states      # VMs by state: the fleet views count them
     topology: Any = data.get("topology")
     allocations: Any = data.get("allocations", [])
     try:

@@ -32,8 +32,8 @@ def host_list(st: State, ask: PageAsk, **filters: str | None) -> dict[str, Any]:
         raise BadInput(f"state must be one of {', '.join(HOST_STATES)}, "
                        f"not {filters['state']!r}")
     rows, more = st.reader.host_page(ask, now=now, fresh_for=st.fresh_for, **filters)
-    parsed = st.reader.cache.get(st.reader.store(), {r.host.name: r.taken_at for r in rows
-                                                     if r.taken_at is not None})
+    parsed = st.reader.briefs.get(st.reader.store(), {r.host.name: r.taken_at for r in rows
+                                                      if r.taken_at is not None})
     hosts = [views.host_doc(r, parsed.get(r.host.name), now, st.fresh_for) for r in rows]
     return {"as_of": now, "fresh_for_s": st.fresh_for, "limit": ask.limit, "hosts": hosts,
             "next_cursor": next_cursor([h["name"] for h in hosts], ask, more)}
@@ -62,7 +62,7 @@ def image_rows(st: State) -> list[dict[str, Any]]:
     store = st.reader.store()
     rows: list[dict[str, Any]] = st.memo.get(
         "images", imageview.version(store),
-        lambda: imageview.catalogue(store, st.reader.cache))
+        lambda: imageview.catalogue(store, st.reader.briefs))
     return rows
 
 

@@ -20,8 +20,8 @@ from ppec.operator.config import Config
 from ppec.operator.store import Store
 from ppec.service.http import api, errors, metrics, web
 from ppec.service.http.auth import ASGIApp, Receive, Scope, Send, TokenGate
+from ppec.service.http.brief import Warmer
 from ppec.service.http.reader import Reader
-from ppec.service.http.snapcache import Warmer
 from ppec.service.http.state import State
 
 
@@ -80,7 +80,7 @@ def _lifespan(st: State, warm_every: float | None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warmer = None
         if warm_every is not None:
-            warmer = Warmer(st.reader.cache, st.reader.store, warm_every)
+            warmer = Warmer(st.reader.briefs, st.reader.store, warm_every)
             warmer.start()
         yield
         if warmer is not None:

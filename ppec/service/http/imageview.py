@@ -17,8 +17,9 @@ from ppec.core.errors import NotFound
 from ppec.operator import images
 from ppec.operator.store import Store
 from ppec.service.http import facts
+from ppec.service.http.brief import Brief, Briefs
 from ppec.service.http.pages import BadCursor, PageAsk, encode
-from ppec.service.http.snapcache import Parsed, SnapshotCache
+from ppec.service.http.snapcache import Parsed
 from ppec.service.imagewhere import held, recorded_epoch
 
 FIELDS = ("name", "digest", "version", "kind", "format", "virtual_bytes", "file_bytes",
@@ -34,14 +35,14 @@ def version(store: Store) -> tuple[Any, ...]:
             *facts.fleet_version(store))
 
 
-def snapshots(store: Store, cache: SnapshotCache) -> dict[str, Parsed]:
+def snapshots(store: Store, cache: Briefs) -> dict[str, Brief]:
     """Every host's parsed snapshot (the warmer keeps them parsed)."""
     stamps = {str(h): float(t) for h, t in
               store.db.execute("SELECT host, taken_at FROM snapshots").fetchall()}
     return cache.get(store, stamps)
 
 
-def listings(parsed: dict[str, Parsed]) -> dict[str, set[str]]:
+def listings(parsed: dict[str, Brief]) -> dict[str, set[str]]:
     """digest -> the hosts whose latest snapshot lists it."""
     out: dict[str, set[str]] = defaultdict(set)
     for host, p in parsed.items():
@@ -50,7 +51,7 @@ def listings(parsed: dict[str, Parsed]) -> dict[str, set[str]]:
     return out
 
 
-def where(recorded: dict[str, str], listing: set[str], parsed: dict[str, Parsed]
+def where(recorded: dict[str, str], listing: set[str], parsed: dict[str, Brief]
           ) -> list[dict[str, Any]]:
     """The hosts with any word on one digest: a push record (``recorded``: host ->
     image_hosts.at), or a snapshot listing it (``listing``)."""
@@ -67,7 +68,7 @@ def where(recorded: dict[str, str], listing: set[str], parsed: dict[str, Parsed]
     return out
 
 
-def catalogue(store: Store, cache: SnapshotCache) -> list[dict[str, Any]]:
+def catalogue(store: Store, cache: Briefs) -> list[dict[str, Any]]:
     """Every version (by name, newest first within a name), without ages."""
     recorded: dict[str, dict[str, str]] = defaultdict(dict)
     for digest, host, at in store.db.execute("SELECT digest, host, at FROM image_hosts"):

@@ -20,7 +20,7 @@ from ppec.core.freshness import snapshot_state
 from ppec.operator.store import Store, fleetstate
 from ppec.operator.store.fleetstate import JobRun
 from ppec.service.http import facts
-from ppec.service.http.snapcache import Parsed
+from ppec.service.http.brief import Brief
 from ppec.service.http.state import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,7 +67,7 @@ class HostKey:
     rack: str
 
 
-def host_lines(name: str, key: HostKey, parsed: Parsed | None, fresh: str) -> list[str]:
+def host_lines(name: str, key: HostKey, parsed: Brief | None, fresh: str) -> list[str]:
     """One host's samples, one string per family in HOST_FAMILIES ('' when none)."""
     lb = f'host="{esc(name)}"'
     out = [f'ppec_host_info{{{lb},region="{esc(key.region)}",rack="{esc(key.rack)}",'
@@ -79,7 +79,7 @@ def host_lines(name: str, key: HostKey, parsed: Parsed | None, fresh: str) -> li
     values: list[Any] = [s.dedicated, s.pool, s.shared_vcpus, parsed.info.get("cpu_percent"),
                          s.used_mib * MIB, s.free_mib * MIB,
                          max(0, parsed.storage_total - parsed.storage_free),
-                         parsed.storage_free, len(parsed.vm_states),
+                         parsed.storage_free, parsed.vm_count,
                          parsed.info.get("vm_cpu_used"), _bytes(parsed.info.get("vm_rss_mib")),
                          None if parsed.images is None else len(parsed.images)]
     for (family, _, _), value in zip(HOST_FAMILIES[2:14], values, strict=True):
@@ -101,17 +101,17 @@ class Renderer:
         # host -> (what its lines were made from, the lines, its VMs by state)
         self._lines: dict[str, tuple[tuple[Any, ...], list[str], Counter[str]]] = {}
 
-    def fleet(self) -> tuple[list[Row], dict[str, Parsed]]:
+    def fleet(self) -> tuple[list[Row], dict[str, Brief]]:
         rows = self.st.reader.store().db.execute(
             "SELECT h.name, h.region, h.rack, h.drained, s.taken_at, st.state, "
             "h.vms_changed_at "
             "FROM hosts h LEFT JOIN snapshots s ON s.host = h.name "
             "LEFT JOIN host_status st ON st.host = h.name ORDER BY h.name").fetchall()
-        parsed = self.st.reader.cache.get_all(self.st.reader.store(), {
+        parsed = self.st.reader.briefs.get(self.st.reader.store(), every=True, stamps={
             str(r[0]): float(r[4]) for r in rows if r[4] is not None})
         return rows, parsed
 
-    def _host(self, row: Row, fresh: str, parsed: Parsed | None
+    def _host(self, row: Row, fresh: str, parsed: Brief | None
               ) -> tuple[tuple[Any, ...], list[str], Counter[str]]:
         name, region, rack, drained, taken_at, state, _changed = row
         made = (*row[1:], fresh)
@@ -122,9 +122,9 @@ class Renderer:
         vms: Counter[str] = Counter()
         if parsed is not None:
             if state == "failed":
-                vms["unknown"] = len(parsed.vm_states)
+                vms["unknown"] = parsed.vm_count
             else:
-                vms.update(parsed.vm_states.values())
+                vms.update(parsed.state_counts)
         return made, host_lines(name, key, parsed, fresh), vms
 
     def render(self) -> str:

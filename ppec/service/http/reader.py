@@ -18,6 +18,7 @@ from typing import Any
 
 from ppec.core import freshness
 from ppec.operator.store import Host, Store
+from ppec.service.http.brief import Briefs
 from ppec.service.http.pages import PageAsk
 from ppec.service.http.snapcache import SnapshotCache
 
@@ -91,7 +92,8 @@ class Reader:
     def __init__(self, location: str, opener: Callable[[str], Store] = Store,
                  size: int = 4) -> None:
         self.location = location
-        self.cache = SnapshotCache()
+        self.cache = SnapshotCache()    # whole snapshots: one host's page, VM pages
+        self.briefs = Briefs()          # the fleet views' part: lists, /metrics, images
         self._opener = opener
         self._local = threading.local()
         self._opened: list[Store] = []

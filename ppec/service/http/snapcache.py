@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -83,6 +82,10 @@ class Parsed:
     @property
     def storage_total(self) -> int:
         return int(self.info.get("storage_total_bytes") or 0)
+
+    @property
+    def vm_count(self) -> int:
+        return len(self.vm_states)
 
     @property
     def storage_free(self) -> int:
@@ -174,7 +177,6 @@ class SnapshotCache:
     def __init__(self) -> None:
         self._parsed: dict[str, Parsed] = {}
         self._lock = threading.Lock()
-        self._scan = threading.Lock()   # one full-fleet parse at a time (warmer, scrape)
 
     def get(self, store: Store, stamps: dict[str, float]) -> dict[str, Parsed]:
         """The parsed snapshots of the hosts in ``stamps`` (host -> taken_at, as the caller
@@ -188,20 +190,6 @@ class SnapshotCache:
                 have = self._parsed
         return {h: have[h] for h in stamps if h in have}
 
-    def get_all(self, store: Store, stamps: dict[str, float]) -> dict[str, Parsed]:
-        """``get`` for a whole fleet, then drop hosts gone from it. Full scans take turns,
-        so a scrape that arrives while the warmer parses waits for it, not beside it."""
-        with self._scan:
-            out = self.get(store, stamps)
-            self._forget_except(stamps)
-            return out
-
-    def _forget_except(self, hosts: Iterable[str]) -> None:
-        keep = set(hosts)
-        with self._lock:
-            for gone in [h for h in self._parsed if h not in keep]:
-                del self._parsed[gone]
-
     @staticmethod
     def _load(store: Store, hosts: list[str]) -> dict[str, Parsed]:
         out: dict[str, Parsed] = {}
@@ -213,34 +201,3 @@ class SnapshotCache:
             for host, taken_at, text in rows:
                 out[str(host)] = parse(str(host), float(taken_at), str(text))
         return out
-
-
-class Warmer:
-    """Every ``interval`` seconds, parse the snapshots that changed since the last look."""
-
-    def __init__(self, cache: SnapshotCache, store: Callable[[], Store],
-                 interval: float = 1.0) -> None:
-        self.cache, self._store, self.interval = cache, store, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ppec-http-warm", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def once(self) -> None:
-        store = self._store()
-        stamps = {str(h): float(t) for h, t in
-                  store.db.execute("SELECT host, taken_at FROM snapshots").fetchall()}
-        self.cache.get_all(store, stamps)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.once()
-            except Exception:   # a bad round must not end the warming; say it, go on
-                log.exception("refreshing the snapshot cache failed")
-            self._stop.wait(self.interval)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ppec.core.freshness import snapshot_state
+from ppec.service.http.brief import Brief
 from ppec.service.http.reader import HostRow, Status, VmLine
 from ppec.service.http.snapcache import LiveNic, Parsed
 
@@ -32,7 +33,7 @@ def status_doc(status: Status) -> dict[str, Any]:
             "error_code": status.error_code, "error": status.error}
 
 
-def resources(parsed: Parsed | None) -> dict[str, Any]:
+def resources(parsed: Brief | Parsed | None) -> dict[str, Any]:
     """CPU, memory and storage used and free, as placement counts them."""
     if parsed is None:
         return {"cpu": None, "memory": None, "storage": None, "vm_count": None,
@@ -46,7 +47,7 @@ def resources(parsed: Parsed | None) -> dict[str, Any]:
         "storage": {"total_bytes": parsed.storage_total,
                     "used_bytes": max(0, parsed.storage_total - parsed.storage_free),
                     "free_bytes": parsed.storage_free},
-        "vm_count": len(parsed.vm_states), "numa_nodes": len(parsed.nodes),
+        "vm_count": parsed.vm_count, "numa_nodes": len(parsed.nodes),
         # What the VMs used, measured before the snapshot (docs/vmstats.md); None from an
         # agent that did not measure.
         "vm_use": None if parsed.info.get("vm_cpu_used") is None else {
@@ -54,7 +55,7 @@ def resources(parsed: Parsed | None) -> dict[str, Any]:
     }
 
 
-def host_doc(row: HostRow, parsed: Parsed | None, now: float,
+def host_doc(row: HostRow, parsed: Brief | Parsed | None, now: float,
              fresh_for: float) -> dict[str, Any]:
     h = row.host
     return {
