@@ -28,7 +28,6 @@ Each figure is also printed as the ratio of the largest size to the smallest.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -43,8 +42,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.realparts import PPEC, free_port
+from tests.realparts import PPEC
 from tests.sim.fleet import SimFleet, SimSettings, add_to_store, host_answers
+from tests.sim.readers import read_for, start_http
 
 PG_ADMIN = "postgresql://ppec:ppec@127.0.0.1:5432/postgres"
 TARGETS = {"round_s": 60.0, "rss_mib": 1024.0, "place_cli_s": 0.3, "dry_run_cli_s": 0.3,
@@ -157,61 +157,10 @@ def _with(h: Any, alloc: Any) -> Any:
     return with_allocation(h, alloc)
 
 
-async def _reader(url_path: str, port: int, until: float, lat: list[float],
-                  every: float) -> None:
-    """One reader: a keep-alive connection asking for a page every ``every`` seconds (as
-    the web UI's refresh does), starting at a random moment so readers do not march."""
-    import random
-    await asyncio.sleep(random.uniform(0, every))
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = (f"GET {url_path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").encode()
-    try:
-        while time.monotonic() < until:
-            t = time.perf_counter()
-            writer.write(request)
-            await writer.drain()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            took = time.perf_counter() - t
-            lat.append(took)
-            await asyncio.sleep(max(0.0, every - took))
-    finally:
-        writer.close()
-
-
 def api_latency(port: int, readers: int = 1000, seconds: float = 15.0,
                 every: float = 3.0) -> tuple[float, float]:
-    lat: list[float] = []
-
-    async def run() -> None:
-        until = time.monotonic() + seconds
-        await asyncio.gather(*(_reader("/api/v1/hosts?limit=50", port, until, lat, every)
-                               for _ in range(readers)), return_exceptions=True)
-    asyncio.run(run())
-    lat.sort()
-    if not lat:
-        return float("nan"), float("nan")
-    return lat[len(lat) // 2] * 1000, lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
-
-
-def start_http(db: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port("127.0.0.1")
-    proc = subprocess.Popen([sys.executable, "-m", "ppec.service.http", "--db", db,
-                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    import urllib.request
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2)
-            return proc, port
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the HTTP service did not come up")
+    seen = read_for(port, readers=readers, seconds=seconds, every=every)
+    return seen.percentile(0.5), seen.percentile(0.99)
 
 
 def scrape(port: int) -> float:
