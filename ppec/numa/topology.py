@@ -6,6 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 
@@ -38,6 +39,11 @@ class Topology:
 
     def usable(self, cell: Cell) -> tuple[Cpu, ...]:
         return tuple(c for c in cell.cpus if c.id not in self.reserved)
+
+    @cached_property
+    def cell_ids(self) -> tuple[int, ...]:
+        """The cells' ids, in order (kept: a fleet's hosts share few Topology objects)."""
+        return tuple(c.id for c in self.cells)
 
     @property
     def cpu_ids(self) -> frozenset[int]:

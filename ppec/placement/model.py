@@ -167,7 +167,7 @@ def free_counts(h: HostSnapshot) -> Free:
     stored host, no allocation is decoded."""
     from ppec.numa.counted import Free
     s = h.summary
-    return Free(tuple(c.id for c in h.topology.cells), list(s.node_free_cpus),
+    return Free(h.topology.cell_ids, list(s.node_free_cpus),
                 list(s.node_free_mib), s.shared_vcpus, s.memory_mib, s.used_mib)
 
 

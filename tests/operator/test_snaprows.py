@@ -71,9 +71,21 @@ def test_views_decide_as_the_whole_snapshots_do(store: Store) -> None:
 def test_a_row_from_before_the_column_is_read_whole(store_url: str, store: Store) -> None:
     now = time.time()
     whole = _save_all(store, now)
+    fresh = snaprows.placement_views(store, ["h3"])["h3"]
     with direct(store_url) as db:   # as a store of schema 7 left it
-        db.execute("UPDATE snapshots SET placement = NULL WHERE host = 'h2'")
+        db.execute("UPDATE snapshots SET placement = NULL, allocations = NULL, "
+                   "topology = NULL WHERE host = 'h2'")
+        # and one of schema 12: the allocations' and topology's text inside the part
+        part = json.loads(db.execute("SELECT placement FROM snapshots WHERE host = 'h3'"
+                                     ).fetchone()[0])
+        part["allocations_text"] = fresh["allocations_text"]
+        part["topology_text"] = fresh["topology_text"]
+        db.execute("UPDATE snapshots SET placement = ?, allocations = NULL, topology = NULL "
+                   "WHERE host = 'h3'"
+                   .replace("?", "%s" if store_url.startswith("postgresql") else "?"),
+                   (json.dumps(part),))
     views = snaprows.placement_views(store)
+    assert views["h3"] == fresh
     assert views["h2"] == {**whole["h2"], "taken_at": now}
     assert snapshots.to_placement(store.host("h2"), views["h2"]) == \
         snapshots.to_placement(store.host("h2"), {**whole["h2"], "taken_at": now})

@@ -22,10 +22,11 @@ def test_the_part_says_what_the_whole_says(tmp_path: Path) -> None:
         store.add_host(Host(settings.name(i), "local"))
     fs.record_round(store, [fs.Success(settings.name(i), 100.0 + i, dict(host_answers(
         settings, i)["host.snapshot"])) for i in range(40)], [], 200.0)
-    rows = store.db.execute("SELECT host, taken_at, data, placement FROM snapshots").fetchall()
+    rows = store.db.execute("SELECT host, taken_at, data, placement, topology "
+                            "FROM snapshots").fetchall()
     assert len(rows) == 40
-    for host, taken, data, part in rows:
-        got = brief.from_part(host, taken, part)
+    for host, taken, data, part, topology in rows:
+        got = brief.from_part(host, taken, part, topology)
         assert got is not None
         assert got == brief.from_parsed(parse(host, taken, data)), host
         assert got.vm_count == len(json.loads(data)["vms"]) and got.state_counts
@@ -34,7 +35,7 @@ def test_the_part_says_what_the_whole_says(tmp_path: Path) -> None:
     old = json.loads(rows[0][3])
     del old["vm_states"]
     store.db.execute("UPDATE snapshots SET placement = ? WHERE host = ?", (json.dumps(old), host))
-    assert brief.from_part(host, rows[0][1], json.dumps(old)) is None
+    assert brief.from_part(host, rows[0][1], json.dumps(old), rows[0][4]) is None
     got = brief.Briefs().get(store, {host: float(rows[0][1])})
     assert got[host] == brief.from_parsed(parse(host, rows[0][1], rows[0][2]))
     store.close()

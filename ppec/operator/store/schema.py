@@ -212,4 +212,10 @@ CREATE TABLE job_runs (
     CREATE INDEX hosts_vms_changed ON hosts (vms_changed_at);
     DROP TABLE vm_departures
     """,
+    # 13: a snapshot's allocations and topology as JSON text in columns of their own
+    #     (snaprows.row), out of the placement part that every fleet-wide reader parses
+    """
+    ALTER TABLE snapshots ADD COLUMN allocations TEXT;
+    ALTER TABLE snapshots ADD COLUMN topology TEXT
+    """,
 ]

@@ -31,7 +31,7 @@ from ppec.service.http.snapcache import Node, Parsed, images_of, parse
 log = logging.getLogger("ppec.service.http")
 
 # The part's keys this module needs beyond placement's own (operator/store/snaprows.py).
-_NEEDS = ("vm_states", "storage_total_bytes", "summary", "topology_text")
+_NEEDS = ("vm_states", "storage_total_bytes", "summary")
 _INFO = ("cpu_percent", "storage_total_bytes", "storage_free_bytes", "agent_version")
 
 
@@ -58,13 +58,16 @@ class Brief:
         return sum(self.state_counts.values())
 
 
-def from_part(host: str, taken_at: float, text: str) -> Brief | None:
-    """From the placement part's JSON text; None when the row predates the fields."""
+def from_part(host: str, taken_at: float, text: str, topology: str | None = None
+              ) -> Brief | None:
+    """From the placement part's JSON text and the topology column (``None``: in the part,
+    as schema 12 kept it); None when the row predates the fields."""
     part = json.loads(text)
-    if not all(k in part for k in _NEEDS):
+    topology = topology or part.get("topology_text")
+    if topology is None or not all(k in part for k in _NEEDS):
         return None
     from ppec.numa.serial import topology_from_text
-    topo = topology_from_text(part["topology_text"])
+    topo = topology_from_text(topology)
     info = {k: part.get(k) for k in _INFO}
     use = part.get("vm_use") or {}
     info["vm_cpu_used"], info["vm_rss_mib"] = use.get("cpu_used"), use.get("rss_mib")
@@ -111,10 +114,10 @@ def _load(store: Store, hosts: list[str]) -> dict[str, Brief]:
     for start in range(0, len(hosts), 500):   # bounded IN (…) lists
         chunk = hosts[start:start + 500]
         marks = ",".join("?" * len(chunk))
-        for host, taken_at, text in store.db.execute(
-                f"SELECT host, taken_at, placement FROM snapshots WHERE host IN ({marks})",
-                chunk).fetchall():
-            got = from_part(str(host), float(taken_at), str(text)) if text else None
+        for host, taken_at, text, topology in store.db.execute(
+                f"SELECT host, taken_at, placement, topology FROM snapshots "
+                f"WHERE host IN ({marks})", chunk).fetchall():
+            got = from_part(str(host), float(taken_at), str(text), topology) if text else None
             if got is None:
                 whole.append(str(host))
             else:
