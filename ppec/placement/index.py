@@ -214,12 +214,17 @@ class FleetIndex:
     def numa_possible(self, req: Request, rows: Ints) -> Bools:
         assert req.numa is not None
         node_cpus, node_mib = self.node_cpus[rows], self.node_mib[rows]
+        # A dedicated VM takes at least its vCPUs from the pool: fit refuses it when the
+        # shared VMs' vCPUs exceed overcommit times what that leaves.
+        room = self.shared_vcpus[rows] <= self.overcommit[rows] * (self.pool[rows]
+                                                                   - req.vcpus)
         one = np.any((node_cpus >= req.vcpus) & (node_mib >= req.memory_mib), axis=1)
         if req.numa.numa_nodes == 1:
-            return np.asarray(one)
+            return np.asarray(one & room)
         free_cpus = np.where(node_cpus > 0, node_cpus, 0).sum(axis=1)
         free_mib = np.where(node_mib > 0, node_mib, 0).sum(axis=1)
-        return np.asarray(one | ((free_cpus >= req.vcpus) & (free_mib >= req.memory_mib)))
+        return np.asarray(room & (one | ((free_cpus >= req.vcpus)
+                                         & (free_mib >= req.memory_mib))))
 
     # -- weighers ------------------------------------------------------------------------
 
@@ -325,7 +330,7 @@ class _Shape:
             if not possible and not (req.numa is not None and req.numa.numa_nodes == 1):
                 possible = (sum(c for c in node_cpus if c > 0) >= v
                             and sum(m for m in node_mib if m > 0) >= mem)
-            self.numa[i] = possible
+            self.numa[i] = possible and shared_vcpus <= overcommit * (pool - v)
         idle_w, max_w = float(ix.idle_w[i]), float(ix.max_w[i])
         wake = idle_w if int(ix.vms[i]) == 0 else 0.0
         self.watts[i] = wake + (max_w - idle_w) / max(cpus, 1) * v

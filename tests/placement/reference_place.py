@@ -143,12 +143,17 @@ class FleetIndex:
 
     def _numa_possible(self, req: Request) -> Bools:
         assert req.numa is not None
+        # Since issue 27 the NUMA mask also holds fit's overcommit condition for a
+        # dedicated VM (a necessary condition still: test_properties holds it so); the
+        # oracle keeps the same definition, recomputed whole.
+        room = self.shared_vcpus <= self.overcommit * (self.pool - req.vcpus)
         one = np.any((self.node_cpus >= req.vcpus) & (self.node_mib >= req.memory_mib), axis=1)
         if req.numa.numa_nodes == 1:
-            return np.asarray(one)
+            return np.asarray(one & room)
         free_cpus = np.where(self.node_cpus > 0, self.node_cpus, 0).sum(axis=1)
         free_mib = np.where(self.node_mib > 0, self.node_mib, 0).sum(axis=1)
-        return np.asarray(one | ((free_cpus >= req.vcpus) & (free_mib >= req.memory_mib)))
+        return np.asarray(room & (one | ((free_cpus >= req.vcpus)
+                                         & (free_mib >= req.memory_mib))))
 
     # -- weighers ------------------------------------------------------------------------
 
