@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
+# The same even split of vCPUs and of memory as fit's, not a copy of them.
+from ppec.numa.fit import _even, _split_memory
 from ppec.numa.model import NoFit, Request
 
 # (node index, vCPUs, MiB) for each node a dedicated VM takes; () for a shared VM.
@@ -118,17 +120,6 @@ def _dedicated(free: Free, req: Request) -> Parts | NoFit:
                        f"needs {req.vcpus}" if total < req.vcpus else
                        "no set of nodes has the vCPUs and the memory together")
     return NoFit(tuple(reasons))
-
-
-def _even(n: int, k: int) -> list[int]:
-    return [n // k + (1 if i < n % k else 0) for i in range(k)]
-
-
-def _split_memory(total: int, counts: list[int]) -> list[int]:
-    n = sum(counts)
-    parts = [total * c // n for c in counts]
-    parts[0] += total - sum(parts)
-    return parts
 
 
 def _split(free: Free, req: Request) -> Parts | None:
