@@ -123,3 +123,20 @@ def test_metrics(host: Cli) -> None:
         check(host, view, lambda: sum(
             1 for v in json.loads(host.ok("vm", "list", "-o", "json").stdout)["vms"]
             if v["state"] == "running"))
+
+
+def test_api_vm_page(host: Cli) -> None:
+    """A VM's state on the API after ppec changed it: the store's word until the host's
+    next snapshot, which then says the same."""
+    with serving(host.db, warm_every=None) as url:
+        for change in changes(host):
+            if change == "delete":
+                assert get(f"{url}/api/v1/vms/v1").status == 404
+                break
+            stored = {v["name"]: v["state"] for v in json.loads(
+                host.ok("vm", "list", "-o", "json").stdout)["vms"]}
+            doc = get(f"{url}/api/v1/vms/v1").json()
+            assert (doc["state"], doc["state_from"]) == (stored["v1"], "store"), change
+            host.ok("sync")
+            doc = get(f"{url}/api/v1/vms/v1").json()
+            assert (doc["state"], doc["state_from"]) == (stored["v1"], "snapshot"), change

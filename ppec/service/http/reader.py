@@ -58,6 +58,7 @@ class VmLine:
     taken_at: float | None
     status: Status
     spec: str | None = None     # the VM document (JSON text); None before documents
+    host_changed_at: float | None = None   # ppec's last VM change on its host
 
 
 def _host(values: list[Any]) -> Host:
@@ -180,7 +181,7 @@ class Reader:
         """Up to ``limit`` VMs by name after ``after``, with their document, their host's
         snapshot time and reachability."""
         cols = ", ".join([f"v.{c}" for c in _VM_COLS] + ["v.spec", "s.taken_at"]
-                         + [f"st.{c}" for c in _STATUS_COLS])
+                         + [f"st.{c}" for c in _STATUS_COLS] + ["h.vms_changed_at"])
         where, args = [], []   # type: list[str], list[Any]
         if after is not None:
             where.append("v.name > ?")
@@ -190,14 +191,16 @@ class Reader:
                 where.append(f"{column} = ?")
                 args.append(value)
         sql = (f"SELECT {cols} FROM vms v LEFT JOIN snapshots s ON s.host = v.host "
-               f"LEFT JOIN host_status st ON st.host = v.host"
+               f"LEFT JOIN host_status st ON st.host = v.host "
+               f"LEFT JOIN hosts h ON h.name = v.host"
                + (" WHERE " + " AND ".join(where) if where else "")
                + " ORDER BY v.name LIMIT ?")
         rows = self.store().db.execute(sql, (*args, limit)).fetchall()
         n = len(_VM_COLS)
         return [VmLine(dict(zip(_VM_COLS, r[:n], strict=True)),
                        None if r[n + 1] is None else float(r[n + 1]),
-                       _status(list(r[n + 2:])), None if r[n] is None else str(r[n]))
+                       _status(list(r[n + 2:-1])), None if r[n] is None else str(r[n]),
+                       None if r[-1] is None else float(r[-1]))
                 for r in rows]
 
     def stamps(self, hosts: list[str]) -> dict[str, float]:

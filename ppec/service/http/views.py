@@ -9,6 +9,7 @@ second time elsewhere).
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from ppec.core.freshness import snapshot_state
@@ -103,6 +104,18 @@ def nics_doc(spec: str | None, live: tuple[LiveNic, ...]) -> list[dict[str, Any]
     return out
 
 
+def _changed_since(line: VmLine) -> bool:
+    """Whether ppec changed this VM after its host's snapshot (a `vm stop` the snapshot
+    does not know of yet): its host's snapshot is `changed` (core/freshness.py) and the
+    VM's own record changed no earlier than the second the snapshot was taken in (the
+    record keeps whole seconds: within that second, the store's word is the safe one)."""
+    taken, changed = line.taken_at, line.host_changed_at
+    if taken is None or changed is None or taken > changed:
+        return False
+    updated = datetime.fromisoformat(str(line.vm["updated_at"])).timestamp()
+    return updated + 1.0 > taken
+
+
 def vm_doc(line: VmLine, parsed: Parsed | None, now: float) -> dict[str, Any]:
     """One VM: the store's record, its live state as of its host's snapshot; ``unknown``
     with ``last_seen`` when its host failed."""
@@ -110,7 +123,7 @@ def vm_doc(line: VmLine, parsed: Parsed | None, now: float) -> dict[str, Any]:
     seen = parsed.vm_states.get(vm["name"]) if parsed is not None else None
     if line.status.state == "failed":
         state, source = "unknown", "host failed"
-    elif seen is not None:
+    elif seen is not None and not _changed_since(line):
         state, source = seen, "snapshot"
     else:
         state, source = str(vm["state"]), "store"
