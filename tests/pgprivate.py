@@ -72,3 +72,7 @@ class PrivatePg:
 
     def url(self, role: str, password: str, db: str) -> str:
         return f"postgresql://{role}:{password}@127.0.0.1:{self.port}/{db}"
+
+    def admin_on(self, db: str) -> str:
+        """The superuser (trust: no password) on database ``db``."""
+        return f"postgresql://admin@127.0.0.1:{self.port}/{db}"

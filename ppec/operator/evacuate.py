@@ -89,7 +89,8 @@ def _run(ctx: Context, moves: list[tuple[str, str]], max_parallel: int,
 
     def one(move: tuple[str, str]) -> dict[str, Any]:
         name, target = move
-        own = Context(Store(ctx.store.location), ctx.config, ctx.reach, ctx.connect)
+        own = Context(Store(ctx.store.location, ctx.config.store_connect_timeout), ctx.config,
+                      ctx.reach, ctx.connect)
         try:
             done = migrate.migrate(own, migrate.MoveAsk(name, to=target, timeout=timeout))
             own.store.set_vm(name, evacuated_from=evacuating)

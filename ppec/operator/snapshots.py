@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ppec.core.errors import BadInput
+from ppec.core.freshness import FRESH, snapshot_state
 from ppec.operator.context import Context
 from ppec.operator.store import Host
 
@@ -62,7 +63,6 @@ def current(ctx: Context, hosts: list[Host], fresh_for: float,
     With no service running, every stored snapshot ages past ``fresh_for`` and this asks
     every host, as a refresh does. Placement's choice is still re-checked by the chosen
     agent under its lock, so a fresh-but-wrong view costs a late refusal, not a bad VM."""
-    from ppec.core.freshness import FRESH, snapshot_state
     from ppec.operator.store import fleetstate, pages, snaprows
     now = time.time() if now is None else now
     have = snaprows.placement_views(ctx.store, [h.name for h in hosts])   # these hosts' only
@@ -155,7 +155,6 @@ def freshness(data: dict[str, Any] | None, now: float, stale_after: float,
               changed_at: float | None = None) -> tuple[str, float]:
     """(state, age in seconds) of a stored snapshot: fresh, stale, changed (taken before
     ppec's last VM change on the host at ``changed_at``), or none (core/freshness.py)."""
-    from ppec.core.freshness import snapshot_state
     if not data or "taken_at" not in data:
         return "none", 0.0
     taken = float(data["taken_at"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ppec.operator.store import snaprows
 from ppec.operator.store.records import Host, VmRow
 from ppec.operator.store.tables import _HOST_COLS, _VM_COLS, Store, _host
 
@@ -54,12 +55,6 @@ def vm_changes(store: Store, hosts: list[str] | None = None) -> dict[str, float]
     move, a VM deleted or a claim given up), epoch seconds: ``hosts.vms_changed_at``,
     written with the VM row (core/freshness.py). Only ``hosts`` when given."""
     sql = "SELECT name, vms_changed_at FROM hosts WHERE vms_changed_at IS NOT NULL"
-    if hosts is None:
-        rows = store.db.execute(sql).fetchall()
-    else:
-        rows = []
-        for i in range(0, len(hosts), 500):
-            chunk = hosts[i:i + 500]
-            rows += store.db.execute(f"{sql} AND name IN ({','.join('?' * len(chunk))})",
-                                     chunk).fetchall()
+    rows = store.db.execute(sql).fetchall() if hosts is None else \
+        snaprows.rows_in(store.db, sql + " AND name IN ({})", hosts)
     return {str(h): float(t) for h, t in rows}

@@ -50,6 +50,16 @@ IN_BATCH = 500
 Row = tuple[str, float, str, str, str | None, str | None]
 
 
+def rows_in(db: Connection, sql: str, names: Sequence[str]) -> list[Any]:
+    """The rows of ``sql`` (whose ``{}`` stands for the IN list's placeholders) for
+    ``names``, asked IN_BATCH names at a time."""
+    out: list[Any] = []
+    for i in range(0, len(names), IN_BATCH):
+        batch = list(names[i:i + IN_BATCH])
+        out += db.execute(sql.format(",".join("?" * len(batch))), batch).fetchall()
+    return out
+
+
 def row(host: str, taken_at: float, data: dict[str, Any]) -> Row:
     """``host``'s snapshot as its row: encoded, with its placement part, and the
     allocations' and the topology's text in columns of their own: inside the part's
@@ -104,12 +114,7 @@ def placement_views(store: Store, hosts: Sequence[str] | None = None
            "FROM snapshots")
     if hosts is None:
         return _decoded(store.db.execute(sql).fetchall())
-    out: dict[str, dict[str, Any]] = {}
-    for i in range(0, len(hosts), IN_BATCH):
-        batch = list(hosts[i:i + IN_BATCH])
-        out.update(_decoded(store.db.execute(
-            f"{sql} WHERE host IN ({','.join('?' * len(batch))})", batch).fetchall()))
-    return out
+    return _decoded(rows_in(store.db, sql + " WHERE host IN ({})", hosts))
 
 
 def _decoded(rows: list[Any]) -> dict[str, dict[str, Any]]:

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ppec.operator.store import Store
+from ppec.operator.store.snaprows import rows_in
 from ppec.placement.model import Summary
-from ppec.service.http.snapcache import Node, Parsed, images_of, parse
+from ppec.service.http.snapcache import Node, Parsed, StampedCache, images_of, load_whole
 
 log = logging.getLogger("ppec.service.http")
 
@@ -84,52 +85,23 @@ def from_parsed(p: Parsed) -> Brief:
                  dict(Counter(p.vm_states.values())), p.images)
 
 
-class Briefs:
-    """host -> Brief, refreshed from the store only where ``taken_at`` moved."""
+class Briefs(StampedCache[Brief]):
+    """The fleet views' briefs (the host list, /metrics, the image catalogue)."""
 
-    def __init__(self) -> None:
-        self._kept: dict[str, Brief] = {}
-        self._lock = threading.Lock()
-
-    def get(self, store: Store, stamps: dict[str, float], *, every: bool = False
-            ) -> dict[str, Brief]:
-        """The briefs of the hosts in ``stamps`` (host -> taken_at as just read); with
-        ``every``, ``stamps`` is the whole fleet and hosts gone from it are dropped."""
-        have = self._kept
-        stale = [h for h, t in stamps.items() if (b := have.get(h)) is None or b.taken_at != t]
-        if stale:
-            fresh = _load(store, stale)
-            with self._lock:
-                self._kept.update(fresh)
-                if every:
-                    for gone in [h for h in self._kept if h not in stamps]:
-                        del self._kept[gone]
-                have = self._kept
-        return {h: have[h] for h in stamps if h in have}
-
-
-def _load(store: Store, hosts: list[str]) -> dict[str, Brief]:
-    out: dict[str, Brief] = {}
-    whole: list[str] = []
-    for start in range(0, len(hosts), 500):   # bounded IN (…) lists
-        chunk = hosts[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        for host, taken_at, text, topology in store.db.execute(
-                f"SELECT host, taken_at, placement, topology FROM snapshots "
-                f"WHERE host IN ({marks})", chunk).fetchall():
+    def _load(self, store: Store, hosts: list[str]) -> dict[str, Brief]:
+        out: dict[str, Brief] = {}
+        whole: list[str] = []
+        for host, taken_at, text, topology in rows_in(
+                store.db, "SELECT host, taken_at, placement, topology FROM snapshots "
+                          "WHERE host IN ({})", hosts):
             got = from_part(str(host), float(taken_at), str(text), topology) if text else None
             if got is None:
                 whole.append(str(host))
             else:
                 out[str(host)] = got
-    for start in range(0, len(whole), 500):   # rows from before the part had the fields
-        chunk = whole[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        for host, taken_at, text in store.db.execute(
-                f"SELECT host, taken_at, data FROM snapshots WHERE host IN ({marks})",
-                chunk).fetchall():
-            out[str(host)] = from_parsed(parse(str(host), float(taken_at), str(text)))
-    return out
+        # Rows from before the part had these fields: read whole.
+        out.update({h: from_parsed(p) for h, p in load_whole(store, whole).items()})
+        return out
 
 
 class Warmer:

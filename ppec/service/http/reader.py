@@ -18,6 +18,7 @@ from typing import Any
 
 from ppec.core import freshness
 from ppec.operator.store import Host, Store
+from ppec.operator.store.snaprows import rows_in
 from ppec.service.http.brief import Briefs
 from ppec.service.http.pages import PageAsk
 from ppec.service.http.snapcache import SnapshotCache
@@ -205,14 +206,9 @@ class Reader:
 
     def stamps(self, hosts: list[str]) -> dict[str, float]:
         """host -> taken_at of those hosts' snapshots (hosts without one are left out)."""
-        out: dict[str, float] = {}
-        for start in range(0, len(hosts), 500):
-            chunk = hosts[start:start + 500]
-            rows = self.store().db.execute(
-                f"SELECT host, taken_at FROM snapshots WHERE host IN "
-                f"({','.join('?' * len(chunk))})", chunk).fetchall()
-            out.update({str(h): float(t) for h, t in rows})
-        return out
+        rows = rows_in(self.store().db, "SELECT host, taken_at FROM snapshots "
+                                        "WHERE host IN ({})", hosts)
+        return {str(h): float(t) for h, t in rows}
 
 
 def _host_filters(ask: PageAsk, now: float, fresh_for: float, region: str | None,

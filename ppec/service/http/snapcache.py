@@ -17,12 +17,13 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from ppec.numa.fit import Allocation
 from ppec.numa.serial import allocation_from_dict, topology_from_dict
 from ppec.numa.topology import Topology
 from ppec.operator.store import Store
+from ppec.operator.store.snaprows import rows_in
 from ppec.placement.model import Summary
 
 log = logging.getLogger("ppec.service.http")
@@ -171,33 +172,51 @@ def parse(host: str, taken_at: float, text: str) -> Parsed:
                   topology, allocations, nics, networks_of(data), images_of(data))
 
 
-class SnapshotCache:
-    """host -> Parsed, refreshed from the store only where ``taken_at`` moved."""
+class Stamped(Protocol):
+    @property
+    def taken_at(self) -> float: ...
+
+
+T = TypeVar("T", bound=Stamped)
+
+
+class StampedCache(Generic[T]):
+    """host -> what ``_load`` makes of its snapshot row, read again only where the row's
+    ``taken_at`` moved."""
 
     def __init__(self) -> None:
-        self._parsed: dict[str, Parsed] = {}
+        self._kept: dict[str, T] = {}
         self._lock = threading.Lock()
 
-    def get(self, store: Store, stamps: dict[str, float]) -> dict[str, Parsed]:
-        """The parsed snapshots of the hosts in ``stamps`` (host -> taken_at, as the caller
-        just read them); rows whose stamp changed are read and parsed again."""
-        have = self._parsed
+    def get(self, store: Store, stamps: dict[str, float], *, every: bool = False
+            ) -> dict[str, T]:
+        """The hosts in ``stamps`` (host -> taken_at, as the caller just read them); with
+        ``every``, ``stamps`` is the whole fleet and hosts gone from it are dropped."""
+        have = self._kept
         stale = [h for h, t in stamps.items() if (p := have.get(h)) is None or p.taken_at != t]
         if stale:
             fresh = self._load(store, stale)
             with self._lock:
-                self._parsed.update(fresh)
-                have = self._parsed
+                self._kept.update(fresh)
+                if every:
+                    for gone in [h for h in self._kept if h not in stamps]:
+                        del self._kept[gone]
+                have = self._kept
         return {h: have[h] for h in stamps if h in have}
 
-    @staticmethod
-    def _load(store: Store, hosts: list[str]) -> dict[str, Parsed]:
-        out: dict[str, Parsed] = {}
-        for start in range(0, len(hosts), 500):   # bounded IN (…) lists
-            chunk = hosts[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = store.db.execute(f"SELECT host, taken_at, data FROM snapshots WHERE host "
-                                    f"IN ({marks})", chunk).fetchall()
-            for host, taken_at, text in rows:
-                out[str(host)] = parse(str(host), float(taken_at), str(text))
-        return out
+    def _load(self, store: Store, hosts: list[str]) -> dict[str, T]:
+        raise NotImplementedError
+
+
+class SnapshotCache(StampedCache[Parsed]):
+    """Whole snapshots, parsed: one host's page, the VM pages."""
+
+    def _load(self, store: Store, hosts: list[str]) -> dict[str, Parsed]:
+        return load_whole(store, hosts)
+
+
+def load_whole(store: Store, hosts: list[str]) -> dict[str, Parsed]:
+    """These hosts' whole snapshots, parsed."""
+    rows = rows_in(store.db, "SELECT host, taken_at, data FROM snapshots WHERE host IN ({})",
+                   hosts)
+    return {str(h): parse(str(h), float(t), str(text)) for h, t, text in rows}
