@@ -9,6 +9,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  libvirt-daemon-system   # what `host add --install` puts on a host: its test finds it here
   qemu-system-x86 qemu-utils genisoimage ganeti-htools-3.0
   openssh-server openssh-client
   postgresql
@@ -28,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # libvirt runs QEMU as libvirt-qemu and refuses to start its QEMU driver without that user
-# (Debian's libvirt-daemon-system would create it, but also wants systemd).
+# (Debian's libvirt-daemon-system creates it when systemd runs; a container has none).
 if ! getent group libvirt-qemu >/dev/null; then groupadd -r libvirt-qemu; fi
 if ! id libvirt-qemu >/dev/null 2>&1; then
   useradd -r -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu

@@ -234,6 +234,8 @@ class Sshd:
     operator_pubkey: str
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    # Another authorized_keys (a host being bootstrapped: root's own, with a shell key)
+    keys_file: Path | None = None
 
     @property
     def host_key(self) -> Path:
@@ -252,14 +254,15 @@ class Sshd:
             self.new_host_key()
         if not self.port:
             self.port = free_port(self.address)
-        (self.root / "authorized_keys").write_text(
-            f'restrict,command="{AGENT} proxy --socket {self.agent_socket}" '
-            f"{self.operator_pubkey}\n")
+        keys = self.keys_file or self.root / "authorized_keys"
+        if self.keys_file is None:
+            keys.write_text(f'restrict,command="{AGENT} proxy --socket {self.agent_socket}" '
+                            f"{self.operator_pubkey}\n")
         (self.root / "sshd_config").write_text("\n".join([
             f"ListenAddress {self.address}:{self.port}",
             f"HostKey {self.host_key}",
             f"PidFile {self.root / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
+            f"AuthorizedKeysFile {keys}",
             "StrictModes no", "UsePAM no", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
             "LogLevel VERBOSE", "MaxStartups 100:30:200", "MaxSessions 100", ""]))

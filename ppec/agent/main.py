@@ -26,13 +26,34 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("proxy", help="relay stdin/stdout to the agent socket "
                                  "(sshd's forced command)").add_argument("--socket")
     sub.add_parser("default-config", help="print the embedded default configuration")
+    sub.add_parser("check-config", help="parse an agent TOML as `serve` would; print its "
+                                        "socket as JSON, or the error (exit 2)"
+                   ).add_argument("config")
     ns = parser.parse_args(args)
+    if ns.command == "check-config":
+        return _check_config(ns.config)
     if ns.command == "default-config":
         from importlib.resources import files
         sys.stdout.write(files("ppec.agent").joinpath("default-agent.toml").read_text())
         return 0
     from ppec.agent.daemon import serve as run_serve
     sys.exit(run_serve(ns.config, ns.log_level))
+
+
+def _check_config(path: str) -> int:
+    """For the operator (`ppec host add --install`): the agent's own parser decides."""
+    import json
+    from pathlib import Path
+
+    from ppec.agent.config import load
+    from ppec.core.errors import PpecError
+    try:
+        config = load(Path(path))
+    except PpecError as e:
+        sys.stderr.write(f"{e}\n")
+        return 2
+    sys.stdout.write(json.dumps({"socket": config.socket, "host": config.host}) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

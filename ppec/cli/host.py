@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
+from ppec.cli import host_verbs as hi
 from ppec.cli import output
 from ppec.cli.common import CursorOpt, LimitOpt, OutputOpt, Run, command, partial_exit
 from ppec.cli.output import Fmt
+from ppec.core.errors import BadInput
 from ppec.core.paths import AGENT_SOCKET
 from ppec.core.units import MIB, format_size
 from ppec.operator import hosts, listing, snapshots
@@ -50,13 +52,38 @@ def add(
         help="Record the host's SSH key if none is known yet (never replaces a known "
              "key).")] = False,
     check: Annotated[bool, typer.Option(help="Ping the agent before adding.")] = True,
+    install: Annotated[bool, typer.Option(
+        "--install", help="Set the host up first over one root SSH login with "
+        "--bootstrap-identity: Debian packages, this ppec in /opt/ppec, the agent config "
+        "and service, one forced-command line for --identity's key; then prove the agent "
+        "answers through it. Safe to run again: it finishes a half-done install and "
+        "changes nothing on a finished one.")] = False,
+    bootstrap_identity: hi.BootstrapIdentityOpt = "",
+    agent_config: hi.AgentConfigOpt = "",
+    network: hi.NetworkOpt = None,
+    reserved_cpus: hi.ReservedCpusOpt = "",
+    host_key_fingerprint: hi.FingerprintOpt = "",
+    force_os: hi.ForceOsOpt = False,
+    install_root: hi.InstallRootOpt = "",
+    dry_run: hi.InstallDryRunOpt = False,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
-    """Add a host to the inventory, after checking its SSH host key and agent."""
+    """Add a host to the inventory, after checking its SSH host key and agent (with
+    --install: after installing the agent on it)."""
     host = Host(name=name, address=address, port=port, username=user, identity=identity,
                 socket=socket, region=region, rack=rack, power_domain=power_domain, vrf=vrf,
                 cost=cost, tags=tuple(tag or ()), power_idle_w=power_idle,
                 power_max_w=power_max)
+    if install:
+        hi.install(run, host, hi.options(bootstrap_identity, install_root, agent_config,
+                                         network, reserved_cpus, accept_new_host_key,
+                                         host_key_fingerprint, force_os), dry_run, fmt)
+        return
+    if bootstrap_identity or agent_config or network or reserved_cpus or dry_run or \
+            host_key_fingerprint or force_os or install_root:
+        raise BadInput("--bootstrap-identity, --agent-config, --network, --reserved-cpus, "
+                       "--host-key-fingerprint, --force-os, --install-root and --dry-run "
+                       "go with --install")
     doc = hosts.add(run.ctx, host, accept_new_host_key=accept_new_host_key, check=check)
     output.emit_record(fmt, doc, message=f"added host {name} ({address})")
 
@@ -130,8 +157,19 @@ def show(run: Run, name: str,
 
 @app.command("remove")
 @command
-def remove(run: Run, name: str, fmt: OutputOpt = Fmt.table) -> None:
+def remove(run: Run, name: str,
+           uninstall: Annotated[bool, typer.Option(
+               "--uninstall", help="Also stop and remove the agent, its files and its "
+               "forced-command line on the host (other authorized_keys lines untouched; "
+               "the state dir with disks and images stays), over a root login with "
+               "--bootstrap-identity. Refused while the host has VMs.")] = False,
+           bootstrap_identity: hi.BootstrapIdentityOpt = "",
+           install_root: hi.InstallRootOpt = "",
+           fmt: OutputOpt = Fmt.table) -> None:
     """Remove a host from the inventory (refused while the store has VMs on it)."""
+    if uninstall:
+        hi.uninstall(run, name, hi.options(bootstrap_identity, install_root), fmt)
+        return
     run.ctx.store.remove_host(name)
     output.emit_record(fmt, {"name": name, "removed": True}, message=f"removed host {name}")
 

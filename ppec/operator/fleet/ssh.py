@@ -26,13 +26,19 @@ def known_hosts_name(address: str, port: int) -> str:
 class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # no stubs
     """Refuse unknown keys, or record them when the operator said so for this host."""
 
-    def __init__(self, known_hosts: Path, accept_new: bool) -> None:
+    def __init__(self, known_hosts: Path, accept_new: bool, pin: str = "") -> None:
         self.known_hosts = known_hosts
         self.accept_new = accept_new
+        self.pin = pin   # a fingerprint the operator read on the host: it proves the key
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
-        if not self.accept_new:
+        if self.pin and fingerprint(key) != self.pin:
+            raise HostKeyError(
+                f"{hostname} offered host key {fingerprint(key)}, not the expected "
+                f"{self.pin}; refusing to connect", code="HOST_KEY_MISMATCH",
+                details={"expected": self.pin, "offered": fingerprint(key)})
+        if not self.accept_new and not self.pin:
             raise HostKeyError(
                 f"unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); "
                 f"check the fingerprint on the host, then add it with "
@@ -61,45 +67,65 @@ def _transport(sock: object, **kwargs: object) -> paramiko.Transport:
     return transport
 
 
+def connect(*, address: str, port: int, username: str, identity: str, known_hosts: Path,
+            timeout: float, accept_new_host_key: bool = False, pin: str = "",
+            only_identity: bool = False) -> paramiko.SSHClient:
+    """An authenticated client, the host key checked against ``known_hosts`` (or ``pin``).
+    ``only_identity``: that key and no other (no ssh-agent, no ~/.ssh keys)."""
+    where = f"{username}@{address}:{port}"
+    client = paramiko.SSHClient()
+    if known_hosts.exists():
+        client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(_Policy(known_hosts, accept_new_host_key, pin))
+    try:
+        client.connect(
+            address, port=port, username=username, key_filename=identity or None,
+            allow_agent=not only_identity, look_for_keys=not identity and not only_identity,
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+            channel_timeout=timeout, transport_factory=_transport)
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        raise HostKeyError(
+            f"host key for {known_hosts_name(address, port)} CHANGED: known_hosts has "
+            f"{fingerprint(e.expected_key)}, the host offered {fingerprint(e.key)}; "
+            f"refusing to connect. If the host was really re-installed, remove its line "
+            f"from {known_hosts} and add it again", code="HOST_KEY_CHANGED",
+            details={"expected": fingerprint(e.expected_key),
+                     "offered": fingerprint(e.key)}) from None
+    except HostKeyError:
+        client.close()
+        raise
+    except paramiko.AuthenticationException as e:
+        client.close()
+        raise AuthError(f"SSH key refused by {where}: {e}") from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        client.close()
+        raise _unreachable(where, e) from None
+    return client
+
+
+def _unreachable(where: str, e: BaseException) -> TransportError:
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or \
+        type(e).__name__
+    return TransportError(f"cannot reach {where}: {reason}")
+
+
 class SSHStream:
     def __init__(self, *, address: str, port: int, username: str, identity: str,
                  known_hosts: Path, command: str, timeout: float,
                  accept_new_host_key: bool = False) -> None:
         self.where = f"{username}@{address}:{port}"
-        self.client = paramiko.SSHClient()
-        if known_hosts.exists():
-            self.client.load_host_keys(str(known_hosts))
-        self.client.set_missing_host_key_policy(_Policy(known_hosts, accept_new_host_key))
+        self.client = connect(address=address, port=port, username=username,
+                              identity=identity, known_hosts=known_hosts, timeout=timeout,
+                              accept_new_host_key=accept_new_host_key)
         try:
-            self.client.connect(
-                address, port=port, username=username, key_filename=identity or None,
-                allow_agent=True, look_for_keys=not identity, timeout=timeout,
-                banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
-                transport_factory=_transport)
             transport = self.client.get_transport()
             assert transport is not None
             self.channel = transport.open_session(timeout=timeout)
             self.channel.exec_command(command)
-        except paramiko.BadHostKeyException as e:
-            self.client.close()
-            raise HostKeyError(
-                f"host key for {known_hosts_name(address, port)} CHANGED: known_hosts has "
-                f"{fingerprint(e.expected_key)}, the host offered {fingerprint(e.key)}; "
-                f"refusing to connect. If the host was really re-installed, remove its line "
-                f"from {known_hosts} and add it again", code="HOST_KEY_CHANGED",
-                details={"expected": fingerprint(e.expected_key),
-                         "offered": fingerprint(e.key)}) from None
-        except HostKeyError:
-            self.client.close()
-            raise
-        except paramiko.AuthenticationException as e:
-            self.client.close()
-            raise AuthError(f"SSH key refused by {self.where}: {e}") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             self.client.close()
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or \
-                type(e).__name__
-            raise TransportError(f"cannot reach {self.where}: {reason}") from None
+            raise _unreachable(self.where, e) from None
 
     def send(self, data: bytes, timeout: float) -> None:
         self.channel.settimeout(timeout)
