@@ -57,4 +57,4 @@ def _check_config(path: str) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

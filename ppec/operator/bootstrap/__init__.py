@@ -1,0 +1,1 @@
+"""Host bootstrap: `ppec host add --install` and `host remove --uninstall` (issue 28)."""

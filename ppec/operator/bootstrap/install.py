@@ -174,9 +174,10 @@ def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
         run.step("packages", lambda: steps.packages(shell))
         run.step("ppec", lambda: steps.install_ppec(shell, lay, p.version, p.digest,
                                                     lambda m: say("ppec", m)))
-        run.step("config", lambda: steps.config(shell, lay, p.config))
+        config = _final_config(shell, p)
+        run.step("config", lambda: steps.config(shell, lay, config))
         run.step("agent", lambda: "agent " + service.ensure_running(
-            shell, lay, p.socket, p.config, p.digest))
+            shell, lay, p.socket, config, p.digest))
         run.step("forced command", lambda: steps.forced_command(shell, lay, p.socket,
                                                                  p.operator_key))
     finally:
@@ -186,6 +187,16 @@ def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
     changed = [d["step"] for d in run.done if not _unchanged(d["step"], d["outcome"])]
     return {**p.host.as_dict(), "installed": True, "version": p.version,
             "release": p.digest, "steps": run.done, "changed": changed}
+
+
+def _final_config(shell: RootShell, p: Plan) -> bytes:
+    """A given config as given; a generated one says whether systemd restarts the agent
+    (``supervised``: then an update's watchdog leaves the restart to it)."""
+    if p.options.agent_config:
+        return p.config
+    h, o = p.host, p.options
+    return config_bytes(agent_config(p.layout, h.name, o.networks, o.reserved_cpus,
+                                     supervised=service.has_systemd(shell)))
 
 
 def _connect_step(run: _Run, ctx: Context, p: Plan) -> RootShell:

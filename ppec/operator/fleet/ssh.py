@@ -30,6 +30,7 @@ class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # no stubs
         self.known_hosts = known_hosts
         self.accept_new = accept_new
         self.pin = pin   # a fingerprint the operator read on the host: it proves the key
+        self.pending: tuple[str, paramiko.PKey] | None = None
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
                          key: paramiko.PKey) -> None:
@@ -44,12 +45,19 @@ class _Policy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]  # no stubs
                 f"check the fingerprint on the host, then add it with "
                 f"`ppec host add ... --accept-new-host-key`",
                 details={"fingerprint": fingerprint(key), "known_hosts": str(self.known_hosts)})
+        self.pending = (hostname, key)   # recorded once the login succeeds, not before
+
+    def save(self) -> None:
+        if self.pending is None:
+            return
+        hostname, key = self.pending
         keys = paramiko.HostKeys()
         if self.known_hosts.exists():
             keys.load(str(self.known_hosts))
         keys.add(hostname, key.get_name(), key)
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         keys.save(str(self.known_hosts))
+        self.pending = None
 
 
 # AES-GCM first: an AEAD cipher needs no separate HMAC pass, which is most of paramiko's
@@ -76,7 +84,8 @@ def connect(*, address: str, port: int, username: str, identity: str, known_host
     client = paramiko.SSHClient()
     if known_hosts.exists():
         client.load_host_keys(str(known_hosts))
-    client.set_missing_host_key_policy(_Policy(known_hosts, accept_new_host_key, pin))
+    policy = _Policy(known_hosts, accept_new_host_key, pin)
+    client.set_missing_host_key_policy(policy)
     try:
         client.connect(
             address, port=port, username=username, key_filename=identity or None,
@@ -101,6 +110,13 @@ def connect(*, address: str, port: int, username: str, identity: str, known_host
     except (paramiko.SSHException, OSError, EOFError) as e:
         client.close()
         raise _unreachable(where, e) from None
+    offered = client.get_transport().get_remote_server_key()
+    if pin and fingerprint(offered) != pin:   # a known key, but not the one asked for
+        client.close()
+        raise HostKeyError(f"{where} offered host key {fingerprint(offered)}, not the "
+                           f"expected {pin}; refusing to connect", code="HOST_KEY_MISMATCH",
+                           details={"expected": pin, "offered": fingerprint(offered)})
+    policy.save()
     return client
 
 
