@@ -13,8 +13,8 @@ NEW = authkeys.forced_line("/opt/ppec/bin/ppec-agent", "/run/ppec/agent.sock", O
 
 
 def test_the_line_runs_only_the_proxy() -> None:
-    assert NEW == ('restrict,command="/opt/ppec/bin/ppec-agent proxy --socket '
-                   f'/run/ppec/agent.sock" {OP} ppec-operator')
+    assert ('restrict,command="/opt/ppec/bin/ppec-agent proxy --socket '
+                   f'/run/ppec/agent.sock" {OP} ppec-operator') == NEW
     assert authkeys.key_blob(NEW) == OP.split()[1]
 
 

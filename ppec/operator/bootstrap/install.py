@@ -8,6 +8,7 @@ two keys differ) run before the connection, so bad input writes nothing at all."
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shlex
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 
 import ppec
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
-from ppec.operator.bootstrap import service, steps
+from ppec.operator.bootstrap import service, steps, wheels
 from ppec.operator.bootstrap.layout import Layout, agent_config, config_bytes
 from ppec.operator.bootstrap.remote import RootShell
 from ppec.operator.context import Context
@@ -168,12 +169,15 @@ def _inventory(ctx: Context, host: Host) -> str:
 
 def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
     run, lay = _Run(say), p.layout
+    # The wheels are built while the host answers the first steps (most of it is zlib,
+    # which leaves the GIL); a finished host never asks for them.
+    built = concurrent.futures.ThreadPoolExecutor(1).submit(_wheels, p.digest)
     shell = _connect_step(run, ctx, p)
     try:
         run.step("os", lambda: steps.os_release(shell, lay, p.options.force_os))
         run.step("packages", lambda: steps.packages(shell))
         run.step("ppec", lambda: steps.install_ppec(shell, lay, p.version, p.digest,
-                                                    lambda m: say("ppec", m)))
+                                                    built.result, lambda m: say("ppec", m)))
         config = _final_config(shell, p)
         run.step("config", lambda: steps.config(shell, lay, config))
         run.step("agent", lambda: "agent " + service.ensure_running(
@@ -187,6 +191,13 @@ def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
     changed = [d["step"] for d in run.done if not _unchanged(d["step"], d["outcome"])]
     return {**p.host.as_dict(), "installed": True, "version": p.version,
             "release": p.digest, "steps": run.done, "changed": changed}
+
+
+def _wheels(digest: str) -> tuple[list[wheels.Wheel], wheels.Wheel]:
+    agent, built_digest = wheels.agent_wheels()
+    if built_digest != digest:
+        raise BadInput("this ppec's files changed while bootstrap ran; run it again")
+    return agent, wheels.pip_wheel()
 
 
 def _final_config(shell: RootShell, p: Plan) -> bytes:

@@ -54,29 +54,31 @@ def installed(shell: RootShell, layout: Layout) -> tuple[str, str] | None:
 
 
 def install_ppec(shell: RootShell, layout: Layout, version: str, digest: str,
+                 built: Callable[[], tuple[list[wheels.Wheel], wheels.Wheel]],
                  say: Callable[[str], None]) -> str:
     """This ppec and its agent's dependencies into the venv, from wheels sent over the
-    connection, each SHA-256 checked on the host before pip sees it."""
+    connection, each SHA-256 checked on the host before pip sees it. ``built()``: the
+    wheels and pip's (built beside the earlier steps)."""
     if (have := installed(shell, layout)) and have[1] == digest:
         return f"ppec {version} already installed"
-    built, digest_built = wheels.agent_wheels()
-    if digest_built != digest:
-        raise BadInput("this ppec's files changed while bootstrap ran; run it again")
+    agent, pip = built()
+    every = [*agent, pip]
     q, stage = shlex.quote, shlex.quote(layout.staging)
-    shell.check(f"rm -rf {stage} && mkdir -p -m 700 {stage}", "making the staging dir")
-    say(f"sending {len(built)} wheels ({sum(len(w.data) for w in built) >> 20} MiB)")
-    for w in built:
-        shell.check(f"cat > {stage}/{q(w.filename)}", f"sending {w.filename}", stdin=w.data)
+    say(f"sending {len(every)} wheels ({sum(len(w.data) for w in every) >> 20} MiB)")
+    shell.check(f"rm -rf {stage} && mkdir -p -m 700 {stage} && tar -x -C {stage}",
+                "sending the wheels", stdin=wheels.tar(every))
     sums = shell.check(f"cd {stage} && sha256sum -- *.whl", "checking the wheels")
     got = {ln.split()[1].lstrip("*"): ln.split()[0] for ln in sums.splitlines()}
-    bad = [w.filename for w in built if got.get(w.filename) != w.sha256]
+    bad = [w.filename for w in every if got.get(w.filename) != w.sha256]
     if bad:
         raise BootstrapFailed(f"wheels arrived damaged (SHA-256 differs): {', '.join(bad)}")
     venv, py = q(layout.venv), q(layout.python)
-    shell.check(f"{py} -m pip --version >/dev/null 2>&1 || "
-                f"{{ rm -rf {venv} && python3 -m venv {venv}; }}", "creating the virtualenv")
-    shell.check(f"{py} -m pip install -q --no-index --no-deps --force-reinstall "
-                f"--disable-pip-version-check {stage}/*.whl && rm -rf {stage}",
+    shell.check(f"{py} -c pass 2>/dev/null || "
+                f"{{ rm -rf {venv} && python3 -m venv --without-pip {venv}; }}",
+                "creating the virtualenv")
+    names = " ".join(f"{stage}/{q(w.filename)}" for w in agent)
+    shell.check(f"{py} {stage}/{q(pip.filename)}/pip install -q --no-index --no-deps "
+                f"--force-reinstall --disable-pip-version-check {names} && rm -rf {stage}",
                 "pip install", timeout=900)
     now = installed(shell, layout)
     if now is None or now[1] != digest:

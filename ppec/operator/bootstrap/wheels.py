@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import io
 import re
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -152,3 +153,20 @@ def agent_wheels() -> tuple[list[Wheel], str]:
     """Every wheel the host installs, ppec last, and ppec's release digest."""
     own, digest = ppec_wheel()
     return [*(dist_wheel(d) for d in _closure(AGENT_REQUIRES)), own], digest
+
+
+def pip_wheel() -> Wheel:
+    """pip itself, which runs from its wheel on the host (``python pip.whl/pip``): the venv
+    is made without ensurepip, whose install of pip is most of a fresh venv's time."""
+    return dist_wheel(metadata.distribution("pip"))
+
+
+def tar(built: list[Wheel]) -> bytes:
+    """The wheels as one uncompressed tar: one stream to the host, not one per file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for w in built:
+            info = tarfile.TarInfo(w.filename)
+            info.size, info.mode = len(w.data), 0o644
+            t.addfile(info, io.BytesIO(w.data))
+    return buf.getvalue()
