@@ -84,6 +84,7 @@ def test_bad_config_same_keys_and_unsupported_os_write_nothing(
         err = _refused(cli, host.add_args("bm-5", "--agent-config", str(bad),
                                           "--accept-new-host-key"), 2)
         assert err["code"] == "AGENT_CONFIG" and words in str(err["message"]), err
+        assert "step 'config'" in str(err["message"])
     same = host.add_args("bm-5", "--accept-new-host-key")
     same[same.index("--bootstrap-identity") + 1] = str(host.operator)
     err = _refused(cli, same, 2)

@@ -83,7 +83,8 @@ def _config(host: Host, opts: Options, layout: Layout) -> tuple[bytes, str]:
         try:
             data = Path(opts.agent_config).read_bytes()
         except OSError as e:
-            raise BadInput(f"agent config {opts.agent_config}: {e.strerror}") from None
+            raise BadInput(f"step 'config' (checked before connecting): agent config "
+                           f"{opts.agent_config}: {e.strerror}", code="AGENT_CONFIG") from None
     else:
         data = config_bytes(agent_config(layout, host.name, opts.networks,
                                          opts.reserved_cpus, supervised=False))
@@ -96,8 +97,9 @@ def _config(host: Host, opts: Options, layout: Layout) -> tuple[bytes, str]:
     if done.returncode != 0:
         reason = done.stderr.strip().replace(f.name, "").strip(": ") or \
             f"exit {done.returncode}"
-        raise BadInput(f"agent config {opts.agent_config or '(generated)'} does not parse: "
-                       f"{reason}", code="AGENT_CONFIG")
+        raise BadInput(f"step 'config' (checked before connecting): agent config "
+                       f"{opts.agent_config or '(generated)'} does not parse: {reason}",
+                       code="AGENT_CONFIG")
     return data, str(json.loads(done.stdout)["socket"])
 
 
