@@ -73,6 +73,7 @@ class AgentConfig:
     max_volumes: int = 1024        # VM root disks plus data disks on the host
     # The guest CPU on KVM: host-model, host-passthrough or a model name (TCG: maximum).
     cpu_mode: str = "host-model"
+    disk_cache: str = "auto"      # auto (none where O_DIRECT works) | none | writeback
     networks: tuple[Network, ...] = ()
     # Live migration (docs/migration.md): how the other hosts' libvirtd reach this host's
     # (qemu+tls://HOST/system; "" refuses incoming migrations), the address QEMU's data
@@ -200,6 +201,9 @@ def from_mapping(data: dict[str, Any], source: str = "config") -> AgentConfig:
             .replace(".", "").isalnum():
         raise BadInput(f"{source}: cpu_mode must be host-model, host-passthrough or a CPU "
                        f"model name, not {config.cpu_mode!r}")
+    if config.disk_cache not in ("auto", "none", "writeback"):
+        raise BadInput(f"{source}: disk_cache must be auto, none or writeback, "
+                       f"not {config.disk_cache!r}")
     parse_cpu_list(config.reserved_cpus)
     config.reserved_memory_mib  # noqa: B018 -- validates the size early
     config.volume_quota_bytes  # noqa: B018

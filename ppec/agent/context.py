@@ -8,6 +8,7 @@ NUMA cells less the host's reservation.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -21,11 +22,11 @@ from typing import Any
 
 import ppec
 from ppec import numa
-from ppec.agent import cpuprobe, domxml
+from ppec.agent import cpuprobe, domxml, tuning
 from ppec.agent.config import AgentConfig, parse_cpu_list
 from ppec.agent.hypervisor import Domain, Hypervisor
 from ppec.agent.ledger import Ledger, VmRecord
-from ppec.core.errors import Conflict, HypervisorError, NotFound
+from ppec.core.errors import BadInput, Conflict, HypervisorError, NotFound
 from ppec.wire import bundle as pkgfiles
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,17 @@ class AgentContext:
         if self.domain_type == "qemu":
             return "maximum"
         return self.config.cpu_mode if self.domain_type == "kvm" else ""
+
+    @functools.cached_property
+    def disk_tuning(self) -> tuning.DiskTuning:
+        """The disks' cache and I/O mode here, probed once (O_DIRECT on the storage dir)."""
+        try:
+            chosen = tuning.choose(self.config.disk_cache, self.storage_dir)
+        except OSError as e:
+            raise BadInput(str(e)) from None
+        log.info("disks: cache=%s io=%s discard=%s (%s)", chosen.cache, chosen.io,
+                 chosen.discard, chosen.why)
+        return chosen
 
     def topology(self) -> numa.Topology:
         """The host's NUMA cells from libvirt, less what is reserved for the host itself.

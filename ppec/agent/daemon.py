@@ -52,6 +52,7 @@ def serve(config_path: str | None, log_level: str = "INFO") -> int:
             for line in handlers.recover():
                 log.info("recovery: %s", line)
             log.info("domain type %s on %s", handlers.ctx.domain_type, config.libvirt_uri)
+            handlers.ctx.disk_tuning  # noqa: B018 -- probed and said once, at start
     except PpecError as e:
         log.error("%s", e)
         return 1

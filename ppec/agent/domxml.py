@@ -8,10 +8,12 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from ppec.agent import tuning
 from ppec.agent.nicxml import Interface as Interface
 from ppec.agent.nicxml import InterfaceInfo as InterfaceInfo
 from ppec.agent.nicxml import interface_element as interface_element
 from ppec.agent.nicxml import interfaces as interfaces
+from ppec.agent.tuning import DiskTuning
 from ppec.numa import Plan
 from ppec.numa.topology import format_cpulist as cpulist
 from ppec.numa.topology import parse_cpulist
@@ -41,6 +43,7 @@ class DomainSpec:
     console_log: str = ""           # serial console copied here (by virtlogd)
     interfaces: tuple[Interface, ...] = ()
     cpu_mode: str = ""              # maximum | host-model | host-passthrough | a model; "": none
+    disk: DiskTuning | None = None  # cache/io/discard and an I/O thread; None: libvirt's
 
     @classmethod
     def for_vm(cls, spec: VmSpec, host: HostFacts, *, uuid: str, created: str,
@@ -53,7 +56,7 @@ class DomainSpec:
                    disk_path=disk_path, host=host.name, created=created,
                    emulator=host.emulator, plan=plan, numa=NumaPolicy.of(spec.shape.pinning),
                    seed_path=host.seed_path, boot=spec.boot, console_log=host.console_log,
-                   interfaces=interfaces, cpu_mode=host.cpu_mode)
+                   interfaces=interfaces, cpu_mode=host.cpu_mode, disk=host.disk)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class HostFacts:
     emulator: str = ""
     seed_path: str = ""
     console_log: str = ""
+    disk: DiskTuning | None = None
 
 
 @dataclass(frozen=True)
@@ -158,11 +162,13 @@ def vcpu_element(spec: DomainSpec) -> ET.Element:
     return el
 
 
-def cputune_element(plan: Plan) -> ET.Element:
+def cputune_element(plan: Plan, iothread: bool = False) -> ET.Element:
     tune = ET.Element("cputune")
     for vcpu, cpu in enumerate(plan.vcpu_pins):
         _sub(tune, "vcpupin", vcpu=str(vcpu), cpuset=str(cpu))
     _sub(tune, "emulatorpin", cpuset=cpulist(plan.emulator_cpus))
+    if iothread:
+        tuning.iothreadpin(tune, cpulist(plan.emulator_cpus))
     return tune
 
 
@@ -219,9 +225,12 @@ def os_element(spec: DomainSpec) -> ET.Element:
 
 
 def disk_element(path: str, target: str, fmt: str = "qcow2", bus: str = "virtio",
-                 serial: str = "") -> ET.Element:
+                 serial: str = "", tune: DiskTuning | None = None,
+                 iothread: bool = False) -> ET.Element:
     disk = ET.Element("disk", type="file", device="disk")
-    _sub(disk, "driver", name="qemu", type=fmt)
+    driver = _sub(disk, "driver", name="qemu", type=fmt)
+    if tune is not None:
+        tune.driver(driver, iothread and bus == "virtio")
     _sub(disk, "source", file=path)
     _sub(disk, "target", dev=target, bus=bus)
     if serial:   # what the guest sees (/sys/block/*/serial, /dev/disk/by-id)
@@ -302,8 +311,10 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(dom, "metadata").append(metadata_element(spec))
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
     dom.append(vcpu_element(spec))
+    if spec.disk is not None:
+        dom.append(tuning.iothreads_element())
     if spec.plan is not None and spec.plan.policy == "dedicated":
-        dom.append(cputune_element(spec.plan))
+        dom.append(cputune_element(spec.plan, iothread=spec.disk is not None))
         dom.append(numatune_element(spec.plan))
     dom.append(os_element(spec))
     # ACPI lets a guest take a graceful shutdown and disk hot-plug requests.
@@ -316,7 +327,8 @@ def build_domain(spec: DomainSpec) -> str:
     devices = _sub(dom, "devices")
     if spec.emulator:
         _sub(devices, "emulator", spec.emulator)
-    devices.append(disk_element(spec.disk_path, "vda"))
+    devices.append(disk_element(spec.disk_path, "vda", tune=spec.disk,
+                                iothread=spec.disk is not None))
     if spec.seed_path:
         devices.append(cdrom_element(spec.seed_path))
     devices.extend(interface_element(nic) for nic in spec.interfaces)

@@ -74,6 +74,12 @@ def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
             alerts.append(Alert(MEMORY_CHANGED, name, f"{where}: "
                                 f"{'/'.join(map(str, sorted(mem)))} MiB, ppec built "
                                 f"{memory_mib} MiB"))
+        io_pin, emu_pin = root.find("cputune/iothreadpin"), root.find("cputune/emulatorpin")
+        if io_pin is not None and emu_pin is not None and \
+                io_pin.get("cpuset") != emu_pin.get("cpuset"):
+            alerts.append(Alert(PINNING_CHANGED, name, f"{where}: I/O thread on CPUs "
+                                f"{io_pin.get('cpuset')}, ppec pins it with the emulator on "
+                                f"{emu_pin.get('cpuset')}"))
         disks = set(domxml.disk_paths(root))
         for extra in sorted(disks - expected_disks[where] - optional_disks):
             alerts.append(Alert(DISK_ADDED, name, f"{where}: {extra} attached outside ppec"))

@@ -103,7 +103,8 @@ class Incoming:
             disks={"vda": rec.disk_path, "hdc": str(ctx.seed_path(c.name)),
                    **{d.target: d.path for d in disks}},
             interfaces={i.mac: i for i in interfaces},
-            console_log=str(ctx.console_log(c.name)), emulator=ctx.config.emulator))
+            console_log=str(ctx.console_log(c.name)), emulator=ctx.config.emulator,
+            disk=ctx.disk_tuning))
         holding = plan.allocation(c.name, shape.vcpus, shape.memory_mib)
         ctx.ledger.begin_create(rec, holding.cpus, holding.memory, disks)
         fault.checkpoint(ctx.config, "incoming-claimed")

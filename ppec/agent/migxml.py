@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from ppec.agent import domxml
 from ppec.agent.nicxml import Interface
+from ppec.agent.tuning import DiskTuning, has_iothread
 from ppec.core.errors import BadInput, NoCapacity
 from ppec.numa import Plan
 from ppec.numa.topology import format_cpulist
@@ -32,6 +33,7 @@ class Target:
     interfaces: Mapping[str, Interface]   # MAC -> the NIC on this host's network
     console_log: str
     emulator: str = ""                    # "": keep the source's
+    disk: DiskTuning | None = None        # this host's cache/io for file disks; None: keep
 
 
 def check_layout(root: ET.Element, plan: Plan) -> None:
@@ -55,7 +57,7 @@ def destination(source_xml: str, target: Target) -> str:
     check_layout(root, target.plan)
     _owner(root, target.host)
     _pins(root, target.plan)
-    _disks(root, target.disks)
+    _disks(root, target.disks, target.disk)
     _interfaces(root, target.interfaces)
     for log in root.findall("devices/serial/log") + root.findall("devices/console/log"):
         log.set("file", target.console_log)
@@ -94,7 +96,7 @@ def _pins(root: ET.Element, plan: Plan) -> None:
     if plan.policy == "dedicated":
         if vcpu is not None:
             vcpu.attrib.pop("cpuset", None)
-        _replace(root, "cputune", domxml.cputune_element(plan), "vcpu")
+        _replace(root, "cputune", domxml.cputune_element(plan, has_iothread(root)), "vcpu")
         _replace(root, "numatune", domxml.numatune_element(plan), "cputune")
         return
     # Shared: the source's pins are its floating pool there; here the pool is another.
@@ -107,8 +109,12 @@ def _pins(root: ET.Element, plan: Plan) -> None:
             vcpu.attrib.pop("cpuset", None)
 
 
-def _disks(root: ET.Element, paths: Mapping[str, str]) -> None:
+def _disks(root: ET.Element, paths: Mapping[str, str], tune: DiskTuning | None) -> None:
     for disk in root.findall("devices/disk"):
+        driver = disk.find("driver")
+        if tune is not None and driver is not None and disk.get("device") == "disk" \
+                and driver.get("cache"):   # what the target's storage allows (O_DIRECT)
+            tune.driver(driver, iothread=False)
         target = disk.find("target")
         source = disk.find("source")
         dev = target.get("dev", "") if target is not None else ""

@@ -25,6 +25,13 @@ COLUMNS = [("name", "HOST"), ("address", "ADDRESS"), ("region", "REGION"), ("rac
            ("vms", "VMS"), ("cpu_percent", "CPU%")]
 
 
+def _disk_text(t: dict[str, str] | None) -> str:
+    """The VMs' disk I/O here: cache, io, discard and why (O_DIRECT probed at start)."""
+    if not t:
+        return "-"
+    return f"cache={t['cache']} io={t['io']} discard={t['discard']} ({t['why']})"
+
+
 @app.command("add")
 @command
 def add(
@@ -143,10 +150,11 @@ def show(run: Run, name: str,
                "live.networks": "; ".join(network_text(n) for n in
                                           doc["live"].get("networks", [])) or "-",
                "live.images": ", ".join(f"{i['digest'][:12]} ({format_size(i['size'])})"
-                                        for i in doc["live"].get("images", [])) or "-"}
+                                        for i in doc["live"].get("images", [])) or "-",
+               "live.disks": _disk_text(doc["live"].get("disk_tuning"))}
         fields += [(f"live.{k}", k) for k in ("domain_type", "cpu_mode", "cpu_model", "cpus",
                                                "memory_mib", "committed_memory_mib",
-                                               "vm_count", "networks", "images",
+                                               "vm_count", "networks", "images", "disks",
                                                "libvirt_version",
                                                "agent_version")]
     elif fmt is Fmt.table and doc.get("error"):

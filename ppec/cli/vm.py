@@ -107,9 +107,15 @@ def list_(
 @command
 def show(run: Run, name: str, host: HostOpt = None,
          xml: Annotated[bool, typer.Option("--xml", help="Print the live domain XML.")]
-         = False, fmt: OutputOpt = Fmt.table) -> None:
+         = False,
+         tuning: Annotated[bool, typer.Option(
+             "--tuning", help="Also what the host applied, read back from the live XML and "
+             "the QEMU process's /proc: each thread's CPUs (vCPUs, emulator, I/O thread, "
+             "vhost), the guest RAM's backing and NUMA nodes, the disks' cache and I/O "
+             "mode (-o json: `tuning`).")] = False,
+         fmt: OutputOpt = Fmt.table) -> None:
     """Show one VM as its host's agent sees it now."""
-    vm_verbs.show(run, name, host=host, xml=xml, fmt=fmt)
+    vm_verbs.show(run, name, host=host, xml=xml, fmt=fmt, tuning=tuning)
 
 
 @app.command("start")

@@ -37,7 +37,8 @@ def human(vm: dict[str, Any]) -> dict[str, Any]:
             "address": vm.get("address") or "-"}
 
 
-def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt) -> None:
+def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt,
+         tuning: bool = False) -> None:
     if xml:
         doc = lifecycle.xml(run.ctx, name, host)
         if fmt is Fmt.json:
@@ -46,7 +47,27 @@ def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt) -> None:
             sys.stdout.write(doc["xml"] + "\n")
         return
     doc = lifecycle.show(run.ctx, name, host)
+    if tuning:
+        doc["tuning"] = lifecycle.tuning(run.ctx, name, doc.get("host") or host)
     output.emit_record(fmt, human(doc) if fmt is Fmt.table else doc, FIELDS)
+    if tuning and fmt is Fmt.table:
+        _tuning_table(doc["tuning"])
+
+
+def _tuning_table(t: dict[str, Any]) -> None:
+    x, mem = t["xml"], t.get("memory") or {}
+    output.emit_line("disks: " + "; ".join(
+        f"{d['target']} cache={d['cache']} io={d['io']} discard={d['discard']}"
+        f"{' iothread=' + d['iothread'] if d['iothread'] else ''}" for d in x["disks"])
+        + f" ({t['disk_tuning']['why']})")
+    if mem:
+        nodes = ", ".join(f"{k} {format_size(v * 1024)}" for k, v in mem["nodes"].items())
+        output.emit_line(f"memory: {mem['backing']} ({mem['page_kib']} KiB pages), "
+                         f"{nodes or '-'}")
+    if t.get("note"):
+        output.emit_line(t["note"])
+    output.emit_table(t["threads"], [("tid", "TID"), ("name", "THREAD"), ("role", "ROLE"),
+                                     ("cpus", "CPUS ALLOWED")])
 
 
 def start(run: Run, name: str, *, host: str | None, fmt: Fmt) -> None:

@@ -38,6 +38,10 @@ def xml(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
     return _ask(ctx, name, host, "vm.xml")
 
 
+def tuning(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
+    return _ask(ctx, name, host, "vm.tuning")
+
+
 def start(ctx: Context, name: str, host: str | None = None) -> dict[str, Any]:
     return _sync_row(ctx, name, _ask(ctx, name, host, "vm.start"))
 

@@ -166,6 +166,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("vm.list", "vms.list_all", tier="normal"),
     Method("vm.get", "vms.get", {"name": _NAME}),
     Method("vm.xml", "vms.xml", {"name": _NAME}),
+    Method("vm.tuning", "vms.tuning", {"name": _NAME}),
     # libvirt's counters of these VMs (all of the host's when empty), in one call; read-only.
     Method("vm.stats", "stats.vms", {"names": Param(list, required=False, default=None,
                                                     check=_names)}),

@@ -9,6 +9,7 @@ import libvirt
 import pytest
 
 from ppec.agent import domxml
+from ppec.agent.tuning import DiskTuning
 from ppec.numa import Plan, Request, fit, from_capabilities
 from tests.numa.conftest import load
 from tests.realparts import TEST_NODE_URI, unique
@@ -78,7 +79,9 @@ def _dedicated_spec() -> domxml.DomainSpec:
     assert isinstance(plan, Plan)
     return domxml.DomainSpec(**{**SPEC.__dict__, "vcpus": 12, "memory_mib": 12288,
                                 "plan": plan, "numa": domxml.NumaPolicy(
-                                    "dedicated", "prefer", "isolate", "auto")})
+                                    "dedicated", "prefer", "isolate", "auto"),
+                                # O_DIRECT storage: its I/O thread pinned with the emulator
+                                "disk": DiskTuning("none", "native")})
 
 
 def test_golden_dedicated() -> None:

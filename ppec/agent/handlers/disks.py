@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from ppec.agent import domxml, storage
+from ppec.agent import domxml, storage, tuning
 from ppec.agent.context import AgentContext
 from ppec.agent.hypervisor import Domain
 from ppec.agent.ledger import DiskRecord, VmRecord
@@ -116,8 +116,12 @@ class DiskHandlers:
                 step = "add SCSI controller"
                 self._ensure_scsi_controller(name, dom)
             step = "attach"
+            # the VM's own settings: its I/O thread if it was built with one (older
+            # domains have none, and a disk naming a missing thread is refused)
+            live = ET.fromstring(self.ctx.hv.xml(name, inactive=not dom.active))
             self.ctx.hv.attach_device(name, ET.tostring(domxml.disk_element(
-                path, target, disk.format, disk.bus, serial=f"ppec-{target}"),
+                path, target, disk.format, disk.bus, serial=f"ppec-{target}",
+                tune=self.ctx.disk_tuning, iothread=tuning.has_iothread(live)),
                 encoding="unicode"))
         except Exception as e:
             if step == "attach" and self._maybe_attached(disk):
@@ -151,8 +155,10 @@ class DiskHandlers:
     def _ensure_scsi_controller(self, name: str, dom: Domain) -> None:
         root = ET.fromstring(self.ctx.hv.xml(name, inactive=not dom.active))
         if not domxml.has_scsi_controller(root):
-            self.ctx.hv.attach_device(name, ET.tostring(domxml.scsi_controller_element(),
-                                                        encoding="unicode"))
+            controller = domxml.scsi_controller_element()
+            if tuning.has_iothread(root):   # virtio-scsi: the controller has the thread
+                ET.SubElement(controller, "driver", iothread=tuning.IOTHREAD)
+            self.ctx.hv.attach_device(name, ET.tostring(controller, encoding="unicode"))
 
     # -- detach -----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class HostHandlers:
             "os_memory_available_mib": mem.available >> 20,
             "cpu_percent": psutil.cpu_percent(interval=None),
             "storage_dir": str(ctx.storage_dir),
+            "disk_tuning": ctx.disk_tuning.as_dict(),
             "storage_free_bytes": disk.free,
             "storage_total_bytes": disk.total,
             "vm_count": len(vms),

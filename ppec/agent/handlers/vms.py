@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ppec.agent import domxml, networks, seed, steps, storage
+from ppec.agent import domxml, networks, seed, steps, storage, tuningview
 from ppec.agent.config import AgentConfig
 from ppec.agent.context import AgentContext
 from ppec.agent.hypervisor import Domain
@@ -91,6 +91,12 @@ class VmHandlers:
         self.get(name)   # the same ownership rule as every other read
         return {"name": name, "xml": self.ctx.hv.xml(name)}
 
+    def tuning(self, name: str) -> dict[str, Any]:
+        """What the host applied: live XML and the QEMU process's /proc."""
+        vm = self.get(name)
+        return {**tuningview.view(name, self.ctx.hv.xml(name), int(vm["memory_mib"]) * 1024),
+                "host": self.ctx.host, "disk_tuning": self.ctx.disk_tuning.as_dict()}
+
     # -- create -----------------------------------------------------------------------------
 
     def create(self, **params: Any) -> dict[str, Any]:
@@ -129,7 +135,8 @@ class VmHandlers:
         return domxml.HostFacts(
             name=ctx.host, domain_type=ctx.domain_type, arch=ctx.hv.node().arch,
             cpu_mode=ctx.cpu_mode, emulator=ctx.config.emulator,
-            seed_path=str(ctx.seed_path(name)), console_log=str(ctx.console_log(name)))
+            seed_path=str(ctx.seed_path(name)), console_log=str(ctx.console_log(name)),
+            disk=ctx.disk_tuning)
 
     def _steps(self, spec: VmSpec, rec: VmRecord, docs: dict[str, str], xml: str
                ) -> list[steps.Step]:

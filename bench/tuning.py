@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""A guest's 256 MiB write to a data disk with cache='none' (O_DIRECT, io='native', what
+the agent picks where the storage dir allows it) against cache='writeback' (io='threads',
+libvirt's default), on the same machine in the same run.
+
+Each round boots the test guest (tests/guest, TCG) on a real agent of each kind, attaches
+a data disk the guest then fills with `dd ... conv=fsync` (`ppec.fill=vdb:N`), and
+measures: the time from the attach to the guest's "PPEC-FILL-DONE" line, and how much of
+the disk's file the host's page cache holds afterwards (`fincore`). Rounds alternate the
+two kinds. Not measured here yet: the hugepage part of issue 29 (not built).
+
+    .venv/bin/python bench/tuning.py [--rounds 3] [--mib 256] [--json]     (as root)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.realparts import QEMU_SCRATCH, Agent, Cli, clean_domains, unique, wait_until
+
+
+def resident(path: Path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.strip() or 0)
+
+
+def one(cli: Cli, agent: Agent, guest: Path, mib: int) -> tuple[float, int]:
+    vm = unique("bench")
+    cli.ok("vm", "create", vm, "--host", agent.host, "--cpus", "1", "--memory", "256M",
+           "--disk", "64M", "--kernel", str(guest / "vmlinuz"), "--initrd",
+           str(guest / "initrd.img"), "--cmdline",
+           f"console=ttyS0 quiet panic=-1 ppec.fill=vdb:{mib}")
+    console = agent.console(vm)
+    console.wait(lambda d: "vda" in d)
+    t = time.perf_counter()
+    doc = json.loads(cli.ok("disk", "attach", vm, "--size", f"{mib + 32}M",
+                            "-o", "json").stdout)
+    wait_until(lambda: "PPEC-FILL-DONE vdb" in console.text(), 600, "the guest's write")
+    elapsed = time.perf_counter() - t
+    cached = resident(Path(doc["path"]))
+    cli.ok("vm", "delete", vm)
+    return elapsed, cached
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    guest = Path(subprocess.run([str(Path(__file__).parents[1] / "tests/guest/build.sh")],
+                                capture_output=True, text=True, check=True
+                                ).stdout.strip().splitlines()[-1])
+    QEMU_SCRATCH.mkdir(mode=0o711, exist_ok=True)
+    root = QEMU_SCRATCH / unique("bench-tuning")
+    root.mkdir(mode=0o711)
+    cli = Cli(root / "cli")
+    agents = {kind: Agent(root / kind, host=unique(kind), libvirt_uri="qemu:///system",
+                          extra={"cpu_overcommit": 12.0, "domain_type": "qemu",
+                                 "disk_cache": kind}).start()
+              for kind in ("none", "writeback")}
+    results: dict[str, list[tuple[float, int]]] = {k: [] for k in agents}
+    try:
+        for agent in agents.values():
+            cli.ok("host", "add", agent.host, "--address", "local", "--socket",
+                   str(agent.socket))
+        for _ in range(a.rounds):
+            for kind, agent in agents.items():
+                results[kind].append(one(cli, agent, guest, a.mib))
+    finally:
+        for agent in agents.values():
+            agent.kill()
+        clean_domains(root)
+    med = {k: (statistics.median(t for t, _ in v), statistics.median(c for _, c in v))
+           for k, v in results.items()}
+    doc = {"mib": a.mib, "rounds": a.rounds,
+           "none_s": round(med["none"][0], 2), "writeback_s": round(med["writeback"][0], 2),
+           "none_cached_mib": med["none"][1] >> 20,
+           "writeback_cached_mib": med["writeback"][1] >> 20,
+           "time_ratio_none_vs_writeback": round(med["none"][0] / med["writeback"][0], 2)}
+    if a.json:
+        print(json.dumps(doc))
+        return
+    print(f"guest writes {a.mib} MiB + fsync to a fresh data disk, median of {a.rounds}:")
+    for k in ("none", "writeback"):
+        print(f"  cache={k:<9} {med[k][0]:6.2f} s, host page cache after: "
+              f"{med[k][1] >> 20} MiB of the disk's file")
+    print(f"time ratio none / writeback: {doc['time_ratio_none_vs_writeback']}x")
+
+
+if __name__ == "__main__":
+    main()
