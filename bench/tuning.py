@@ -9,6 +9,10 @@ measures: the time from the attach to the guest's "PPEC-FILL-DONE" line, and how
 the disk's file the host's page cache holds afterwards (`fincore`). Rounds alternate the
 two kinds. Not measured here yet: the hugepage part of issue 29 (not built).
 
+2026-12-08, this machine (2 cores, TCG guest, ext4), 3 rounds: cache=none 3.08 s with 0 MiB
+of the file in the host page cache afterwards; writeback 3.17 s with 256 MiB; time ratio
+none / writeback 0.97x (the guest's own fsync makes writeback wait for the disk too).
+
     .venv/bin/python bench/tuning.py [--rounds 3] [--mib 256] [--json]     (as root)
 """
 
@@ -66,7 +70,7 @@ def main() -> None:
     cli = Cli(root / "cli")
     agents = {kind: Agent(root / kind, host=unique(kind), libvirt_uri="qemu:///system",
                           extra={"cpu_overcommit": 12.0, "domain_type": "qemu",
-                                 "disk_cache": kind}).start()
+                                 "image_dir": str(guest), "disk_cache": kind}).start()
               for kind in ("none", "writeback")}
     results: dict[str, list[tuple[float, int]]] = {k: [] for k in agents}
     try:
