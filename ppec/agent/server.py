@@ -207,12 +207,6 @@ class AgentServer:
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
 
-    def handle_line(self, line: bytes) -> dict[str, Any]:
-        reply, switch = self._dispatch(line)
-        if switch is not None:   # no connection to stream on: let the console go
-            switch.cancel()
-        return reply
-
     def _dispatch(self, line: bytes) -> tuple[dict[str, Any], Streaming | None]:
         """The reply to one request line, and the stream it switches to, if it does."""
         msg_id: Any = None

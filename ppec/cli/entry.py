@@ -36,11 +36,3 @@ def run() -> None:
     finally:
         gc.freeze()   # the interpreter's last collection skips what is frozen
 
-
-def resume_collection() -> None:
-    """Called as a command starts: if this process started with the collector off (the
-    console script), keep start-up's objects out of every later collection and turn it
-    back on."""
-    if not gc.isenabled():
-        gc.freeze()
-        gc.enable()

@@ -1,4 +1,5 @@
-"""``ppec``: the entry point, global options, and the one place errors become exit codes."""
+"""``ppec``: the entry point and global options; where what fails before a command runs
+(usage, parsing) becomes an exit code. A command's own failure: ``ppec.cli.run.invoke``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One command's run, without the CLI framework: the global options, the operator
-Context, the maker-checker hold, and the one place a command's failure becomes a message
-and an exit code.
+Context, the maker-checker hold, and the one place a command's own failure becomes a
+message and an exit code (usage errors, before any command runs: ``ppec.cli.main``).
 
 Nothing here imports typer: the typer commands (``ppec.cli.common.command``) and the
 commands answered without typer (``ppec.cli.quick``) run their bodies through
@@ -9,12 +9,12 @@ commands answered without typer (``ppec.cli.quick``) run their bodies through
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from ppec.cli import output
-from ppec.cli.entry import resume_collection
 from ppec.cli.output import Fmt
 from ppec.core.errors import EXIT_FAILED, EXIT_PARTIAL, EXIT_PENDING, PpecError
 
@@ -72,6 +72,15 @@ class Run:
         if self._ctx is not None:
             self._ctx.close()
             self._ctx = None
+
+
+def resume_collection() -> None:
+    """Called as a command starts: if this process started with the collector off (the
+    console script, ``ppec.cli.entry``), keep start-up's objects out of every later
+    collection and turn it back on."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def invoke(body: Callable[..., None], run: Run, args: tuple[Any, ...],

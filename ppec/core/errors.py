@@ -1,7 +1,8 @@
 """One error root for the whole project.
 
 Library code raises these; only the CLI turns them into a message and an exit code
-(`ppec.cli.errors`). Each error has a stable machine-readable ``code`` that also travels
+(`ppec.cli.run.invoke` for a command's own failure, `ppec.cli.main` for what fails before
+a command runs: usage, parsing). Each error has a stable machine-readable ``code`` that also travels
 over the wire protocol, so an agent's refusal keeps its meaning on the operator side.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# Exit codes from the command-line contract (docs/cli.md).
+# Exit codes from the command-line contract (README, "Exit codes").
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2

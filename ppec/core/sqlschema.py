@@ -30,12 +30,6 @@ class Executes(Protocol):
     def execute(self, sql: str, /) -> Any: ...
 
 
-class Versioned(Executes, Protocol):
-    def schema_version(self) -> int: ...
-
-    def set_schema_version(self, version: int) -> None: ...
-
-
 class Pragma:
     """SQLite's ``user_version`` as the schema version, for a plain ``sqlite3`` connection."""
 
