@@ -23,34 +23,16 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.realparts import QEMU_SCRATCH, Agent, Cli, clean_domains, unique, wait_until
-
-
-def resident(path: Path) -> int:
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
-                          str(path)], capture_output=True, text=True, check=True).stdout
-    return int(out.strip() or 0)
+from tests.realparts import QEMU_SCRATCH, Agent, Cli, clean_domains, guest_fill, page_cached, unique
 
 
 def one(cli: Cli, agent: Agent, guest: Path, mib: int) -> tuple[float, int]:
-    vm = unique("bench")
-    cli.ok("vm", "create", vm, "--host", agent.host, "--cpus", "1", "--memory", "256M",
-           "--disk", "64M", "--kernel", str(guest / "vmlinuz"), "--initrd",
-           str(guest / "initrd.img"), "--cmdline",
-           f"console=ttyS0 quiet panic=-1 ppec.fill=vdb:{mib}")
-    console = agent.console(vm)
-    console.wait(lambda d: "vda" in d)
-    t = time.perf_counter()
-    doc = json.loads(cli.ok("disk", "attach", vm, "--size", f"{mib + 32}M",
-                            "-o", "json").stdout)
-    wait_until(lambda: "PPEC-FILL-DONE vdb" in console.text(), 600, "the guest's write")
-    elapsed = time.perf_counter() - t
-    cached = resident(Path(doc["path"]))
+    vm, path, elapsed = guest_fill(cli, agent, guest, mib)
+    cached = page_cached(path)
     cli.ok("vm", "delete", vm)
     return elapsed, cached
 

@@ -8,6 +8,7 @@ tools ppec does not control (virsh, /proc, sqlite3 on the ledger file).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -353,3 +354,28 @@ def vm_files(*names: str) -> set[str]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def page_cached(path: Path) -> int:
+    """Bytes of ``path`` in the host's page cache (fincore, util-linux)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.strip() or 0)
+
+
+def guest_fill(cli: Cli, agent: Agent, guest: Path, mib: int) -> tuple[str, Path, float]:
+    """Boot the test guest on ``agent`` (its host already added) told to write ``mib`` MiB
+    + fsync to vdb once it appears, attach vdb and wait for the write: the VM, the disk's
+    file and the seconds from the attach to the guest's "PPEC-FILL-DONE"."""
+    vm = unique("fill")
+    cli.ok("vm", "create", vm, "--host", agent.host, "--cpus", "1", "--memory", "256M",
+           "--disk", "64M", "--kernel", str(guest / "vmlinuz"), "--initrd",
+           str(guest / "initrd.img"), "--cmdline",
+           f"console=ttyS0 quiet panic=-1 ppec.fill=vdb:{mib}")
+    console = agent.console(vm)
+    console.wait(lambda d: "vda" in d)
+    start = time.perf_counter()
+    doc = json.loads(cli.ok("disk", "attach", vm, "--size", f"{mib + 32}M",
+                            "-o", "json").stdout)
+    wait_until(lambda: "PPEC-FILL-DONE vdb" in console.text(), 600, "the guest's write")
+    return vm, Path(doc["path"]), time.perf_counter() - start

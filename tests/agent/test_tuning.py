@@ -16,14 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.realparts import Agent, Cli, qemu_pid, unique, virsh, wait_until
-
-
-def resident(path: Path) -> int:
-    """Bytes of ``path`` in the host's page cache."""
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
-                          str(path)], capture_output=True, text=True, check=True).stdout
-    return int(out.strip() or 0)
+from tests.realparts import Agent, Cli, guest_fill, page_cached, qemu_pid, unique, virsh
 
 
 def drivers(name: str) -> dict[str, dict[str, str]]:
@@ -39,21 +32,11 @@ def _agent(qemu_dir: Path, guest: Path, tag: str, **extra: object) -> Agent:
 
 
 def _fill(cli: Cli, agent: Agent, guest: Path, mib: int) -> tuple[str, int]:
-    """Boot a guest that writes ``mib`` MiB to vdb once it appears, attach vdb, wait for
-    the write: the VM and how much of the disk's file the host caches."""
+    """The guest's write of ``mib`` MiB to a hot-plugged vdb: the VM and how much of the
+    disk's file the host caches afterwards."""
     cli.ok("host", "add", agent.host, "--address", "local", "--socket", str(agent.socket))
-    vm = unique("fill")
-    cli.ok("vm", "create", vm, "--host", agent.host, "--cpus", "1", "--memory", "256M",
-           "--disk", "64M", "--kernel", str(guest / "vmlinuz"), "--initrd",
-           str(guest / "initrd.img"), "--cmdline",
-           f"console=ttyS0 quiet panic=-1 ppec.fill=vdb:{mib}")
-    console = agent.console(vm)
-    console.wait(lambda d: "vda" in d)
-    doc = json.loads(cli.ok("disk", "attach", vm, "--size", f"{mib + 32}M",
-                            "-o", "json").stdout)
-    path = Path(doc["path"])
-    wait_until(lambda: "PPEC-FILL-DONE vdb" in console.text(), 300, "the guest's write")
-    return vm, resident(path)
+    vm, path, _ = guest_fill(cli, agent, guest, mib)
+    return vm, page_cached(path)
 
 
 @pytest.fixture
