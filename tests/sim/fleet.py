@@ -110,7 +110,9 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
             "cpu_percent": round(rng.uniform(5, 80), 1), "storage_dir": "/var/lib/ppec/disks",
             "storage_free_bytes": rng.randint(1, 8) << 40, "storage_total_bytes": 10 << 40,
             "vm_count": len(vms), "kvm_unusable": "", "cpu_mode": "host-model",
-            "cpu_model": "", "vhost_net": False, "networks": [], "images": []}
+            "cpu_model": "", "vhost_net": False, "networks": [], "images": [],
+            "disk_tuning": {"cache": "none", "io": "native", "discard": "unmap",
+                            "why": "O_DIRECT works on /var/lib/ppec/disks"}}
     drifted = rng.random() < settings.drift_rate and vms
     alerts = [{"code": "VCPUS", "object": vms[0]["name"], "detail": "libvirt has 3, ppec set 2",
                "first_seen": "2026-11-01T00:00:00Z", "last_seen": "2026-11-01T00:00:00Z"}] \
