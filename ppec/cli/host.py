@@ -111,7 +111,8 @@ def list_(run: Run,
 
 NUMA_COLUMNS = [("node", "NODE"), ("cpus", "CPUS"), ("reserved", "RESERVED"),
                 ("dedicated", "DEDICATED"), ("free", "FREE"), ("free_cpus", "FREE CPUS"),
-                ("memory", "MEMORY"), ("free_memory", "FREE MEMORY"), ("vms", "VMS")]
+                ("memory", "MEMORY"), ("free_memory", "FREE MEMORY"),
+                ("hugepages_text", "HUGEPAGES FREE/TOTAL"), ("vms", "VMS")]
 
 
 def network_text(n: dict[str, Any]) -> str:
@@ -126,7 +127,8 @@ def network_text(n: dict[str, Any]) -> str:
 def show(run: Run, name: str,
          numa: Annotated[bool, typer.Option(
              "--numa", help="Per NUMA node: CPUs total, reserved, dedicated, free; memory; "
-                            "the VMs on it.")] = False,
+                            "huge pages reserved and free per size; the VMs on it.")]
+         = False,
          fmt: OutputOpt = Fmt.table) -> None:
     """Show a host: inventory record and what its agent reports now."""
     if numa:
@@ -134,7 +136,11 @@ def show(run: Run, name: str,
         doc = hosts.numa(ctx, name)
         rows = [{**n, "memory": format_size(n["memory_mib"] * MIB),
                  "free_memory": format_size(max(n["free_mib"], 0) * MIB) if n["free_mib"]
-                 else "0"} for n in doc["nodes"]]
+                 else "0",
+                 "hugepages_text": ", ".join(
+                     f"{format_size(h['size_kib'] * 1024)} {h['free']}/{h['total']}"
+                     for h in n.get("hugepages", []) if h["total"]) or "-"}
+                for n in doc["nodes"]]
         output.emit_list(fmt, {**doc, "nodes": doc["nodes"] if fmt is Fmt.json else rows},
                          "nodes", NUMA_COLUMNS)
         if fmt is Fmt.table:

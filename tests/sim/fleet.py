@@ -130,7 +130,9 @@ def host_answers(settings: SimSettings, i: int) -> dict[str, Any]:
                       "free_cpus": ",".join(map(str, free_ids)),
                       "memory_mib": cell["memory_mib"], "bound_mib": bound,
                       "free_mib": cell["memory_mib"] - bound,
-                      "vms": sorted({held_by[c] for c in dedicated})})
+                      "vms": sorted({held_by[c] for c in dedicated}),
+                      "hugepages": [{"size_kib": 2048, "total": 0, "free": 0},
+                                    {"size_kib": 1048576, "total": 0, "free": 0}]})
     shared = [a for a in allocations if a["policy"] == "shared"]
     # Measured use as an agent on a host whose hypervisor counts nothing reports it (the
     # conformance test's real agent runs on libvirt's test driver): null, never idle.

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 
 import ppec
-from ppec.agent import networks
+from ppec.agent import hugepages, networks
 from ppec.agent.config import parse_cpu_list
 from ppec.agent.context import AgentContext
 from ppec.agent.handlers.stats import UseMeter
@@ -90,6 +90,7 @@ class HostHandlers:
                 "bound_mib": bound, "free_mib": cell.memory_mib - bound,
                 "vms": sorted({held[c] for c in dedicated} | {
                     a.vm for a in allocs if any(c == cell.id for c, _ in a.memory)}),
+                "hugepages": hugepages.per_node(cell.id),
             })
         shared = [a for a in allocs if a.policy == "shared"]
         pool = topo.cpu_ids - topo.reserved - set(held)
