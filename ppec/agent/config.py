@@ -74,6 +74,7 @@ class AgentConfig:
     # The guest CPU on KVM: host-model, host-passthrough or a model name (TCG: maximum).
     cpu_mode: str = "host-model"
     disk_cache: str = "auto"      # auto (none where O_DIRECT works) | none | writeback
+    hugepages_sysfs: str = "/sys/devices/system/node"   # per-node huge page counts
     networks: tuple[Network, ...] = ()
     # Live migration (docs/migration.md): how the other hosts' libvirtd reach this host's
     # (qemu+tls://HOST/system; "" refuses incoming migrations), the address QEMU's data

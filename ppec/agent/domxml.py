@@ -44,6 +44,7 @@ class DomainSpec:
     interfaces: tuple[Interface, ...] = ()
     cpu_mode: str = ""              # maximum | host-model | host-passthrough | a model; "": none
     disk: DiskTuning | None = None  # cache/io/discard and an I/O thread; None: libvirt's
+    hugepage_kib: int = 0           # guest RAM from huge pages of this size (dedicated)
 
     @classmethod
     def for_vm(cls, spec: VmSpec, host: HostFacts, *, uuid: str, created: str,
@@ -56,7 +57,8 @@ class DomainSpec:
                    disk_path=disk_path, host=host.name, created=created,
                    emulator=host.emulator, plan=plan, numa=NumaPolicy.of(spec.shape.pinning),
                    seed_path=host.seed_path, boot=spec.boot, console_log=host.console_log,
-                   interfaces=interfaces, cpu_mode=host.cpu_mode, disk=host.disk)
+                   interfaces=interfaces, cpu_mode=host.cpu_mode, disk=host.disk,
+                   hugepage_kib=spec.shape.pinning.hugepages)
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,9 @@ def build_domain(spec: DomainSpec) -> str:
     _sub(dom, "uuid", spec.uuid)
     _sub(dom, "metadata").append(metadata_element(spec))
     _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
+    if spec.hugepage_kib and spec.plan is not None and spec.plan.cells:
+        dom.append(tuning.memory_backing(spec.hugepage_kib,
+                                         cpulist({c.id for c in spec.plan.cells})))
     dom.append(vcpu_element(spec))
     if spec.disk is not None:
         dom.append(tuning.iothreads_element())

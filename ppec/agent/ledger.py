@@ -55,6 +55,13 @@ class VmRecord:
     migration: str = ""          # a move under way (state migrating|incoming), as JSON
 
     @property
+    def hugepages(self) -> int:
+        """The page size (KiB) backing its memory, from its document; 0: ordinary."""
+        if not self.spec:
+            return 0
+        return int(json.loads(self.spec).get("hugepages") or 0)
+
+    @property
     def move(self) -> dict[str, Any]:
         """The move under way: {peer, uri} (agent/outgoing.py) or {peer, deadline}
         (agent/incoming.py)."""

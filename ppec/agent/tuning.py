@@ -91,5 +91,14 @@ def iothreadpin(tune: ET.Element, cpuset: str) -> None:
     ET.SubElement(tune, "iothreadpin", iothread=IOTHREAD, cpuset=cpuset)
 
 
+def memory_backing(page_kib: int, guest_cells: str) -> ET.Element:
+    """Guest RAM from hugetlbfs pages of ``page_kib`` for these guest cells (numatune
+    binds them to the host nodes the fit chose)."""
+    backing = ET.Element("memoryBacking")
+    ET.SubElement(ET.SubElement(backing, "hugepages"), "page", size=str(page_kib),
+                  unit="KiB", nodeset=guest_cells)
+    return backing
+
+
 def has_iothread(root: ET.Element) -> bool:
     return (root.findtext("iothreads") or "0").strip() not in ("", "0")

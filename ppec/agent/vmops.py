@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from ppec import numa
-from ppec.agent import storage
+from ppec.agent import hugepages, storage
 from ppec.agent.context import AgentContext
 from ppec.agent.hypervisor import Domain
 from ppec.agent.ledger import VmRecord
@@ -33,10 +33,26 @@ class VmOps:
         request = numa.Request(vcpus=shape.vcpus, memory_mib=shape.memory_mib,
                                policy=pin.policy, numa_nodes=pin.nodes or None,
                                threads=pin.threads, emulator=pin.emulator)
-        plan = numa.fit(self.ctx.topology(), self.ctx.ledger.allocations(), request,
-                        overcommit=self.ctx.config.cpu_overcommit)
+        topo = self.ctx.topology()
+        reserved = hugepages.pools([c.id for c in topo.cells],
+                                   Path(self.ctx.config.hugepages_sysfs))
+        backed = {r.name: r.hugepages for r in self.ctx.ledger.all() if r.hugepages}
+        topo, allocs = hugepages.view(topo, self.ctx.ledger.allocations(), pin.hugepages,
+                                      reserved, backed)
+        plan = numa.fit(topo, allocs, request, overcommit=self.ctx.config.cpu_overcommit)
         if isinstance(plan, numa.NoFit):
-            raise NoCapacity(str(plan), details={"reasons": list(plan.reasons)})
+            reasons = list(plan.reasons)
+            if pin.hugepages:
+                reasons.insert(0, hugepages.shortage(topo, allocs, pin.hugepages,
+                                                     shape.memory_mib))
+            raise NoCapacity(f"{self.ctx.host}: {'; '.join(reasons)}" if pin.hugepages
+                             else str(plan), details={"reasons": reasons})
+        odd = [c for c in plan.cells if c.memory_mib * 1024 % (pin.hugepages or 1)]
+        if odd:
+            raise NoCapacity(f"{self.ctx.host}: the fit splits {shape.memory_mib} MiB into "
+                             f"{', '.join(str(c.memory_mib) for c in plan.cells)} MiB per "
+                             f"node, not whole {pin.hugepages} KiB pages; give --numa-nodes "
+                             f"or a memory that splits into whole pages")
         return plan
 
     def on_this_host(self, spec: VmSpec) -> VmSpec:

@@ -11,6 +11,7 @@ import typer
 from ppec.core.errors import BadInput
 from ppec.core.units import check_label
 from ppec.operator.config import Config
+from ppec.wire.limits import HUGEPAGE_KIB
 from ppec.wire.vmspec import EMULATORS, POLICIES, THREADS, Pinning, literal
 
 if TYPE_CHECKING:
@@ -93,12 +94,18 @@ EmulatorOpt = Annotated[Emulator, typer.Option(
                        "one more CPU.")]
 
 
+HugepagesOpt = Annotated[str, typer.Option(
+    "--hugepages", help="Back the memory with huge pages of this size (2M or 1G; "
+                        "dedicated VMs): fewer TLB misses. The host must have that many "
+                        "free pages reserved on the VM's node(s) (host show --numa).")]
+
+
 def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str | None,
              disk: str | None, *, disk_required: bool = True,
              numa: NumaPolicy = NumaPolicy.shared, numa_nodes: int = 0,
              threads: Threads = Threads.prefer, emulator: Emulator = Emulator.share,
              region: str = "", vrf: str = "", tag: list[str] | None = None,
-             ha_group: str = "", spread: Spread = Spread.host) -> Ask:
+             ha_group: str = "", spread: Spread = Spread.host, hugepages: str = "") -> Ask:
     """The options above, as one placement request: the VM's Shape (from a flavor and/or
     explicit sizes; explicit ones win) and where it may go."""
     if flavor is None and (cpus is None or memory is None or (disk is None and disk_required)):
@@ -106,10 +113,19 @@ def make_ask(config: Config, flavor: str | None, cpus: int | None, memory: str |
                        (" and --disk" if disk_required else ""))
     pinning = Pinning(policy=literal(numa.value, POLICIES, "--numa"), nodes=numa_nodes,
                       threads=literal(threads.value, THREADS, "--threads"),
-                      emulator=literal(emulator.value, EMULATORS, "--emulator"))
+                      emulator=literal(emulator.value, EMULATORS, "--emulator"),
+                      hugepages=_page_kib(hugepages))
     from ppec.operator.choose import Ask, shape_from, spread_level  # what places, only
     return Ask(shape_from(config, flavor, cpus, memory, disk, pinning), region=region, vrf=vrf,
                tags=tuple(tag or ()), ha_group=ha_group, spread=spread_level(spread.value))
+
+
+def _page_kib(text: str) -> int:
+    if not text:
+        return 0
+    if text.upper() not in HUGEPAGE_KIB:
+        raise BadInput(f"--hugepages {text!r}: use 2M or 1G")
+    return HUGEPAGE_KIB[text.upper()]
 
 
 def parse_nic(text: str) -> tuple[str, str]:

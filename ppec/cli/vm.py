@@ -51,6 +51,7 @@ def create(
     numa_nodes: opt.NumaNodes = 0,
     threads: opt.ThreadsOpt = opt.Threads.prefer,
     emulator: opt.EmulatorOpt = opt.Emulator.share,
+    hugepages: opt.HugepagesOpt = "",
     dry_run: Annotated[bool, typer.Option(help="Choose the host, build nothing.")] = False,
     fmt: OutputOpt = Fmt.table,
 ) -> None:
@@ -58,7 +59,8 @@ def create(
     then build it on the best host; the host re-checks under its lock."""
     ask = opt.make_ask(run.ctx.config, flavor, cpus, memory, disk, numa=numa,
                        numa_nodes=numa_nodes, threads=threads, emulator=emulator,
-                       region=region, vrf=vrf, tag=tag, ha_group=ha_group, spread=spread)
+                       region=region, vrf=vrf, tag=tag, ha_group=ha_group, spread=spread,
+                       hugepages=hugepages)
     if (initrd or cmdline) and not kernel:
         raise BadInput("--initrd and --cmdline go with --kernel")
     boot = KernelBoot(kernel, initrd, cmdline) if kernel else None

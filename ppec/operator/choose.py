@@ -59,7 +59,7 @@ class Ask:
 
     def check(self, hosts: list[Host], pools_by_vrf: dict[str, int] | None = None) -> None:
         """Refuse what no fleet could satisfy, before asking any host (exit 2)."""
-        self.shape.pinning.check(self.shape.vcpus)
+        self.shape.pinning.check(self.shape.vcpus, self.shape.memory_mib)
         if self.ha_group:
             check_label(self.ha_group, "HA group name")
         if self.spread != "host" and not self.ha_group:

@@ -12,6 +12,8 @@ Emulator = Literal["share", "isolate"]
 POLICIES: tuple[Policy, ...] = ("shared", "dedicated")
 THREADS: tuple[Threads, ...] = ("prefer", "isolate", "require")
 EMULATORS: tuple[Emulator, ...] = ("share", "isolate")
+# Huge page sizes a dedicated VM's memory may be backed by (KiB; 0: ordinary pages).
+HUGEPAGE_KIB = {"2M": 2048, "1G": 1048576}
 
 # Bounds the agent enforces on the wire (the method table's schema uses these).
 MAX_VCPUS = 1024

@@ -75,6 +75,13 @@ def _one_of(*allowed: str) -> Callable[[Any], Any]:
     return check
 
 
+def _page_size(value: Any) -> Any:
+    if value and value not in limits.HUGEPAGE_KIB.values():
+        raise BadInput(f"hugepages {value} KiB is not one of 2048 (2M) or 1048576 (1G)",
+                       code="BAD_PARAMS")
+    return value
+
+
 def _client_label(value: Any) -> Any:
     """Who holds a console, as shown to the next one who asks (informational only)."""
     if len(value) > 100 or not value.isprintable():
@@ -183,6 +190,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
                          check=_one_of(*limits.THREADS)),
         "emulator": Param(str, required=False, default="share",
                           check=_one_of(*limits.EMULATORS)),
+        # page size (KiB) backing a dedicated VM's memory; 0: ordinary pages
+        "hugepages": Param(int, required=False, default=0, check=_page_size),
         # [{vrf, mac, address, gateway, dns}]: one NIC each, the first the primary
         "nics": Param(list, required=False, default=None, check=_guest("nics_from_wire")),
         # public key lines and the operator's user-data, for the cloud-init seed

@@ -60,14 +60,21 @@ class Pinning:
     nodes: int = 0               # spread over this many NUMA nodes; 0: as few as fit
     threads: Threads = "prefer"
     emulator: Emulator = "share"
+    hugepages: int = 0           # KiB per page backing the memory (dedicated); 0: ordinary
 
-    def check(self, vcpus: int) -> None:
+    def check(self, vcpus: int, memory_mib: int = 0) -> None:
         if self.policy == "shared" and (self.nodes or self.threads != "prefer"
                                         or self.emulator != "share"):
             raise BadInput("--numa-nodes, --threads and --emulator place pinned vCPUs: "
                            "they need --numa dedicated")
         if self.nodes > vcpus:
             raise BadInput(f"--numa-nodes {self.nodes} is more than the {vcpus} vCPUs")
+        if self.hugepages and self.policy != "dedicated":
+            raise BadInput("--hugepages backs memory bound to NUMA nodes: it needs "
+                           "--numa dedicated")
+        if self.hugepages and memory_mib * 1024 % (self.hugepages * max(self.nodes, 1)):
+            raise BadInput(f"--memory {memory_mib} MiB is not a whole number of "
+                           f"{self.hugepages // 1024} MiB pages per NUMA node")
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,8 @@ class VmSpec:
             "name": self.name, "vcpus": s.vcpus, "memory_mib": s.memory_mib,
             "disk_bytes": s.disk_bytes, "image": self.image, "numa": p.policy,
             "numa_nodes": p.nodes, "threads": p.threads, "emulator": p.emulator}
+        if p.hugepages:   # absent when 0: documents of ordinary VMs stay as they were
+            params["hugepages"] = p.hugepages
         if self.boot is not None:
             params["boot"] = self.boot.to_wire()
         if self.nics:
@@ -154,7 +163,8 @@ class VmSpec:
                           nodes=int(params.get("numa_nodes") or 0),
                           threads=literal(params.get("threads", "prefer"), THREADS, "threads"),
                           emulator=literal(params.get("emulator", "share"), EMULATORS,
-                                           "emulator"))
+                                           "emulator"),
+                          hugepages=int(params.get("hugepages") or 0))
         boot = params.get("boot")
         return cls(name=str(params["name"]),
                    shape=Shape(int(params["vcpus"]), int(params["memory_mib"]),

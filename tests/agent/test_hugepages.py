@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import sqlite3
+import subprocess
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from ppec.wire import protocol
 from tests.realparts import Agent, Cli
 
 SYSFS = Path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB")
@@ -35,3 +42,108 @@ def test_host_show_numa_reports_sysfs_pages(cli: Cli, test_agent: Agent,
                    "free": int((SYSFS / "free_hugepages").read_text())}
     table = cli.ok("host", "show", "t1", "--numa").stdout
     assert f"2M {two['free']}/{eight_pages}" in table, table
+
+
+def fake_sysfs(root: Path, pages: dict[int, int]) -> Path:
+    """A sysfs node tree with ``pages`` 2 MiB pages reserved per node (the test driver's
+    cells are not this machine's nodes: the agent reads this instead, hugepages_sysfs)."""
+    for node, count in pages.items():
+        d = root / f"node{node}" / "hugepages" / "hugepages-2048kB"
+        d.mkdir(parents=True)
+        (d / "nr_hugepages").write_text(f"{count}\n")
+        (d / "free_hugepages").write_text(f"{count}\n")
+    return root
+
+
+def _backing(agent: Agent, vm: str) -> tuple[str, str]:
+    """(page size, host nodeset) of a test-driver domain, from the agent's own XML call."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(agent.socket))
+        s.sendall(protocol.encode(protocol.request(1, "vm.xml", {"name": vm})))
+        root = ET.fromstring(json.loads(s.makefile("rb").readline())["result"]["xml"])
+    page = root.find("memoryBacking/hugepages/page")
+    mem = root.find("numatune/memory")
+    assert page is not None and mem is not None
+    return page.get("size", ""), mem.get("nodeset", "")
+
+
+@pytest.fixture
+def page_agent(tmp_path: Path) -> Iterator[Agent]:
+    """libvirt's default test host (two cells of 8 CPUs): no pages on node 0, 1024 2 MiB
+    pages (2 GiB) on node 1."""
+    sysfs = fake_sysfs(tmp_path / "sysfs", {0: 0, 1: 1024})
+    agent = Agent(tmp_path / "agent", host="hp", libvirt_uri="test:///default",
+                  extra={"hugepages_sysfs": str(sysfs)}).start()
+    yield agent
+    agent.kill()
+
+
+def _create(cli: Cli, name: str, memory: str = "256M") -> subprocess.CompletedProcess[str]:
+    return cli.run("vm", "create", name, "--cpus", "1", "--memory", memory, "--disk", "16M",
+                   "--numa", "dedicated", "--hugepages", "2M", "-o", "json")
+
+
+def test_pages_decide_the_node_and_twenty_at_once_never_overcommit(
+        cli: Cli, page_agent: Agent) -> None:
+    cli.ok("host", "add", "hp", "--address", "local", "--socket", str(page_agent.socket))
+    with ThreadPoolExecutor(20) as pool:
+        done = list(pool.map(lambda i: _create(cli, f"hp{i}"), range(20)))
+    made = [f"hp{i}" for i, d in enumerate(done) if d.returncode == 0]
+    assert len(made) == 8, [d.stderr[-300:] for d in done]   # 8 x 128 pages = 1024
+    refused = [json.loads(d.stderr)["error"] for d in done if d.returncode != 0]
+    assert all(e["code"] == "NO_CAPACITY" for e in refused), refused
+    assert any("node 1 has 0 free 2M pages" in e["message"] and "needs 128" in e["message"]
+               for e in refused), refused
+    for vm in made:   # every one on node 1, backed by 2 MiB pages, per its live XML
+        assert _backing(page_agent, vm) == ("2048", "1")
+    with contextlib.closing(sqlite3.connect(page_agent.ledger)) as db:
+        held = db.execute("SELECT cell, SUM(mib) FROM vm_memory GROUP BY cell").fetchall()
+    assert held == [(1, 8 * 256)]
+
+    # the ledger's count survives a restart: still full, and one delete makes room for one
+    page_agent.kill()
+    page_agent.start()
+    again = _create(cli, "late")
+    assert again.returncode == 3 and "node 1 has 0 free 2M pages" in again.stderr
+    cli.ok("vm", "delete", made[0])
+    cli.ok("vm", "create", "late", "--cpus", "1", "--memory", "256M", "--disk", "16M",
+           "--numa", "dedicated", "--hugepages", "2M")
+    assert _backing(page_agent, "late") == ("2048", "1")
+
+
+def test_an_ordinary_vm_does_not_get_the_pages_memory(cli: Cli, tmp_path: Path) -> None:
+    """Reserved pages are not ordinary memory: node 1's pool is off its free MiB."""
+    sysfs = fake_sysfs(tmp_path / "sysfs", {0: 0, 1: 1024})
+    agent = Agent(tmp_path / "agent", host="hp2", libvirt_uri="test:///default",
+                  extra={"hugepages_sysfs": str(sysfs)})
+    agent.start()
+    try:
+        cli.ok("host", "add", "hp2", "--address", "local", "--socket", str(agent.socket))
+        numa = json.loads(cli.ok("host", "show", "hp2", "--numa", "-o", "json").stdout)
+        mib = {n["node"]: n["memory_mib"] for n in numa["nodes"]}
+        assert mib == {0: 2048, 1: 4096}   # libvirt's default test host
+        # Node 1 holds 4096 MiB of which 2048 are reserved pages: 2050 MiB on one node fits
+        # nowhere (it would on node 1 if the pool counted as ordinary memory) ...
+        big = cli.run("vm", "create", "big", "--cpus", "1", "--memory", "2050M", "--disk",
+                      "16M", "--numa", "dedicated", "--numa-nodes", "1", "--host", "hp2")
+        assert big.returncode == 3 and "needs 2050 MiB" in big.stderr, big.stderr
+        # ... and the pool is still whole for a hugepage VM beside an ordinary 2048 MiB one
+        cli.ok("vm", "create", "plain", "--cpus", "1", "--memory", "2048M", "--disk", "16M",
+               "--numa", "dedicated", "--numa-nodes", "1", "--host", "hp2")
+        cli.ok("vm", "create", "paged", "--cpus", "1", "--memory", "2048M", "--disk", "16M",
+               "--numa", "dedicated", "--hugepages", "2M", "--host", "hp2")
+        assert _backing(agent, "paged") == ("2048", "1")
+    finally:
+        agent.kill()
+
+
+def test_hugepages_need_a_dedicated_vm_and_whole_pages(cli: Cli, page_agent: Agent) -> None:
+    cli.ok("host", "add", "hp", "--address", "local", "--socket", str(page_agent.socket))
+    shared = cli.run("vm", "create", "s", "--cpus", "1", "--memory", "256M", "--disk", "16M",
+                     "--hugepages", "2M")
+    assert shared.returncode == 2 and "needs --numa dedicated" in shared.stderr
+    odd = _create(cli, "odd", memory="255M")
+    assert odd.returncode == 2 and "whole number of 2 MiB pages" in odd.stderr
+    bad = _create(cli, "bad").args
+    size = cli.run(*[a if a != "2M" else "4M" for a in bad[1:]])
+    assert size.returncode == 2 and "use 2M or 1G" in size.stderr

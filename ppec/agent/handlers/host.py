@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -90,7 +91,7 @@ class HostHandlers:
                 "bound_mib": bound, "free_mib": cell.memory_mib - bound,
                 "vms": sorted({held[c] for c in dedicated} | {
                     a.vm for a in allocs if any(c == cell.id for c, _ in a.memory)}),
-                "hugepages": hugepages.per_node(cell.id),
+                "hugepages": hugepages.per_node(cell.id, Path(self.ctx.config.hugepages_sysfs)),
             })
         shared = [a for a in allocs if a.policy == "shared"]
         pool = topo.cpu_ids - topo.reserved - set(held)
