@@ -43,6 +43,19 @@ if [ -e /dev/kvm ]; then
 fi
 
 virsh_ok() { virsh -c qemu:///system version >/dev/null 2>&1; }
+# Huge pages (vm create --hugepages): libvirt backs guest RAM from a hugetlbfs mount it
+# looks for when it starts, so the mount comes first, and a libvirtd that started without
+# it starts again (running VMs are not libvirtd's children: they keep running).
+if ! grep -qs " /dev/hugepages hugetlbfs " /proc/mounts; then
+  say "mounting hugetlbfs at /dev/hugepages"
+  mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages
+  if [ ! -d /run/systemd/system ] && pgrep -x libvirtd >/dev/null; then
+    pkill -x libvirtd
+    for _ in $(seq 1 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
+  elif [ -d /run/systemd/system ]; then
+    systemctl try-restart libvirtd
+  fi
+fi
 if ! virsh_ok; then
   say "starting virtlogd and libvirtd"
   if [ -d /run/systemd/system ]; then

@@ -56,7 +56,8 @@ QUICK: dict[tuple[str, str], Quick] = {
         Opt(("--timeout",), "timeout", "int", 20, minimum=1, maximum=300),
         Opt(("--keep-volume",), "keep_volume", "flag", False), HOST, OUTPUT)),
     ("vm", "show"): Quick(VM, "show", ("name",), (
-        HOST, Opt(("--xml",), "xml", "flag", False), OUTPUT)),
+        HOST, Opt(("--xml",), "xml", "flag", False), Opt(("--tuning",), "tuning", "flag",
+                                                        False), OUTPUT)),
     ("vm", "start"): Quick(VM, "start", ("name",), (HOST, OUTPUT)),
     # typer also takes --no-force; this table does not, so such a line goes to typer.
     ("vm", "stop"): Quick(VM, "stop", ("name",), (

@@ -37,8 +37,8 @@ def human(vm: dict[str, Any]) -> dict[str, Any]:
             "address": vm.get("address") or "-"}
 
 
-def show(run: Run, name: str, *, host: str | None, xml: bool, fmt: Fmt,
-         tuning: bool = False) -> None:
+def show(run: Run, name: str, *, host: str | None, xml: bool, tuning: bool,
+         fmt: Fmt) -> None:
     if xml:
         doc = lifecycle.xml(run.ctx, name, host)
         if fmt is Fmt.json:
