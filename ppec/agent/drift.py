@@ -19,6 +19,7 @@ PINNING_CHANGED = "PINNING_CHANGED"    # vCPU/emulator pins or memory binding mo
 DISK_ADDED = "DISK_ADDED"
 DISK_REMOVED = "DISK_REMOVED"
 MEMORY_CHANGED = "MEMORY_CHANGED"
+MEMORY_BACKING_CHANGED = "MEMORY_BACKING_CHANGED"   # huge pages added, removed or resized
 VCPUS_CHANGED = "VCPUS_CHANGED"
 NIC_ADDED = "NIC_ADDED"                # an interface ppec did not give the VM
 NIC_REMOVED = "NIC_REMOVED"            # a NIC ppec gave it is gone
@@ -91,6 +92,23 @@ def compare_vm(name: str, vcpus: int, memory_mib: int, power: str, active: bool,
                             f"{list(held[1])}, live XML has {format_cpulist(live_held[0]) or '-'}"
                             f" memory {list(live_held[1])}"))
     return _first_of_each(alerts)
+
+
+def compare_backing(name: str, page_kib: int, active: bool, live: ET.Element,
+                    config: ET.Element) -> list[Alert]:
+    """The guest RAM's huge pages as ppec built them (``page_kib``; 0: none) against the
+    live and saved XML."""
+    alerts = []
+    for where, root in (("live", live), ("config", config)):
+        if where == "live" and not active:
+            continue
+        page = root.find("memoryBacking/hugepages/page")
+        have = int(page.get("size", "0")) if page is not None else \
+            (-1 if root.find("memoryBacking/hugepages") is not None else 0)
+        if have != page_kib:
+            alerts.append(Alert(MEMORY_BACKING_CHANGED, name, f"{where}: huge pages "
+                                f"{have or 'none'} KiB, ppec built {page_kib or 'none'}"))
+    return alerts[:1]
 
 
 def compare_nics(name: str, expected: dict[str, str], active: bool, live: ET.Element,

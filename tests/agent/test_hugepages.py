@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ppec.wire import protocol
-from tests.realparts import Agent, Cli
+from tests.realparts import Agent, Cli, qemu_pid, unique, virsh
 
 SYSFS = Path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB")
 
@@ -147,3 +147,83 @@ def test_hugepages_need_a_dedicated_vm_and_whole_pages(cli: Cli, page_agent: Age
     bad = _create(cli, "bad").args
     size = cli.run(*[a if a != "2M" else "4M" for a in bad[1:]])
     assert size.returncode == 2 and "use 2M or 1G" in size.stderr
+
+
+def _hugetlbfs() -> bool:
+    return any(line.split()[2] == "hugetlbfs" for line in
+               Path("/proc/mounts").read_text().splitlines() if len(line.split()) > 2)
+
+
+@pytest.fixture
+def pages64(qemu_ready: None) -> Iterator[int]:
+    """64 free 2 MiB pages on node 0 (128 MiB) for the test, the old count restored."""
+    if not _hugetlbfs():
+        pytest.skip("no hugetlbfs mounted (scripts/setup.sh mounts /dev/hugepages)")
+    nr = SYSFS / "nr_hugepages"
+    before = int(nr.read_text())
+    nr.write_text(str(before + 64))
+    if int((SYSFS / "free_hugepages").read_text()) < 64:
+        nr.write_text(str(before))
+        pytest.skip("the kernel could not reserve 64 free 2 MiB pages on node 0")
+    yield 64
+    nr.write_text(str(before))
+
+
+def _huge_mapping(pid: int) -> tuple[int, int]:
+    """(page KiB, resident KiB) of the QEMU process's largest hugetlbfs mapping."""
+    best = (0, 0)
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        if " huge " not in f" {line} ":
+            continue
+        page = int(line.split("kernelpagesize_kB=")[1].split()[0])
+        pages = sum(int(w.split("=")[1]) for w in line.split()
+                    if w.startswith("N") and "=" in w)
+        best = max(best, (page, pages * page), key=lambda b: b[1])
+    return best
+
+
+def test_a_real_vm_runs_on_huge_pages_and_the_next_is_refused_with_numbers(
+        cli: Cli, qemu_dir: Path, pages64: int) -> None:
+    agent = Agent(qemu_dir / "hp", host=unique("hp"), libvirt_uri="qemu:///system",
+                  extra={"domain_type": "qemu"}).start()
+    try:
+        cli.ok("host", "add", agent.host, "--address", "local", "--socket",
+               str(agent.socket))
+        free = int((SYSFS / "free_hugepages").read_text())
+        vm = unique("huge")
+        cli.ok("vm", "create", vm, "--cpus", "1", "--memory", "64M", "--disk", "16M",
+               "--numa", "dedicated", "--hugepages", "2M")
+        pid = qemu_pid(vm)
+        assert pid is not None
+        page, resident = _huge_mapping(pid)
+        assert page == 2048 and resident >= 64 << 10   # from /proc, not from ppec
+        taken = free - int((SYSFS / "free_hugepages").read_text())
+        assert taken == 32, f"{taken} pages taken"
+        shown = json.loads(cli.ok("vm", "show", vm, "--tuning", "-o", "json").stdout)
+        assert shown["tuning"]["memory"]["backing"] == "hugetlbfs"
+        assert shown["tuning"]["xml"]["hugepages"] is True
+
+        # 48 pages asked, 32 left (the agent counts its ledger, under its lock)
+        more = cli.run("vm", "create", unique("more"), "--cpus", "1", "--memory", "96M",
+                       "--disk", "16M", "--numa", "dedicated", "--hugepages", "2M")
+        assert more.returncode == 3, more.stderr
+        assert "node 0 has 32 free 2M pages" in more.stderr and "needs 48" in more.stderr
+
+        # the saved config loses its huge pages behind ppec's back: an alert says so
+        saved = ET.fromstring(virsh("dumpxml", "--inactive", vm))
+        backing = saved.find("memoryBacking")
+        assert backing is not None
+        saved.remove(backing)
+        edited = qemu_dir / "edited.xml"
+        edited.write_text(ET.tostring(saved, encoding="unicode"))
+        virsh("define", str(edited))
+        done = cli.run("alerts", "-o", "json")
+        assert done.returncode == 10, done.stderr
+        codes = {(a["code"], a["detail"]) for a in json.loads(done.stdout)["alerts"]
+                 if a["object"] == vm}
+        assert ("MEMORY_BACKING_CHANGED", "config: huge pages none KiB, ppec built 2048")\
+            in codes, codes
+        cli.ok("vm", "delete", vm)
+        assert int((SYSFS / "free_hugepages").read_text()) == free
+    finally:
+        agent.kill()

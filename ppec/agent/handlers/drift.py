@@ -61,6 +61,8 @@ class DriftHandlers:
             if rec.spec:   # VMs built before NICs were recorded have nothing to compare
                 found += drift.compare_nics(rec.name, self._nic_sources(rec), dom.active,
                                             live, config)
+                found += drift.compare_backing(rec.name, rec.hugepages, dom.active, live,
+                                               config)
         # The agent's own files (ppec.agent.verify): the same alert list, the same ledger.
         own = verify.check(ctx, self.releases)
         # Its base images: the last hash of each (taken every verify_interval in a thread
