@@ -11,9 +11,11 @@ two kinds. Then `ppec vm create` of a dedicated VM of --vm-mib MiB (1 GiB) backe
 huge pages (the pages reserved on node 0 for the run) against the same VM without, whole
 CLI process each, alternating (QEMU preallocates the huge pages at start).
 
-2026-12-08, this machine (2 cores, TCG guest, ext4), 3 rounds: cache=none 3.08 s with 0 MiB
-of the file in the host page cache afterwards; writeback 3.17 s with 256 MiB; time ratio
-none / writeback 0.97x (the guest's own fsync makes writeback wait for the disk too).
+2026-12-08, this machine (2 cores, TCG guest, ext4), 3 rounds, two runs: cache=none
+3.08 / 3.20 s with 0 MiB of the file in the host page cache afterwards; writeback 3.17 /
+3.49 s with 256 MiB; time ratio none / writeback 0.97x / 0.92x (the guest's own fsync
+makes writeback wait for the disk too). vm create of a dedicated 1 GiB VM: 0.43 s on 2 MiB
+pages against 0.39 s without (1.12x: QEMU preallocates the pages at start).
 
     .venv/bin/python bench/tuning.py [--rounds 3] [--mib 256] [--vm-mib 1024] [--json]
     (as root)
