@@ -48,8 +48,9 @@ virsh_ok() { virsh -c qemu:///system version >/dev/null 2>&1; }
 # it starts again (running VMs are not libvirtd's children: they keep running).
 if ! grep -qs " /dev/hugepages hugetlbfs " /proc/mounts; then
   say "mounting hugetlbfs at /dev/hugepages"
-  mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages
-  if [ ! -d /run/systemd/system ] && pgrep -x libvirtd >/dev/null; then
+  if ! { mkdir -p /dev/hugepages && mount -t hugetlbfs hugetlbfs /dev/hugepages; }; then
+    echo "setup: could not mount hugetlbfs: hugepage-backed VMs (and their tests) need it" >&2
+  elif [ ! -d /run/systemd/system ] && pgrep -x libvirtd >/dev/null; then
     pkill -x libvirtd
     for _ in $(seq 1 50); do pgrep -x libvirtd >/dev/null || break; sleep 0.1; done
   elif [ -d /run/systemd/system ]; then
