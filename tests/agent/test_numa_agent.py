@@ -183,4 +183,5 @@ def test_delete_frees_exactly_its_cores(cli: Cli, numa_test_host: Agent) -> None
     assert ledger_cpus(numa_test_host)["c"] == before["a"]   # best fit: a's hole again
     table = cli.ok("host", "show", "t2", "--numa").stdout.splitlines()
     assert table[0].split() == ["NODE", "CPUS", "RESERVED", "DEDICATED", "FREE", "FREE",
-                                "CPUS", "MEMORY", "FREE", "MEMORY", "VMS"]
+                                "CPUS", "MEMORY", "FREE", "MEMORY", "HUGEPAGES",
+                                "FREE/TOTAL", "VMS"]
