@@ -36,7 +36,7 @@ class VmOps:
         topo = self.ctx.topology()
         reserved = hugepages.pools([c.id for c in topo.cells],
                                    Path(self.ctx.config.hugepages_sysfs))
-        backed = {r.name: r.hugepages for r in self.ctx.ledger.all() if r.hugepages}
+        backed = {r.name: page for r in self.ctx.ledger.all() if (page := r.hugepages)}
         topo, allocs = hugepages.view(topo, self.ctx.ledger.allocations(), pin.hugepages,
                                       reserved, backed)
         plan = numa.fit(topo, allocs, request, overcommit=self.ctx.config.cpu_overcommit)

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ppec
 from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
+from ppec.operator.agentsync import Desired
 from ppec.operator.bootstrap import service, steps, wheels
 from ppec.operator.bootstrap.layout import Layout, agent_config, config_bytes
 from ppec.operator.bootstrap.remote import RootShell
 from ppec.operator.context import Context
 from ppec.operator.store import Host
-from ppec.wire import bundle
 
 Say = Callable[[str, str], None]   # (step, outcome)
 
@@ -103,24 +102,30 @@ def _config(host: Host, opts: Options, layout: Layout) -> tuple[bytes, str]:
     return data, str(json.loads(done.stdout)["socket"])
 
 
-def plan(host: Host, opts: Options) -> Plan:
+def _operator_key(host: Host, opts: Options) -> str:
+    """The operator key's public line, after the checks both install and uninstall need:
+    an SSH host, the two keys given, and not the same key."""
     if host.is_local:
         raise BadInput("--install needs an SSH host (--address), not `local`")
     if not host.identity:
-        raise BadInput("--install needs --identity: the operator key whose public half "
-                       "goes into the forced-command line")
+        raise BadInput(f"host {host.name} needs an --identity: the operator key whose "
+                       f"public half is in the forced-command line")
     if not opts.bootstrap_identity:
-        raise BadInput("--install needs --bootstrap-identity: a key root accepts for a "
-                       "shell, used for this command only")
+        raise BadInput("--bootstrap-identity is needed: a key root accepts for a shell, "
+                       "used for this command only")
     operator = public_key(host.identity, "operator key")
     if public_key(opts.bootstrap_identity, "bootstrap key").split()[1] == operator.split()[1]:
         raise BadInput("the bootstrap key is the operator key: the operator key must only "
                        "ever run the forced command, so bootstrap with another key")
+    return operator
+
+
+def plan(host: Host, opts: Options) -> Plan:
+    operator = _operator_key(host, opts)
     layout = Layout(opts.root)
     data, socket = _config(host, opts, layout)
-    found = bundle.manifest(bundle.package_root())
-    return Plan(host, opts, layout, data, socket, operator, ppec.__version__,
-                bundle.digest(ppec.__version__, found))
+    release = Desired.here()   # the files agent sync compares: the host's digest after
+    return Plan(host, opts, layout, data, socket, operator, release.version, release.digest)
 
 
 def dry_run(p: Plan) -> dict[str, Any]:
@@ -149,9 +154,8 @@ class _Run:
         return outcome
 
 
-def _connect(ctx: Context, p: Plan) -> RootShell:
-    opts = p.options
-    return RootShell(address=p.host.address, port=p.host.port,
+def _connect(ctx: Context, host: Host, opts: Options) -> RootShell:
+    return RootShell(address=host.address, port=host.port,
                      identity=opts.bootstrap_identity, known_hosts=ctx.reach.known_hosts,
                      accept_new_host_key=opts.accept_new_host_key,
                      pin=opts.host_key_fingerprint, timeout=ctx.reach.connect_timeout)
@@ -174,7 +178,7 @@ def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
     # The wheels are built while the host answers the first steps (most of it is zlib,
     # which leaves the GIL); a finished host never asks for them.
     built = concurrent.futures.ThreadPoolExecutor(1).submit(_wheels, p.digest)
-    shell = _connect_step(run, ctx, p)
+    shell = _connect_step(run, ctx, p.host, p.options)
     try:
         run.step("os", lambda: steps.os_release(shell, lay, p.options.force_os))
         run.step("packages", lambda: steps.packages(shell))
@@ -212,11 +216,11 @@ def _final_config(shell: RootShell, p: Plan) -> bytes:
                                      supervised=service.has_systemd(shell)))
 
 
-def _connect_step(run: _Run, ctx: Context, p: Plan) -> RootShell:
+def _connect_step(run: _Run, ctx: Context, host: Host, opts: Options) -> RootShell:
     box: list[RootShell] = []
 
     def go() -> str:
-        box.append(_connect(ctx, p))
+        box.append(_connect(ctx, host, opts))
         return f"connected as root (host key {box[0].host_key})"
     run.step("connect", go)
     return box[0]
@@ -256,23 +260,22 @@ def uninstall(ctx: Context, name: str, opts: Options, say: Say) -> dict[str, Any
     live = _live_vms(ctx, host)
     if live:
         raise BadInput(f"host {name}'s agent still runs VMs: {', '.join(live[:10])}")
-    p = plan(host, opts)
-    run, lay = _Run(say), p.layout
-    shell = _connect_step(run, ctx, p)
+    operator = _operator_key(host, opts)   # no config, no release: nothing is installed
+    run, lay = _Run(say), Layout(opts.root)
+    shell = _connect_step(run, ctx, host, opts)
 
     def stop() -> str:
         service.stop(shell, lay)
         return "agent stopped"
 
     def remove() -> str:
-        stamp = lay.at("/etc/ppec/.agent-started")
         shell.check(f"rm -rf {shlex.quote(lay.venv)} {shlex.quote(lay.config)} "
-                    f"{shlex.quote(stamp)}", "removing ppec")
+                    f"{shlex.quote(lay.stamp)}", "removing ppec")
         return "ppec removed"
     try:
         run.step("agent", stop)
         run.step("forced command", lambda: steps.remove_forced_command(shell, lay,
-                                                                        p.operator_key))
+                                                                        operator))
         run.step("ppec", remove)
     finally:
         shell.close()

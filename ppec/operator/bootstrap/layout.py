@@ -50,6 +50,11 @@ class Layout:
         return self.at("/root/.ssh/authorized_keys")
 
     @property
+    def stamp(self) -> str:
+        """What the running agent was started with (config hash, release digest)."""
+        return self.at("/etc/ppec/.agent-started")
+
+    @property
     def pidfile(self) -> str:
         """Where PID 1 is not systemd: the agent started directly, its PID here."""
         return self.at("/run/ppec-agent.pid")

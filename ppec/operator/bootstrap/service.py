@@ -100,7 +100,7 @@ def ensure_running(shell: RootShell, layout: Layout, socket: str, config: bytes,
                    digest: str) -> str:
     """Start the agent, or restart it when it runs other files or another config;
     returns what was done ("running" when nothing)."""
-    stamp_path = layout.at("/etc/ppec/.agent-started")
+    stamp_path = layout.stamp
     want = config_stamp(config, digest)
     stale = shell.read(stamp_path) != want
     if has_systemd(shell):
