@@ -20,19 +20,28 @@ from tests.realparts import Agent, Cli, qemu_pid, unique, virsh
 SYSFS = Path("/sys/devices/system/node/node0/hugepages/hugepages-2048kB")
 
 
-@pytest.fixture
-def eight_pages() -> Iterator[int]:
-    """Eight 2 MiB pages reserved on node 0 for the test, the old count restored after."""
+@contextlib.contextmanager
+def reserved(extra: int) -> Iterator[int]:
+    """``extra`` more 2 MiB pages reserved on node 0 (the total yielded), the old count
+    restored after; a skip naming why where the kernel has or gives none."""
     nr = SYSFS / "nr_hugepages"
     if not nr.exists():
         pytest.skip("no 2 MiB huge pages on node 0 of this kernel")
     before = int(nr.read_text())
     try:
-        nr.write_text(str(before + 8))
+        nr.write_text(str(before + extra))
     except OSError as e:
         pytest.skip(f"cannot reserve huge pages here ({e})")
-    yield int(nr.read_text())
-    nr.write_text(str(before))
+    try:
+        yield int(nr.read_text())
+    finally:
+        nr.write_text(str(before))
+
+
+@pytest.fixture
+def eight_pages() -> Iterator[int]:
+    with reserved(8) as total:
+        yield total
 
 
 def test_host_show_numa_reports_sysfs_pages(cli: Cli, test_agent: Agent,
@@ -162,19 +171,10 @@ def pages64(qemu_ready: None) -> Iterator[int]:
     """64 free 2 MiB pages on node 0 (128 MiB) for the test, the old count restored."""
     if not _hugetlbfs():
         pytest.skip("no hugetlbfs mounted (scripts/setup.sh mounts /dev/hugepages)")
-    nr = SYSFS / "nr_hugepages"
-    if not nr.exists():
-        pytest.skip("no 2 MiB huge pages on node 0 of this kernel")
-    before = int(nr.read_text())
-    try:
-        nr.write_text(str(before + 64))
-    except OSError as e:
-        pytest.skip(f"cannot reserve huge pages here ({e})")
-    if int((SYSFS / "free_hugepages").read_text()) < 64:
-        nr.write_text(str(before))
-        pytest.skip("the kernel could not reserve 64 free 2 MiB pages on node 0")
-    yield 64
-    nr.write_text(str(before))
+    with reserved(64):
+        if int((SYSFS / "free_hugepages").read_text()) < 64:
+            pytest.skip("the kernel could not reserve 64 free 2 MiB pages on node 0")
+        yield 64
 
 
 def _huge_mapping(pid: int) -> tuple[int, int]:

@@ -109,7 +109,8 @@ def agent_config(path: Path, host: BootHost, name: str, libvirt_uri: str,
     return path
 
 
-def ssh_as(key: Path, host: BootHost, command: str) -> subprocess.CompletedProcess[str]:
+def ssh_as(key: Path, host: BootHost, command: str,
+           stdin: str = "") -> subprocess.CompletedProcess[str]:
     """OpenSSH's own client (not ppec's), with the host key this test trusts."""
     assert host.sshd is not None
     known = host.keys / "known_hosts"
@@ -119,7 +120,7 @@ def ssh_as(key: Path, host: BootHost, command: str) -> subprocess.CompletedProce
         ["ssh", "-i", str(key), "-p", str(host.sshd.port), "-o", "IdentitiesOnly=yes",
          "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
          "-o", "BatchMode=yes", f"root@{host.address}", command],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+        capture_output=True, text=True, timeout=60, input=stdin, check=False)
 
 
 def ppec_lines(host: BootHost) -> list[str]:

@@ -57,8 +57,12 @@ def test_install_serves_a_real_vm_through_the_forced_command(
     assert domain_state(name) is None
 
     # the operator key runs the proxy and nothing else
-    shell = ssh_as(h.operator, h, "id")
+    # (asking for `id`, it still gets the proxy: a protocol line sent gets the agent's
+    # answer; a failed login would answer nothing and fail here too)
+    shell = ssh_as(h.operator, h, "id", stdin='{"v":1,"id":7,"method":"ping","params":{}}\n')
+    assert shell.returncode == 0, shell.stderr
     assert "uid=" not in shell.stdout
+    assert json.loads(shell.stdout)["result"]["host"] == "bm-1"
     assert ssh_as(h.bootstrap, h, "id").stdout.startswith("uid=0(root)")
 
     # the syncer sees the installed release as its own
