@@ -23,7 +23,7 @@ from ppec.core.errors import AlreadyExists, BadInput, NotFound, PpecError
 from ppec.operator.agentsync import Desired
 from ppec.operator.bootstrap import service, steps, wheels
 from ppec.operator.bootstrap.layout import Layout, agent_config, config_bytes
-from ppec.operator.bootstrap.remote import RootShell
+from ppec.operator.bootstrap.remote import RootShell, Same
 from ppec.operator.context import Context
 from ppec.operator.store import Host
 
@@ -170,7 +170,7 @@ def _inventory(ctx: Context, host: Host) -> str:
     if (have.address, have.port) != (host.address, host.port):
         raise AlreadyExists(f"host {host.name} is already in the inventory at "
                             f"{have.address}:{have.port}")
-    return "already in the inventory"
+    return Same("already in the inventory")
 
 
 def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
@@ -186,15 +186,15 @@ def install(ctx: Context, p: Plan, say: Say) -> dict[str, Any]:
                                                     built.result, lambda m: say("ppec", m)))
         config = _final_config(shell, p)
         run.step("config", lambda: steps.config(shell, lay, config))
-        run.step("agent", lambda: "agent " + service.ensure_running(
-            shell, lay, p.socket, config, p.digest))
+        run.step("agent", lambda: _agent(service.ensure_running(
+            shell, lay, p.socket, config, p.digest)))
         run.step("forced command", lambda: steps.forced_command(shell, lay, p.socket,
                                                                  p.operator_key))
     finally:
         shell.close()
     run.step("agent answers", lambda: _answers(ctx, p))
     run.step("inventory", lambda: _inventory(ctx, p.host))
-    changed = [d["step"] for d in run.done if not _unchanged(d["step"], d["outcome"])]
+    changed = [d["step"] for d in run.done if not isinstance(d["outcome"], Same)]
     return {**p.host.as_dict(), "installed": True, "version": p.version,
             "release": p.digest, "steps": run.done, "changed": changed}
 
@@ -221,18 +221,14 @@ def _connect_step(run: _Run, ctx: Context, host: Host, opts: Options) -> RootShe
 
     def go() -> str:
         box.append(_connect(ctx, host, opts))
-        return f"connected as root (host key {box[0].host_key})"
+        return Same(f"connected as root (host key {box[0].host_key})")
     run.step("connect", go)
     return box[0]
 
 
-_UNCHANGED = ("packages ok", "already installed", "config unchanged", "agent running",
-              "already set", "already in the inventory")
-_LOOKS = ("connect", "os", "agent answers")   # steps that only look
-
-
-def _unchanged(step: str, outcome: str) -> bool:
-    return step in _LOOKS or any(s in outcome for s in _UNCHANGED)
+def _agent(outcome: str) -> str:
+    """ "agent started", "agent running": the service's word, still Same when it is."""
+    return type(outcome)(f"agent {outcome}")
 
 
 def _answers(ctx: Context, p: Plan) -> str:
@@ -247,7 +243,7 @@ def _answers(ctx: Context, p: Plan) -> str:
     if info.get("digest") != p.digest:
         raise BadInput(f"the agent behind the forced command runs release "
                        f"{info.get('digest')}, not {p.digest}")
-    return f"agent answers (ppec {info.get('version')}, host {info.get('host')})"
+    return Same(f"agent answers (ppec {info.get('version')}, host {info.get('host')})")
 
 
 def uninstall(ctx: Context, name: str, opts: Options, say: Say) -> dict[str, Any]:

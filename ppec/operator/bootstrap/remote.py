@@ -23,6 +23,10 @@ class Done:
     err: str
 
 
+class Same(str):
+    """A step's outcome that changed nothing on the host (a rerun's "packages ok")."""
+
+
 class BootstrapFailed(PpecError):
     """A step failed on the host; the message names the step and what came before."""
 

@@ -8,7 +8,7 @@ import json
 import shlex
 
 from ppec.operator.bootstrap.layout import Layout
-from ppec.operator.bootstrap.remote import BootstrapFailed, RootShell
+from ppec.operator.bootstrap.remote import BootstrapFailed, RootShell, Same
 
 # Asked on the host with the installed Python: the agent's ping through its socket.
 _PING = """
@@ -86,7 +86,7 @@ def _systemd(shell: RootShell, layout: Layout, restart: bool) -> str:
     shell.check("systemctl enable --quiet ppec-agent.service", "enabling ppec-agent.service")
     active = shell.run("systemctl is-active --quiet ppec-agent.service").rc == 0
     if active and not (restart or changed):
-        return "running"
+        return Same("running")
     shell.check("systemctl restart ppec-agent.service", "starting ppec-agent.service")
     return "restarted" if active else "started"
 
@@ -109,7 +109,7 @@ def ensure_running(shell: RootShell, layout: Layout, socket: str, config: bytes,
         running = _pid_running(shell, layout)
         answer = ping(shell, layout, socket, 0) if running else None
         if running and not stale and answer and answer.get("digest") == digest:
-            return "running"
+            return Same("running")
         _stop_direct(shell, layout)
         _start_direct(shell, layout)
         outcome = "restarted" if running else "started"

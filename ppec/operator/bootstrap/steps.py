@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ppec.core.errors import BadInput
 from ppec.operator.bootstrap import authkeys, wheels
 from ppec.operator.bootstrap.layout import PACKAGES, SUPPORTED, Layout
-from ppec.operator.bootstrap.remote import BootstrapFailed, RootShell
+from ppec.operator.bootstrap.remote import BootstrapFailed, RootShell, Same
 
 # What the installed package says of itself, with the installed Python (-P: nothing from
 # the working directory); the agent's imports are tried too, so a broken venv is redone.
@@ -30,7 +30,7 @@ def os_release(shell: RootShell, layout: Layout, force: bool) -> str:
     if (os_id, version) not in SUPPORTED and not force:
         raise BadInput(f"{name} is not a supported host OS (tested: Debian 12); "
                        f"--force-os to try anyway", code="UNSUPPORTED_OS")
-    return name
+    return Same(name)
 
 
 def packages(shell: RootShell) -> str:
@@ -39,7 +39,7 @@ def packages(shell: RootShell) -> str:
     have = {ln.split()[0] for ln in listed.out.splitlines() if ln.endswith(" installed")}
     missing = [p for p in PACKAGES if p not in have]
     if not missing:
-        return "packages ok"
+        return Same("packages ok")
     shell.check("export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
                 f"apt-get install -y -q --no-install-recommends {' '.join(missing)} "
                 f">/dev/null", f"apt-get install {' '.join(missing)}", timeout=1800)
@@ -60,7 +60,7 @@ def install_ppec(shell: RootShell, layout: Layout, version: str, digest: str,
     connection, each SHA-256 checked on the host before pip sees it. ``built()``: the
     wheels and pip's (built beside the earlier steps)."""
     if (have := installed(shell, layout)) and have[1] == digest:
-        return f"ppec {version} already installed"
+        return Same(f"ppec {version} already installed")
     agent, pip = built()
     every = [*agent, pip]
     q, stage = shlex.quote, shlex.quote(layout.staging)
@@ -88,7 +88,7 @@ def install_ppec(shell: RootShell, layout: Layout, version: str, digest: str,
 
 def config(shell: RootShell, layout: Layout, data: bytes) -> str:
     if shell.read(layout.config) == data:
-        return f"config unchanged ({layout.config})"
+        return Same(f"config unchanged ({layout.config})")
     shell.write(layout.config, data, mode="644")
     return f"config written ({layout.config})"
 
@@ -99,7 +99,7 @@ def forced_command(shell: RootShell, layout: Layout, socket: str, public_key: st
     text = (before or b"").decode()
     after = authkeys.with_line(text, line)
     if before is not None and after == text:
-        return "forced command already set"
+        return Same("forced command already set")
     shell.check(f"mkdir -p -m 700 \"$(dirname {shlex.quote(layout.authorized_keys)})\"",
                 "making root's .ssh")
     shell.write(layout.authorized_keys, after.encode(), mode="600")
@@ -109,9 +109,9 @@ def forced_command(shell: RootShell, layout: Layout, socket: str, public_key: st
 def remove_forced_command(shell: RootShell, layout: Layout, public_key: str) -> str:
     before = shell.read(layout.authorized_keys)
     if before is None:
-        return "no authorized_keys"
+        return Same("no authorized_keys")
     after = authkeys.without(before.decode(), public_key.split()[1])
     if after == before.decode():
-        return "no forced command to remove"
+        return Same("no forced command to remove")
     shell.write(layout.authorized_keys, after.encode(), mode="600")
     return "forced command removed"
